@@ -1,0 +1,1 @@
+"""Analysis of sweep results: results.parquet -> tables, figures, report. Needs no torch and no Ray."""

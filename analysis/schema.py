@@ -1,0 +1,42 @@
+"""The results.parquet contract between sweeps/ (writer) and analysis/ (reader). Pure Python.
+
+One row per trial and stage. The sweep writes rows as trials finish, so a partial file is valid.
+Columns not listed here may appear (extra config values); readers must tolerate missing optional ones.
+"""
+
+METRIC_NAMES = ["accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1",
+                "macro_f1", "roc_auc", "pr_auc"]  # minority class = positive
+
+# identity and outcome
+ID_COLUMNS = [
+    "sweep_name",   # str: the sweep's folder name
+    "trial_id",     # str: Ray Tune trial id (unique per row together with stage)
+    "stage",        # "gan" | "classifier"
+    "arm",          # "baseline" (ratio 0) | "gan" | "class_weight" | "oversample" | "augment"
+    "config_id",    # str: hash of every config value except the seed (groups seed repeats)
+    "seed",         # int
+    "status",       # "ok" | "failed" | "stopped" (early-stopped by the scheduler)
+    "error",        # str: reason when failed/stopped, else ""
+]
+# configuration
+CONFIG_COLUMNS = [
+    "gan_loss",         # "bce" | "hinge" | "wgan-gp" | "" (no GAN)
+    "gan_lr_g", "gan_lr_d",  # float or NaN
+    "diffaugment",      # bool
+    "n_critic",         # int (wgan-gp only, else 0)
+    "gan_key",          # str: hash of the GAN config; the same GAN serves every row sharing it
+    "synthetic_ratio",  # float: synthetic / real minority train images (0 = none)
+    "clf_lr",           # float
+    "imbalance_fix",    # "none" | "class_weight" | "oversample"
+    "augment",          # "none" | "standard"
+    "image_size", "channels",
+]
+VAL_COLUMNS = [f"val_{m}" for m in METRIC_NAMES]    # selection uses these only
+TEST_COLUMNS = [f"test_{m}" for m in METRIC_NAMES]  # reported, never used to choose
+GAN_COLUMNS = ["gan_fid", "gan_kid", "gan_kid_std", "gan_precision", "gan_recall",
+               "gan_diversity_ratio", "gan_memorised_fraction", "gan_epochs"]
+TIMING_COLUMNS = ["time_total_s", "time_gan_s", "time_classifier_s", "finished_at"]
+PATH_COLUMNS = ["gan_run_dir", "clf_run_dir", "synthetic_dir"]
+
+REQUIRED_COLUMNS = ID_COLUMNS
+ALL_COLUMNS = ID_COLUMNS + CONFIG_COLUMNS + VAL_COLUMNS + TEST_COLUMNS + GAN_COLUMNS + TIMING_COLUMNS + PATH_COLUMNS

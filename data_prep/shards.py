@@ -1,0 +1,42 @@
+"""Manifest split -> ray.data.Dataset of normalised float tensors, decoded and resized once.
+
+    ds = split_dataset(manifest, "train", image_size=64, channels=3, label=minority)
+    for batch in ds.iter_torch_batches(batch_size=64):   # {"image": (B, C, S, S) float32, "label": (B,)}
+        ...
+
+The decode runs as Ray tasks over blocks of rows (parallel on a cluster), then the result is
+materialised in the object store, so every epoch after the first reads ready tensors.
+Ray Train workers get their part with `ray.train.get_dataset_shard(name)`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from data_prep.arrays import decode_rows, normalize
+from data_prep.errors import DataError
+
+_ROWS_PER_BLOCK = 256  # decode work per task: large enough to amortise task overhead
+
+
+def split_dataset(manifest, split: str, image_size: int, channels: int, label: int | None = None,
+                  include_synthetic: bool = True, materialize: bool = True, rows: pd.DataFrame | None = None):
+    """Rows of `split` (optionally one class) -> materialised ray.data.Dataset with image and label."""
+    import ray
+
+    df = rows if rows is not None else manifest.split(split, label)
+    if not include_synthetic:
+        df = df[~df["is_synthetic"]]
+    if df.empty:
+        what = f"split {split!r}" + (f", class {manifest.classes[label]!r}" if label is not None else "")
+        raise DataError(f"no images for {what} in manifest {manifest.path}")
+    cols = df[["source", "source_key", "source_index", "label"]].reset_index(drop=True)
+    n_blocks = max(1, int(np.ceil(len(cols) / _ROWS_PER_BLOCK)))
+    ds = ray.data.from_pandas([cols.iloc[idx] for idx in np.array_split(np.arange(len(cols)), n_blocks)])
+
+    def decode(batch: pd.DataFrame) -> dict:
+        imgs = normalize(decode_rows(batch, image_size, channels))
+        return {"image": imgs, "label": batch["label"].to_numpy(np.int64)}
+
+    ds = ds.map_batches(decode, batch_format="pandas", batch_size=None)
+    return ds.materialize() if materialize else ds

@@ -1,0 +1,1 @@
+"""Metrics: classification (real val/test) and generative (FID/KID, diversity, memorisation)."""
