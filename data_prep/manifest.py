@@ -247,3 +247,46 @@ def add_synthetic_rows(m: Manifest, synthetic: pd.DataFrame) -> Manifest:
     out = Manifest(df=pd.concat([m.df, rows], ignore_index=True), meta=dict(m.meta), path=m.path)
     check_no_leakage(out.df, where="manifest + synthetic rows")
     return out
+
+
+SYNTHETIC_COLUMNS = ["image_id", "source", "label", "label_name", "sha256", "generator", "width", "height",
+                     "channels"]
+
+
+def write_synthetic_rows(rows: pd.DataFrame, out_dir: str | Path) -> Path:
+    """Write the rows of a folder of generated PNGs as out_dir/manifest.parquet (sources relative to it).
+
+    Columns SYNTHETIC_COLUMNS; `generator` names the checkpoint that made each image, so mixed sets keep
+    each image's origin. These rows are not a split manifest: they enter a classifier dataset only through
+    `add_synthetic_rows`, which makes them training rows.
+    """
+    out_dir = Path(out_dir)
+    missing = [c for c in SYNTHETIC_COLUMNS if c not in rows.columns]
+    if missing:
+        raise DataError(f"synthetic rows lack column(s) {missing}")
+    df = rows[SYNTHETIC_COLUMNS].copy()
+    root = out_dir.resolve()
+    df["source"] = [Path(p).resolve().relative_to(root).as_posix() if Path(p).resolve().is_relative_to(root)
+                    else str(p) for p in df["source"]]
+    df["is_synthetic"] = True
+    df["split"] = "train"
+    path = out_dir / "manifest.parquet"
+    df.to_parquet(path, index=False)
+    return path
+
+
+def read_synthetic_rows(out_dir: str | Path) -> pd.DataFrame:
+    """Read out_dir/manifest.parquet written by `write_synthetic_rows`; sources made absolute."""
+    path = Path(out_dir) / "manifest.parquet"
+    if not path.is_file():
+        raise DataError(f"no synthetic manifest at {path}; make one with "
+                        f"python -m trainables.gan.sample --checkpoint CKPT --num-samples N --output-dir {out_dir}")
+    df = pd.read_parquet(path)
+    missing = [c for c in SYNTHETIC_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: synthetic manifest lacks column(s) {missing}")
+    if "split" in df.columns and (df["split"] != "train").any():
+        raise LeakageError(f"{path}: synthetic rows with split != 'train'; synthetic images are training data only")
+    root = path.parent.resolve()
+    df["source"] = [p if Path(p).is_absolute() else str(root / p) for p in df["source"]]
+    return df
