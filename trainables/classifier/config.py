@@ -1,0 +1,67 @@
+"""ClassifierConfig: the one frozen config of the classifier stage (Tune dicts -> `classifier_config`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from data_prep.config import config_from_dict
+from data_prep.errors import ConfigError
+from trainables.metrics.classification import METRIC_KEYS, THRESHOLD_RULES
+
+MAX_SYNTHETIC_RATIO = 10.0  # more than 10x the real minority images is a known failure mode
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    model: str = "resnet18"  # "resnet18" | "resnet50" | "small_cnn" (see models.MODELS)
+    weights: str | None = None  # local state-dict file to start from (never downloaded); None = random init
+    image_size: int | None = None  # input side in pixels; None = the manifest's image_size
+    channels: int | None = None  # 1 or 3; None = the manifest's channels
+    batch_size: int = 64  # images per optimiser step (per worker under DDP)
+    num_epochs: int = 20  # passes over the (possibly oversampled) training set
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 1e-4  # AdamW weight decay
+    synthetic_ratio: float = 0.0  # synthetic images / real minority train images, 0..10 (0 = baseline)
+    imbalance_fix: str = "none"  # "none" | "class_weight" (loss weights) | "oversample" (balanced resampling)
+    augment: str = "none"  # "none" | "standard" (flips, small rotations, colour jitter)
+    select_metric: str = "f1"  # real-val metric that picks the best epoch (F1 of the minority class)
+    threshold_rule: str = "max_f1"  # "max_f1" | "target_sensitivity": how the val threshold is chosen
+    target_sensitivity: float = 0.9  # sensitivity the threshold must reach under "target_sensitivity"
+    seed: int = 0  # model init, sampling, augmentation and synthetic-row draw
+    device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
+    num_folds: int = 0  # k-fold CV over train+val (test untouched); 0 = the manifest's split, no CV
+
+    def __post_init__(self) -> None:
+        from trainables.classifier.data import AUGMENTS, IMBALANCE_FIXES
+        from trainables.classifier.models import MODELS
+
+        for name, value, table in (("model", self.model, MODELS), ("imbalance_fix", self.imbalance_fix,
+                                   IMBALANCE_FIXES), ("augment", self.augment, AUGMENTS),
+                                   ("threshold_rule", self.threshold_rule, THRESHOLD_RULES),
+                                   ("select_metric", self.select_metric, METRIC_KEYS)):
+            if value not in table:
+                raise ConfigError(f"unknown {name} {value!r}; valid: {sorted(table)}")
+        if not 0.0 <= self.synthetic_ratio <= MAX_SYNTHETIC_RATIO:
+            raise ConfigError(f"synthetic_ratio must be in [0, {MAX_SYNTHETIC_RATIO:g}] (synthetic / real minority "
+                              f"train images), got {self.synthetic_ratio}")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"channels must be 1, 3 or None (manifest's), got {self.channels}")
+        if self.image_size is not None and self.image_size < 8:
+            raise ConfigError(f"image_size must be >= 8 pixels, got {self.image_size}")
+        for name in ("batch_size", "num_epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ConfigError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if not 0.0 < self.target_sensitivity <= 1.0:
+            raise ConfigError(f"target_sensitivity must be in (0, 1], got {self.target_sensitivity}")
+        if self.num_folds == 1 or self.num_folds < 0:
+            raise ConfigError(f"num_folds must be 0 (no CV) or >= 2, got {self.num_folds}")
+
+
+def classifier_config(values: Mapping[str, Any] | None) -> ClassifierConfig:
+    """Tune/YAML dict -> ClassifierConfig; unknown keys are an error listing the valid ones."""
+    return config_from_dict(ClassifierConfig, values, what="classifier config")
+
+
+SMOKE_OVERRIDES = {"model": "small_cnn", "image_size": 32, "batch_size": 32, "num_epochs": 4, "device": "cpu"}

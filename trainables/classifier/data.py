@@ -1,0 +1,220 @@
+"""Classifier datasets: real train + seeded synthetic minority rows, real val/test, folds, and the controls.
+
+    data = build_classifier_data(read_manifest(M), cfg, synthetic_dir="runs/gan/samples")
+    data.train_rows / data.val_rows / data.test_rows     # manifest rows; synthetic only in train
+
+Synthetic count: n = round(synthetic_ratio * n_real_minority_train), rounding half up
+(`n_synthetic_for`), drawn without replacement with `cfg.seed` from the generator's rows
+(`data_prep.manifest.read_synthetic_rows`). They enter only through `add_synthetic_rows`, and
+`check_no_leakage` runs on every dataset built here.
+
+Controls (one table each, same code path as the synthetic runs, freely combined with them):
+IMBALANCE_FIXES  none | class_weight (loss weights n / (C * n_c)) | oversample (draw N indices
+                 per epoch with probability proportional to 1 / n_class: balanced in expectation)
+AUGMENTS         none | standard (random h/v flips, rotation within +-15 degrees, brightness and
+                 contrast jitter of +-20 %), applied per image on normalised batches
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from data_prep.arrays import decode_rows, normalize
+from data_prep.errors import DataError
+from data_prep.manifest import Manifest, add_synthetic_rows, check_no_leakage, read_synthetic_rows
+from trainables.classifier.config import MAX_SYNTHETIC_RATIO
+
+
+def n_synthetic_for(ratio: float, n_real_minority: int) -> int:
+    """Number of synthetic images for `ratio`: round(ratio * n_real_minority), halves rounded up."""
+    if not 0.0 <= ratio <= MAX_SYNTHETIC_RATIO:
+        raise DataError(f"synthetic_ratio must be in [0, {MAX_SYNTHETIC_RATIO:g}], got {ratio}")
+    return int(math.floor(ratio * n_real_minority + 0.5))
+
+
+def draw_synthetic_rows(synthetic: pd.DataFrame, n: int, positive_label: int, classes: list[str], seed: int,
+                        where: str = "synthetic rows") -> pd.DataFrame:
+    """Seeded draw of n rows without replacement; every row must carry the minority label."""
+    wrong = synthetic[synthetic["label"].astype(int) != positive_label]
+    if len(wrong):
+        got = sorted(set(int(x) for x in wrong["label"]))
+        raise DataError(f"{where}: {len(wrong)} synthetic row(s) with label(s) {got} "
+                        f"({[classes[g] if 0 <= g < len(classes) else '?' for g in got]}); synthetic images must "
+                        f"be of the minority class {classes[positive_label]!r} (label {positive_label})")
+    if n > len(synthetic):
+        raise DataError(f"{where}: {n} synthetic images needed but only {len(synthetic)} available; sample more "
+                        f"with python -m trainables.gan.sample --num-samples {n} or lower the ratio")
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(synthetic), size=n, replace=False))
+    return synthetic.iloc[pick].reset_index(drop=True)
+
+
+@dataclass
+class ClassifierData:
+    """One classifier dataset: the (augmented) manifest and its three row sets."""
+    manifest: Manifest
+    train_rows: pd.DataFrame
+    val_rows: pd.DataFrame
+    test_rows: pd.DataFrame
+    image_size: int
+    channels: int
+    n_synthetic: int
+
+    @property
+    def positive_label(self) -> int:
+        return self.manifest.positive_label
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest.classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.manifest.classes)
+
+    def summary(self) -> dict:
+        def counts(df: pd.DataFrame) -> dict:
+            return {self.classes[int(k)]: int(v) for k, v in df["label"].value_counts().sort_index().items()}
+        return {"train": counts(self.train_rows), "val": counts(self.val_rows), "test": counts(self.test_rows),
+                "n_synthetic": self.n_synthetic, "positive_class": self.classes[self.positive_label]}
+
+
+def build_classifier_data(manifest: Manifest, cfg, synthetic_dir: str | Path | None = None) -> ClassifierData:
+    """Real manifest (+ synthetic rows drawn for cfg.synthetic_ratio) -> guarded ClassifierData."""
+    pos, classes = manifest.positive_label, manifest.classes
+    where = str(manifest.path or "manifest")
+    real = manifest.df[~manifest.df["is_synthetic"].astype(bool)]
+    for s in ("val", "test"):
+        if not ((real["split"] == s) & (real["label"] == pos)).any():
+            raise DataError(f"{where}: the {s} split has no image of the minority class {classes[pos]!r}; "
+                            f"F1/sensitivity would be undefined. Re-split with more minority images or other fractions")
+    n_real_minority = int(((real["split"] == "train") & (real["label"] == pos)).sum())
+    n = n_synthetic_for(cfg.synthetic_ratio, n_real_minority)
+    m = Manifest(df=manifest.df[~manifest.df["is_synthetic"].astype(bool)].reset_index(drop=True),
+                 meta=dict(manifest.meta), path=manifest.path)
+    if n > 0:
+        if synthetic_dir is None:
+            raise DataError(f"synthetic_ratio {cfg.synthetic_ratio} needs synthetic images: pass --synthetic DIR "
+                            f"(made by python -m trainables.gan.sample)")
+        rows = draw_synthetic_rows(read_synthetic_rows(synthetic_dir), n, pos, classes, cfg.seed,
+                                   where=str(synthetic_dir))
+        m = add_synthetic_rows(m, rows)
+    check_no_leakage(m.df, where=f"classifier dataset from {where}")
+    return ClassifierData(manifest=m, train_rows=m.split("train"), val_rows=m.split("val"),
+                          test_rows=m.split("test"),
+                          image_size=int(cfg.image_size or manifest.meta.get("image_size", 64)),
+                          channels=int(cfg.channels or manifest.meta.get("channels", 3)), n_synthetic=n)
+
+
+def kfold_manifests(manifest: Manifest, num_folds: int, seed: int) -> list[Manifest]:
+    """k manifests whose real train+val rows are re-split into k stratified folds (test untouched).
+
+    The unit of assignment is the patient group (or, without one, the pixel hash), so no patient or
+    duplicate image straddles train and val; units are dealt to folds class by class after a seeded shuffle.
+    """
+    df = manifest.df[~manifest.df["is_synthetic"].astype(bool)].reset_index(drop=True)
+    pool = df[df["split"].isin(["train", "val"])]
+    unit = np.where(pool["group"].astype(str) != "", "g:" + pool["group"].astype(str), "h:" + pool["sha256"].astype(str))
+    units = pd.DataFrame({"unit": unit, "label": pool["label"].to_numpy()}).groupby("unit")["label"].max()
+    rng = np.random.default_rng(seed)
+    fold_of: dict[str, int] = {}
+    for lab in sorted(units.unique()):
+        names = np.array(sorted(units.index[units == lab]))
+        rng.shuffle(names)
+        if len(names) < num_folds:
+            raise DataError(f"{num_folds}-fold CV needs >= {num_folds} train+val units of class "
+                            f"{manifest.classes[int(lab)]!r}; found {len(names)}")
+        start = len(fold_of) % num_folds  # rotate so small folds are not always the same
+        fold_of.update({u: (start + i) % num_folds for i, u in enumerate(names)})
+    folds = np.array([fold_of[u] for u in unit])
+    out = []
+    for f in range(num_folds):
+        d = df.copy()
+        d.loc[pool.index, "split"] = np.where(folds == f, "val", "train")
+        m = Manifest(df=d, meta=dict(manifest.meta), path=manifest.path)
+        check_no_leakage(m.df, where=f"fold {f} of {manifest.path}")
+        out.append(m)
+    return out
+
+
+def load_tensors(rows: pd.DataFrame, image_size: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows -> (float32 (N, C, S, S) in [-1, 1], int64 labels)."""
+    x = normalize(decode_rows(rows, image_size, channels))
+    return torch.from_numpy(np.array(x)), torch.as_tensor(rows["label"].to_numpy(np.int64).copy())
+
+
+# ---- controls -------------------------------------------------------------------------------------------
+def class_counts(labels, num_classes: int) -> np.ndarray:
+    return np.bincount(np.asarray(labels, np.int64), minlength=num_classes)
+
+
+def _balanced_loss_weights(labels, num_classes: int) -> torch.Tensor:
+    counts = class_counts(labels, num_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.as_tensor(w, dtype=torch.float32)
+
+
+def _inverse_frequency_sample_weights(labels, num_classes: int) -> torch.Tensor:
+    counts = class_counts(labels, num_classes).astype(np.float64)
+    return torch.as_tensor(1.0 / counts[np.asarray(labels, np.int64)], dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class ImbalanceFix:
+    loss_weights: bool  # weight the cross-entropy by n / (C * n_class)
+    resample: bool  # draw each epoch's indices with probability 1 / n_class (with replacement)
+
+
+IMBALANCE_FIXES = {
+    "none": ImbalanceFix(loss_weights=False, resample=False),
+    "class_weight": ImbalanceFix(loss_weights=True, resample=False),
+    "oversample": ImbalanceFix(loss_weights=False, resample=True),
+}
+
+
+def loss_weights_for(fix: str, labels, num_classes: int) -> torch.Tensor | None:
+    """Cross-entropy class weights for `fix` (None = unweighted)."""
+    return _balanced_loss_weights(labels, num_classes) if IMBALANCE_FIXES[fix].loss_weights else None
+
+
+def sample_weights_for(fix: str, labels, num_classes: int) -> torch.Tensor | None:
+    """Per-image sampling weights for `fix` (None = plain shuffling)."""
+    return _inverse_frequency_sample_weights(labels, num_classes) if IMBALANCE_FIXES[fix].resample else None
+
+
+def epoch_indices(n: int, sample_weights: torch.Tensor | None, seed: int, epoch: int) -> torch.Tensor:
+    """One epoch's order: a seeded permutation, or n weighted draws with replacement (oversampling)."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    if sample_weights is None:
+        return torch.randperm(n, generator=g)
+    return torch.multinomial(sample_weights, n, replacement=True, generator=g)
+
+
+def _standard_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Per-image random flips, rotation (+-15 deg), brightness/contrast jitter (+-20 %) on [-1, 1] images."""
+    n = x.shape[0]
+    u = lambda *shape: torch.rand(*shape, generator=g).to(x.device)  # noqa: E731
+    x = torch.where((u(n) < 0.5).view(n, 1, 1, 1), x.flip(3), x)
+    x = torch.where((u(n) < 0.5).view(n, 1, 1, 1), x.flip(2), x)
+    angle = (u(n) * 2 - 1) * math.radians(15)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
+                         torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    brightness = ((u(n) * 2 - 1) * 0.4).view(n, 1, 1, 1)  # +-20 % of the [0, 1] range = +-0.4 in [-1, 1]
+    contrast = (1 + (u(n) * 2 - 1) * 0.2).view(n, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * contrast + mean + brightness).clamp(-1, 1)
+
+
+AUGMENTS = {
+    "none": None,
+    "standard": _standard_augment,
+}

@@ -1,0 +1,166 @@
+"""In-process classifier runs (the sweep's single-device trials) and the run-folder artifacts.
+
+    out = run_classifier_local("runs/demo/manifest.parquet", "runs/clf", {"synthetic_ratio": 1.0},
+                               synthetic_dir="runs/gan/samples")
+    out["val"]["f1"], out["test"]["f1"], out["threshold"], out["best_epoch"]
+
+Writes RUN/config.json, RUN/history.jsonl, RUN/metrics.json ({"val", "test", "threshold", "best_epoch",
+"data", ...}), RUN/confusion_matrix.png and RUN/checkpoints/{best,last}.pt. With cfg.num_folds = k the
+folds go to RUN/fold_<i>/ and RUN/metrics.json holds the fold means (plus "val_std"/"test_std").
+TorchTrainer costs ~40 s fixed per fit, so single-device trials use this path; `run_classifier_ray`
+(trainables.classifier.ray_train) runs the same loop under DDP.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from data_prep.config import config_to_dict
+from data_prep.manifest import Manifest, read_manifest
+from trainables.classifier.config import ClassifierConfig, classifier_config
+from trainables.classifier.data import (build_classifier_data, epoch_indices, kfold_manifests, load_tensors,
+                                        sample_weights_for)
+from trainables.classifier.loop import (evaluate_best, resolve_device, strip_models, tensor_batches,
+                                        train_classifier)
+from trainables.metrics.classification import METRIC_KEYS
+
+
+def as_config(cfg: ClassifierConfig | Mapping[str, Any] | None) -> ClassifierConfig:
+    return cfg if isinstance(cfg, ClassifierConfig) else classifier_config(cfg)
+
+
+def _scalars(m: dict) -> dict:
+    return {k: m[k] for k in METRIC_KEYS}
+
+
+def save_confusion_png(results: dict[str, dict], classes: list[str], path: Path, title: str = "") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.4), squeeze=False)
+    for ax, (name, m) in zip(axes[0], results.items()):
+        cm = np.asarray(m["confusion_matrix"])
+        ax.imshow(cm, cmap="Blues")
+        for (r, c), v in np.ndenumerate(cm):
+            ax.text(c, r, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+        ax.set_xticks(range(len(classes)), classes, rotation=30)
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{name} (thr {m['threshold']:.2f})\nF1 {m['f1']:.3f}  sens {m['sensitivity']:.3f}")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_run_files(out_dir: Path, cfg: ClassifierConfig, result: dict, classes: list[str]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n")
+    with open(out_dir / "history.jsonl", "w") as f:
+        for row in result.get("history", []):
+            f.write(json.dumps(row) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps({k: v for k, v in result.items() if k != "history"},
+                                                     indent=2, default=str) + "\n")
+    save_confusion_png({"val": result["val"], "test": result["test"]}, classes, out_dir / "confusion_matrix.png",
+                       title=f"{cfg.model}, ratio {cfg.synthetic_ratio:g}, {cfg.imbalance_fix}, {cfg.augment}")
+
+
+def _fit_local(manifest: Manifest, out_dir: Path, cfg: ClassifierConfig, synthetic_dir, report, log,
+               resume: bool) -> dict:
+    t_start = time.perf_counter()
+    data = build_classifier_data(manifest, cfg, synthetic_dir)
+    size, ch = data.image_size, data.channels
+    x_tr, y_tr = load_tensors(data.train_rows, size, ch)
+    x_va, y_va = load_tensors(data.val_rows, size, ch)
+    x_te, y_te = load_tensors(data.test_rows, size, ch)
+    device = resolve_device(cfg.device)
+    weights = sample_weights_for(cfg.imbalance_fix, y_tr.numpy(), data.num_classes)
+
+    def train_data(epoch: int):
+        return tensor_batches(x_tr, y_tr, cfg.batch_size, epoch_indices(len(y_tr), weights, cfg.seed, epoch))
+
+    def batches(x, y):
+        return lambda: tensor_batches(x, y, cfg.batch_size, with_index=True)
+
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    resume_state = None
+    if resume and (ckpt_dir / "last.pt").is_file():
+        resume_state = torch.load(ckpt_dir / "last.pt", map_location="cpu", weights_only=True)
+        if resume_state.get("config") != config_to_dict(cfg):
+            raise RuntimeError(f"{ckpt_dir / 'last.pt'} was written with another config; use a new --out folder")
+
+    def save_state(state: dict, is_best: bool) -> None:
+        torch.save({**state, "config": config_to_dict(cfg)}, ckpt_dir / "last.pt.tmp")
+        (ckpt_dir / "last.pt.tmp").replace(ckpt_dir / "last.pt")
+        if is_best:
+            torch.save({"model": state["best"]["model"], "epoch": state["best"]["epoch"],
+                        "threshold": state["best"]["threshold"], "config": config_to_dict(cfg),
+                        "classes": data.classes, "positive_label": data.positive_label}, ckpt_dir / "best.pt")
+
+    outcome = train_classifier(cfg, train_data, batches(x_va, y_va), report or (lambda row: None),
+                               num_classes=data.num_classes, positive_label=data.positive_label,
+                               train_labels=y_tr.numpy(), channels=ch, image_size=size, num_val=len(y_va),
+                               device=device, resume_state=resume_state, save_state=save_state, log=log)
+    final = evaluate_best(outcome, {"val": (batches(x_va, y_va), len(y_va)), "test": (batches(x_te, y_te), len(y_te))},
+                          num_classes=data.num_classes, positive_label=data.positive_label, device=device)
+    slim = strip_models(outcome)
+    result = {"val": final["val"], "test": final["test"], "threshold": slim["best"]["threshold"],
+              "best_epoch": slim["best"]["epoch"], "select_metric": cfg.select_metric,
+              "n_synthetic": data.n_synthetic, "data": data.summary(), "classes": data.classes,
+              "positive_label": data.positive_label, "train_seconds": time.perf_counter() - t_start,
+              "run_dir": str(out_dir), "config": config_to_dict(cfg), "history": slim["history"]}
+    write_run_files(out_dir, cfg, result, data.classes)
+    return result
+
+
+def aggregate_folds(folds: list[dict]) -> dict:
+    """Mean and std (ddof=0 over folds) of every metric key, for val and test."""
+    out: dict[str, Any] = {}
+    for split in ("val", "test"):
+        vals = {k: np.array([f[split][k] for f in folds], dtype=np.float64) for k in METRIC_KEYS}
+        out[split] = {k: float(np.nanmean(v)) for k, v in vals.items()}
+        out[f"{split}_std"] = {k: float(np.nanstd(v)) for k, v in vals.items()}
+        cm = np.sum([np.asarray(f[split]["confusion_matrix"]) for f in folds], axis=0)
+        out[split]["confusion_matrix"] = cm.tolist()  # summed over folds
+        out[split]["threshold"] = float(np.mean([f["threshold"] for f in folds]))
+    return out
+
+
+def run_classifier_local(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[str, Any] | None = None,
+                         synthetic_dir=None, report: Callable[[dict], Any] | None = None,
+                         log: Callable[[str], None] | None = None, resume: bool = False) -> dict:
+    """Train and evaluate in this process (one device). Returns {"val", "test", "threshold", "best_epoch", ...}."""
+    cfg = as_config(cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(manifest_path)
+    if not cfg.num_folds:
+        return _fit_local(manifest, out_dir, cfg, synthetic_dir, report, log, resume)
+    folds = []
+    for i, fold_manifest in enumerate(kfold_manifests(manifest, cfg.num_folds, cfg.seed)):
+        if log is not None:
+            log(f"--- fold {i + 1}/{cfg.num_folds}")
+        fold_report = (lambda row, i=i: report({**row, "fold": i})) if report is not None else None
+        folds.append(_fit_local(fold_manifest, out_dir / f"fold_{i}", cfg, synthetic_dir, fold_report, log, resume))
+    agg = aggregate_folds(folds)
+    result = {**agg, "threshold": agg["val"]["threshold"], "best_epoch": [f["best_epoch"] for f in folds],
+              "num_folds": cfg.num_folds, "folds": [{"val": _scalars(f["val"]), "test": _scalars(f["test"]),
+                                                    "threshold": f["threshold"], "best_epoch": f["best_epoch"]}
+                                                   for f in folds],
+              "n_synthetic": [f["n_synthetic"] for f in folds], "classes": folds[0]["classes"],
+              "positive_label": folds[0]["positive_label"], "run_dir": str(out_dir), "config": config_to_dict(cfg),
+              "select_metric": cfg.select_metric}
+    (out_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    save_confusion_png({"val": result["val"], "test": result["test"]}, result["classes"],
+                       out_dir / "confusion_matrix.png", title=f"{cfg.num_folds}-fold CV (summed)")
+    return result
