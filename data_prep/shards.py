@@ -16,7 +16,7 @@ import pandas as pd
 from data_prep.arrays import decode_rows, normalize
 from data_prep.errors import DataError
 
-_ROWS_PER_BLOCK = 256  # decode work per task: large enough to amortise task overhead
+_MAX_ROWS_PER_BLOCK = 4096  # decode work per task; measured: fewer, larger blocks beat many small ones
 
 
 def split_dataset(manifest, split: str, image_size: int, channels: int, label: int | None = None,
@@ -31,7 +31,9 @@ def split_dataset(manifest, split: str, image_size: int, channels: int, label: i
         what = f"split {split!r}" + (f", class {manifest.classes[label]!r}" if label is not None else "")
         raise DataError(f"no images for {what} in manifest {manifest.path}")
     cols = df[["source", "source_key", "source_index", "label"]].reset_index(drop=True)
-    n_blocks = max(1, int(np.ceil(len(cols) / _ROWS_PER_BLOCK)))
+    # one block per CPU (each task pays a fixed cost), more only when blocks would get large
+    cpus = int(ray.available_resources().get("CPU", 1)) or 1
+    n_blocks = min(len(cols), max(cpus, int(np.ceil(len(cols) / _MAX_ROWS_PER_BLOCK))))
     ds = ray.data.from_pandas([cols.iloc[idx] for idx in np.array_split(np.arange(len(cols)), n_blocks)])
 
     def decode(batch: pd.DataFrame) -> dict:
