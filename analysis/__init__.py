@@ -1,1 +1,25 @@
-"""Analysis of sweep results: results.parquet -> tables, figures, report. Needs no torch and no Ray."""
+"""Analysis of sweep results: results.parquet -> tables, figures, report. Needs no torch and no Ray.
+
+    import analysis
+    df = analysis.load("runs/sweep/results.parquet")          # tidy, every contract column present
+    configs = analysis.summarize_configs(analysis.classifier_rows(df))
+    analysis.pareto_front(configs)                             # val F1 vs val sensitivity
+    analysis.build_report("runs/sweep/results.parquet", "runs/sweep/report")
+
+CLI: python -m analysis.report RESULTS.parquet --out DIR
+"""
+from analysis.load import ResultsFileError, load, tidy
+from analysis.stats import bootstrap_diff, mean_ci, spearman, t_quantile
+from analysis.tables import (classifier_rows, headline, not_ok, pareto_front, pareto_mask, per_loss,
+                             select_best, status_counts, summarize_configs)
+
+__all__ = ["ResultsFileError", "load", "tidy", "bootstrap_diff", "mean_ci", "spearman", "t_quantile",
+           "classifier_rows", "headline", "not_ok", "pareto_front", "pareto_mask", "per_loss", "select_best",
+           "status_counts", "summarize_configs", "build_report"]
+
+
+def build_report(results, out):
+    """Write report.md/report.html/PNGs/CSVs into `out` (see analysis.report). Imported lazily so that
+    `python -m analysis.report` and notebooks that only load data do not import matplotlib."""
+    from analysis.report import build_report as _build
+    return _build(results, out)

@@ -1,0 +1,271 @@
+"""Tables built from the tidy results DataFrame: per-config summaries, val-based selection,
+the headline comparison, per-loss table, Pareto front, failures. pandas/numpy only.
+
+Selection rule (DESIGN.md rule 2): configs are ranked by mean REAL-VALIDATION F1 over their
+seeds, ties broken by mean validation sensitivity, then by config_id for determinism. Test
+metrics are carried along for reporting and never enter the ranking.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import CONTROL_ARMS
+from analysis.schema import GAN_COLUMNS, METRIC_NAMES
+from analysis.stats import BootstrapResult, bootstrap_diff, mean_ci
+
+HEADLINE_METRICS = ["accuracy", "sensitivity", "specificity", "f1", "roc_auc"]
+SMALL_N = 5  # below this many seeds the bootstrap verdicts get a caution
+SELECT_BY = [("val_f1", "max"), ("val_sensitivity", "max")]
+DESCRIPTIVE = ["arm", "gan_loss", "gan_key", "synthetic_ratio", "gan_lr_g", "gan_lr_d", "diffaugment",
+               "n_critic", "clf_lr", "imbalance_fix", "augment"]
+METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
+                 "sensitivity": "Sensitivity", "specificity": "Specificity", "precision": "Precision",
+                 "f1": "F1", "macro_f1": "Macro F1", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}
+
+
+def classifier_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Successful classifier-stage rows, with GAN quality metrics filled in from the GAN stage.
+
+    A classifier row may leave gan_* empty; the GAN-stage row(s) with the same gan_key supply them
+    (mean over ok GAN rows of that key), as well as gan_run_dir when the classifier row lacks it.
+    """
+    clf = df[(df["stage"] == "classifier") & (df["status"] == "ok")].copy()
+    gan = df[(df["stage"] == "gan") & (df["status"] == "ok") & (df["gan_key"] != "")]
+    if len(clf) and len(gan):
+        per_key = gan.groupby("gan_key")[[c for c in GAN_COLUMNS]].mean(numeric_only=True)
+        dirs = gan[gan["gan_run_dir"] != ""].groupby("gan_key")["gan_run_dir"].first()
+        for c in per_key.columns:
+            fill = clf["gan_key"].map(per_key[c])
+            clf[c] = clf[c].where(clf[c].notna(), fill).astype(clf[c].dtype) if c in clf else fill
+        fill_dir = clf["gan_key"].map(dirs)
+        clf["gan_run_dir"] = clf["gan_run_dir"].where((clf["gan_run_dir"] != "") | fill_dir.isna(),
+                                                      fill_dir).astype("str")
+    return clf
+
+
+def per_seed(clf: pd.DataFrame, column: str) -> pd.DataFrame:
+    """config_id x seed table of one column (duplicate rows for a seed are averaged)."""
+    x = clf[["config_id", "seed", column]].dropna(subset=["seed"])
+    return x.groupby(["config_id", "seed"])[column].mean().unstack("seed")
+
+
+def summarize_configs(clf: pd.DataFrame) -> pd.DataFrame:
+    """One row per config_id: descriptive columns, n_seeds, and for every val_/test_/gan_ metric
+    the mean over seeds (column named like the metric), plus `<metric>_lo`/`_hi` 95% t-CI bounds
+    for test metrics. Seeds with several rows are averaged first. Sorted by the selection rule."""
+    if clf.empty:
+        cols = ["config_id", *DESCRIPTIVE, "n_seeds", "seeds"]
+        return pd.DataFrame(columns=cols)
+    rows = []
+    metric_cols = [f"{s}_{m}" for s in ("val", "test") for m in METRIC_NAMES] + list(GAN_COLUMNS)
+    for cid, g in clf.groupby("config_id", sort=True):
+        first = g.iloc[0]
+        seeds = sorted(int(s) for s in g["seed"].dropna().unique())
+        row = {"config_id": cid, **{c: first[c] for c in DESCRIPTIVE}, "n_seeds": len(seeds) or len(g),
+               "seeds": ",".join(str(s) for s in seeds)}
+        by_seed = g.groupby(g["seed"].astype("float64").fillna(-1.0))[metric_cols].mean(numeric_only=True)
+        for c in metric_cols:
+            if c.startswith("test_"):
+                ci = mean_ci(by_seed[c])
+                row[c], row[c + "_lo"], row[c + "_hi"] = ci.mean, ci.lo, ci.hi
+            else:
+                vals = by_seed[c].dropna()
+                row[c] = float(vals.mean()) if len(vals) else math.nan
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    return rank_by_val(out)
+
+
+def rank_by_val(configs: pd.DataFrame) -> pd.DataFrame:
+    """Sort configs by the selection rule (val F1 desc, val sensitivity desc, config_id); NaN last."""
+    if configs.empty:
+        return configs
+    key = configs.assign(_f1=-configs["val_f1"].fillna(-np.inf), _sens=-configs["val_sensitivity"].fillna(-np.inf))
+    return key.sort_values(["_f1", "_sens", "config_id"], kind="mergesort").drop(columns=["_f1", "_sens"]).reset_index(drop=True)
+
+
+def select_best(configs: pd.DataFrame, arms) -> pd.Series | None:
+    """The config among `arms` with the best mean validation F1 (sensitivity breaks ties); None if none.
+    Configs without any validation F1 cannot be ranked and are never chosen."""
+    arms = [arms] if isinstance(arms, str) else list(arms)
+    cand = configs[configs["arm"].isin(arms) & configs["val_f1"].notna()] if len(configs) else configs
+    if cand.empty:
+        return None
+    return rank_by_val(cand).iloc[0]
+
+
+def pareto_mask(df: pd.DataFrame, objectives=None) -> pd.Series:
+    """Boolean Series (aligned with df.index): True where no other row is at least as good in every
+    objective and strictly better in one. Rows with a NaN objective are never on the front."""
+    objectives = list(objectives or SELECT_BY)
+    if df.empty:
+        return pd.Series([], index=df.index, dtype=bool)
+    cols = []
+    for col, sense in objectives:
+        if sense not in ("max", "min"):
+            raise ValueError(f"objective sense must be 'max' or 'min', got {sense!r} for {col!r}")
+        v = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+        cols.append(v if sense == "max" else -v)
+    x = np.column_stack(cols)
+    ok = np.isfinite(x).all(axis=1)
+    mask = np.zeros(len(df), dtype=bool)
+    xs = x[ok]
+    for i in np.flatnonzero(ok):
+        ge = (xs >= x[i]).all(axis=1)
+        gt = (xs > x[i]).any(axis=1)
+        mask[i] = not np.any(ge & gt)
+    return pd.Series(mask, index=df.index)
+
+
+def pareto_front(df: pd.DataFrame, objectives=(("val_f1", "max"), ("val_sensitivity", "max"))) -> pd.DataFrame:
+    """The Pareto-optimal rows of df for the objectives [(column, "max"|"min"), ...], sorted by the
+    first objective (best first). Ties (identical points) are all kept."""
+    objectives = list(objectives)
+    front = df[pareto_mask(df, objectives)]
+    col, sense = objectives[0]
+    return front.sort_values(col, ascending=(sense == "min"), kind="mergesort")
+
+
+# ---------------------------------------------------------------- headline
+@dataclass
+class Headline:
+    baseline: pd.Series | None
+    gan: pd.Series | None
+    control: pd.Series | None
+    table: pd.DataFrame                       # numbers, one row per metric (for CSV)
+    tests: pd.DataFrame                        # one row per comparison x metric
+    single_seed: bool                          # every chosen config has < 2 seeds
+    messages: list[str] = field(default_factory=list)
+
+
+def _seed_values(clf: pd.DataFrame, config_id: str, column: str) -> pd.Series:
+    g = clf[(clf["config_id"] == config_id)].dropna(subset=["seed"])
+    return g.groupby("seed")[column].mean().dropna()
+
+
+def headline(clf: pd.DataFrame, configs: pd.DataFrame, metrics=HEADLINE_METRICS) -> Headline:
+    """Baseline vs best GAN vs best classical control on real test, chosen on validation."""
+    base = select_best(configs, "baseline")
+    gan = select_best(configs, "gan")
+    ctrl = select_best(configs, CONTROL_ARMS)
+    rows, tests = [], []
+    for m in metrics:
+        col = f"test_{m}"
+        row = {"metric": m}
+        for name, pick in (("baseline", base), ("gan", gan), ("control", ctrl)):
+            ci = mean_ci(_seed_values(clf, pick["config_id"], col)) if pick is not None else mean_ci([])
+            row.update({f"{name}_mean": ci.mean, f"{name}_lo": ci.lo, f"{name}_hi": ci.hi, f"{name}_n": ci.n})
+        for other_name, other in (("baseline", base), ("control", ctrl)):
+            if gan is None or other is None:
+                res = BootstrapResult(math.nan, math.nan, math.nan, math.nan, 0, 0, False,
+                                      f"no test: no {'GAN' if gan is None else other_name} config")
+            else:
+                res = bootstrap_diff(_seed_values(clf, gan["config_id"], col),
+                                     _seed_values(clf, other["config_id"], col))
+            tests.append({"comparison": f"GAN - {other_name}", "metric": m, "mean_diff": res.mean_diff,
+                          "ci_lo": res.lo, "ci_hi": res.hi, "p_value": res.p_value, "n_gan": res.n_a,
+                          "n_other": res.n_b, "paired": res.paired, "method": res.note})
+            if other_name == "baseline":
+                row.update({"improvement": res.mean_diff, "improvement_lo": res.lo, "improvement_hi": res.hi,
+                            "improvement_p": res.p_value})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    ns = [int(p["n_seeds"]) for p in (base, gan, ctrl) if p is not None]
+    single = bool(ns) and max(ns) < 2
+    h = Headline(base, gan, ctrl, table, pd.DataFrame(tests), single)
+    h.messages = verdict(h)
+    return h
+
+
+def _fmt(x: float, digits: int = 3, signed: bool = False) -> str:
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def fmt_p(p: float) -> str:
+    if p is None or not np.isfinite(p):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def verdict(h: Headline, metrics=("f1", "sensitivity")) -> list[str]:
+    """Plain-language conclusions about the GAN, one sentence per comparison and metric."""
+    out = []
+    if h.gan is None:
+        out.append("No successful GAN-augmented configuration with validation metrics: the GAN cannot be assessed.")
+        return out
+    if h.baseline is None:
+        out.append("No successful baseline (no augmentation) configuration: the GAN cannot be compared with it.")
+    if h.control is None:
+        out.append("No successful classical control (class weighting, oversampling, standard augmentation): "
+                   "the GAN is not compared with the classical fixes for imbalance.")
+    if h.single_seed:
+        out.append("Only one seed per configuration: no confidence interval or significance test is possible, "
+                   "so no claim can be made either way. Run more seeds.")
+    for _, t in h.tests.iterrows():
+        if t["metric"] not in metrics or not np.isfinite(t["mean_diff"]):
+            continue
+        other = t["comparison"].split(" - ")[1]
+        other_txt = "the baseline (no augmentation)" if other == "baseline" else "the best classical control"
+        label = METRIC_LABELS[t["metric"]]
+        diff = (f"difference {_fmt(t['mean_diff'], signed=True)} (95% bootstrap CI {_fmt(t['ci_lo'], signed=True)} "
+                f"to {_fmt(t['ci_hi'], signed=True)}, p {'' if fmt_p(t['p_value']).startswith('<') else '= '}{fmt_p(t['p_value'])})")
+        if not np.isfinite(t["ci_lo"]):
+            out.append(f"Test {label}: GAN vs {other_txt}: observed difference {_fmt(t['mean_diff'], signed=True)}, "
+                       f"but {t['method']}; no conclusion.")
+        elif t["ci_lo"] > 0:
+            out.append(f"Test {label}: the GAN helps compared with {other_txt}: {diff}.")
+        elif t["ci_hi"] < 0:
+            out.append(f"Test {label}: the GAN does NOT help; it is worse than {other_txt}: {diff}.")
+        else:
+            out.append(f"Test {label}: the GAN does NOT help compared with {other_txt}: the {diff} includes 0.")
+        if not t["paired"] and np.isfinite(t["ci_lo"]):
+            out[-1] += f" ({t['method']}.)"
+    n_min = min([int(t["n_gan"]) for _, t in h.tests.iterrows() if np.isfinite(t["ci_lo"])] or [0])
+    if 2 <= n_min < SMALL_N:
+        out.append(f"Caution: only {n_min} seeds per configuration. Bootstrap intervals and p-values from so few "
+                   "seeds are too optimistic (narrow); treat the verdicts above as tentative and add seeds.")
+    return out
+
+
+def per_loss(configs: pd.DataFrame) -> pd.DataFrame:
+    """For each gan_loss among GAN configs: the best config by validation, with val/test/GAN metrics."""
+    gan = configs[configs["arm"] == "gan"] if len(configs) else configs
+    rows = []
+    for loss, g in gan.groupby(gan["gan_loss"].replace("", "(unknown)"), sort=True) if len(gan) else []:
+        best = select_best(g, "gan")
+        if best is None:
+            continue
+        rows.append({**best.to_dict(), "gan_loss": loss, "n_configs": len(g)})
+    return rank_by_val(pd.DataFrame(rows)) if rows else pd.DataFrame()
+
+
+def status_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows per stage and status (ok / failed / stopped / anything else), with totals."""
+    if df.empty:
+        return pd.DataFrame({"stage": [], "ok": [], "failed": [], "stopped": [], "total": []})
+    t = pd.crosstab(df["stage"].replace("", "(none)"), df["status"].replace("", "(none)"))
+    for s in ("ok", "failed", "stopped"):
+        if s not in t.columns:
+            t[s] = 0
+    others = [c for c in t.columns if c not in ("ok", "failed", "stopped")]
+    t = t[["ok", "failed", "stopped", *others]]
+    t["total"] = t.sum(axis=1)
+    t.loc["all stages"] = t.sum(axis=0)
+    t.columns.name = None
+    return t.reset_index().rename(columns={"index": "stage"}).rename(columns={t.index.name or "stage": "stage"})
+
+
+def not_ok(df: pd.DataFrame) -> pd.DataFrame:
+    """Every row whose status is not "ok", with its reason; nothing is dropped."""
+    cols = ["trial_id", "stage", "arm", "gan_loss", "synthetic_ratio", "seed", "config_id", "status", "error"]
+    bad = df[df["status"] != "ok"][cols].copy()
+    bad["error"] = bad["error"].where(bad["error"] != "", "(no reason recorded)")
+    order = {"failed": 0, "stopped": 1}
+    return bad.sort_values(["status", "stage", "trial_id"], key=lambda s: s.map(order).fillna(2) if s.name == "status" else s,
+                           kind="mergesort").reset_index(drop=True)
