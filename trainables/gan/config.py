@@ -1,0 +1,140 @@
+"""GanConfig: every knob of GAN training, one frozen dataclass (Tune/YAML dicts converted at the boundary).
+
+    cfg = gan_config_from_dict({"loss": "hinge", "num_epochs": 50})   # unknown keys -> ConfigError
+    cfg = resolve_config(cfg, manifest)   # fills image_size/channels from the manifest, picks the device
+
+The resolved config is saved as RUN/config.json and inside every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from data_prep.config import config_from_dict
+from data_prep.errors import ConfigError
+
+SUPPORTED_SIZES = (32, 64, 128, 256)  # DCGAN G/D come in these sides; other sizes train at the nearest
+MIN_SIZE, MAX_SIZE = 16, 512  # outside this range "nearest supported" would distort images too much
+GPU_SWITCHES = ("bf16", "channels_last", "cuda_graphs")
+# Fields that fix the shapes of G and D: a checkpoint must agree on all of them to be loaded.
+ARCH_FIELDS = ("image_size", "channels", "latent_dim", "ngf", "ndf", "loss")
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    image_size: int = 0  # side in px; 0 = the manifest's image_size; not 32/64/128/256 -> nearest (with a note)
+    channels: int = 0  # 1 or 3; 0 = the manifest's channels
+    latent_dim: int = 100  # length of the noise vector z
+    ngf: int = 64  # generator width (channels of its last hidden layer)
+    ndf: int = 64  # discriminator width (channels of its first layer)
+    loss: str = "bce"  # "bce" (non-saturating) | "hinge" (spectral-norm D) | "wgan-gp" (no batch norm in D)
+    lr_g: float = 2e-4  # Adam learning rate of G
+    lr_d: float = 2e-4  # Adam learning rate of D
+    betas: tuple[float, float] = (0.5, 0.999)  # Adam betas of both optimizers
+    batch_size: int = 64  # images per step per worker
+    num_epochs: int = 50  # passes over the minority-class training images
+    n_critic: int = 1  # D steps per G step (5 is usual for wgan-gp)
+    gp_weight: float = 10.0  # gradient-penalty weight (wgan-gp only)
+    label_smoothing: float = 1.0  # bce: target for real images (0.9 = one-sided smoothing; 1.0 = off)
+    diffaugment: str = ""  # DiffAugment policy, comma-separated from color,translation,cutout; "" = off
+    ema_decay: float = 0.999  # G_ema decay per G step (ramped up from 0 early on); 0 = G_ema follows G
+    checkpoint_every: int = 5  # epochs between checkpoints (the last epoch is always checkpointed)
+    keep_checkpoints: int = 3  # checkpoints kept on disk (oldest deleted first); >= 1
+    sample_every: int = 5  # epochs between fixed-noise sample grids (RUN/samples/); 0 = off
+    eval_every: int = 0  # epochs between quality evaluations (the `evaluate` hook); 0 = off
+    seed: int = 0  # seeds init, noise, augmentation and batch order: same seed on CPU -> same weights
+    device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
+    bf16: str = "auto"  # bf16 autocast: "auto" (on for CUDA) | "on" | "off"; always off on CPU
+    channels_last: str = "auto"  # NHWC memory format: "auto" (on for CUDA) | "on" | "off"; off on CPU
+    cuda_graphs: str = "auto"  # capture the whole step in a CUDA graph: "auto" (on for 1 CUDA worker) | "on" | "off"
+    stop_on_nonfinite: bool = True  # a NaN/inf loss in an epoch ends the run with status "diverged"
+    collapse_loss_d: float = 1e-3  # bce/hinge: epoch-mean loss_D below this counts as a collapsed D; 0 = off
+    collapse_patience: int = 3  # consecutive collapsed-D epochs before the run is stopped
+    max_abs_loss: float = 1e6  # |epoch-mean loss_D or loss_G| above this counts as divergence; 0 = off
+
+    def __post_init__(self) -> None:
+        from trainables.gan.losses import GAN_LOSSES  # one source of truth for the valid names
+
+        if self.loss not in GAN_LOSSES:
+            raise ConfigError(f"unknown GAN loss {self.loss!r}; valid losses: {sorted(GAN_LOSSES)}")
+        if self.image_size and not MIN_SIZE <= self.image_size <= MAX_SIZE:
+            raise ConfigError(f"image_size {self.image_size} is not supported: the GAN trains at "
+                              f"{list(SUPPORTED_SIZES)} px (sizes {MIN_SIZE}..{MAX_SIZE} use the nearest)")
+        if self.channels not in (0, 1, 3):
+            raise ConfigError(f"channels must be 1 or 3 (0 = from the manifest), got {self.channels}")
+        for name in ("latent_dim", "ngf", "ndf", "batch_size", "n_critic", "keep_checkpoints", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_epochs", "sample_every", "eval_every", "collapse_patience"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr_g <= 0 or self.lr_d <= 0:
+            raise ConfigError(f"lr_g and lr_d must be > 0, got {self.lr_g}, {self.lr_d}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if not 0 < self.label_smoothing <= 1:
+            raise ConfigError(f"label_smoothing is the real-image target in (0, 1], got {self.label_smoothing}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        for name in GPU_SWITCHES:
+            if getattr(self, name) not in ("auto", "on", "off"):
+                raise ConfigError(f"{name} must be auto, on or off, got {getattr(self, name)!r}")
+        from trainables.gan.diffaugment import parse_policy
+        parse_policy(self.diffaugment)  # raises on unknown augmentations
+
+
+def gan_config_from_dict(values: Mapping[str, Any] | None) -> GanConfig:
+    """Tune/YAML dict -> GanConfig; unknown keys raise ConfigError listing the valid ones."""
+    return config_from_dict(GanConfig, values, what="GAN config")
+
+
+def nearest_supported_size(size: int) -> int:
+    return min(SUPPORTED_SIZES, key=lambda s: (abs(s - size), s))
+
+
+def resolve_config(cfg: GanConfig, manifest=None, device_available: bool | None = None) -> GanConfig:
+    """Fill size/channels from the manifest, snap the size to a supported one and pick the device."""
+    import torch
+
+    changes: dict[str, Any] = {}
+    size = cfg.image_size or (int(manifest.meta.get("image_size", 64)) if manifest is not None else 64)
+    if size not in SUPPORTED_SIZES:
+        near = nearest_supported_size(size)
+        if not MIN_SIZE <= size <= MAX_SIZE:
+            raise ConfigError(f"image size {size} is not supported (supported: {list(SUPPORTED_SIZES)})")
+        warnings.warn(f"GAN image_size {size} is not one of {list(SUPPORTED_SIZES)}; training at {near} px "
+                      f"(images are resized to {near})", stacklevel=2)
+        size = near
+    changes["image_size"] = size
+    if not cfg.channels:
+        changes["channels"] = int(manifest.meta.get("channels", 3)) if manifest is not None else 3
+    cuda = torch.cuda.is_available() if device_available is None else device_available
+    if cfg.device == "cuda" and not cuda:
+        raise ConfigError("device='cuda' but no CUDA GPU is visible (use device='auto' or 'cpu')")
+    changes["device"] = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and cuda) else "cpu"
+    return dataclasses.replace(cfg, **changes)
+
+
+def gpu_switches(cfg: GanConfig, device_type: str, world_size: int = 1) -> dict[str, bool]:
+    """auto/on/off -> booleans for this device. On CPU everything is off (bf16 CPU autocast is slower)."""
+    if device_type != "cuda":
+        return {name: False for name in GPU_SWITCHES}
+    out = {name: getattr(cfg, name) != "off" for name in GPU_SWITCHES}
+    # Whole-step graphs capture one process's step; DDP's bucketed all-reduce is not captured here.
+    if world_size > 1 and cfg.cuda_graphs == "auto":
+        out["cuda_graphs"] = False
+    if world_size > 1 and cfg.cuda_graphs == "on":
+        raise ConfigError("cuda_graphs='on' works with one worker only; use 'auto' or 'off' with DDP")
+    return out
+
+
+def check_same_architecture(saved: Mapping[str, Any], cfg: GanConfig, where: str) -> None:
+    """Raise ConfigError naming each architecture field where a checkpoint and the config differ."""
+    diffs = [f"{k}: checkpoint has {saved.get(k)!r}, config asks for {getattr(cfg, k)!r}"
+             for k in ARCH_FIELDS if saved.get(k) != getattr(cfg, k)]
+    if diffs:
+        raise ConfigError(f"{where} was trained with a different architecture/size - " + "; ".join(diffs))

@@ -1,0 +1,353 @@
+"""The GAN training loop, free of Ray: `train_gan(cfg, batches, report)`.
+
+    trainer = GanTrainer(cfg, device="cpu")
+    result = train_gan(cfg, batches=array_batches(images, cfg.batch_size, cfg.seed), report=history.append,
+                       trainer=trainer)
+
+`batches(epoch)` yields float (B, C, S, S) tensors in [-1, 1]; `report(metrics)` receives one dict per
+epoch (loss_D, loss_G, D_x, D_G_z, images_per_s, epoch_time_s, status, ...). Optional hooks:
+`checkpoint(state, epoch)` every cfg.checkpoint_every epochs (called just before that epoch's report, so a
+Ray worker can attach it to the report), `samples(epoch, uint8 images)` with the fixed-noise samples every
+cfg.sample_every epochs, and `evaluate(sample_fn, epoch) -> dict` every cfg.eval_every epochs (and at the
+last epoch), merged into that epoch's report. A Ray Train worker passes `wrap_model=prepare_model`
+and its rank / world size; per-epoch statistics and stop decisions are then all-reduced so every rank
+stops at the same epoch.
+
+One step = one D update; every n_critic-th D update is followed by one G update and one EMA update
+of G_ema. On CUDA the step can run as a captured CUDA graph (cfg.cuda_graphs), with bf16 autocast and
+channels_last; on CPU the loop is plain eager fp32 and bit-reproducible for a fixed seed.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from data_prep.arrays import denormalize
+from data_prep.config import config_to_dict
+from data_prep.errors import DataError
+from trainables.gan.config import GanConfig, gpu_switches
+from trainables.gan.diffaugment import diff_augment, parse_policy
+from trainables.gan.losses import get_loss, gradient_penalty
+from trainables.gan.networks import build_networks
+
+CHECKPOINT_FORMAT = "ganaug-gan-checkpoint-v1"
+GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before a CUDA graph is captured (cuDNN/allocator warm-up)
+NUM_FIXED_NOISE = 64  # the 8x8 sample grid
+_ACC = ("loss_D", "loss_G", "D_x", "D_G_z", "nonfinite_D", "nonfinite_G", "d_steps", "g_steps")
+
+
+def _rng_seed(seed: int, rank: int) -> int:
+    return seed * 1000 + rank + 1
+
+
+class GanTrainer:
+    """G, D, G_ema, both Adam optimizers and the step; `state_dict()` is the checkpoint payload."""
+
+    def __init__(self, cfg: GanConfig, device: str | torch.device = "cpu", wrap_model: Callable | None = None,
+                 rank: int = 0, world_size: int = 1, meta: dict | None = None):
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.device = torch.device(device)
+        self.meta = dict(meta or {})
+        self.loss = get_loss(cfg.loss)
+        self.switches = gpu_switches(cfg, self.device.type, world_size)
+        self.aug = parse_policy(cfg.diffaugment)
+        torch.manual_seed(cfg.seed)  # same init on every rank (DDP would broadcast rank 0's anyway)
+        G, D = build_networks(cfg)
+        self.memory_format = torch.channels_last if self.switches["channels_last"] else torch.contiguous_format
+        G.to(self.device, memory_format=self.memory_format)
+        D.to(self.device, memory_format=self.memory_format)
+        self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        self.G_module, self.D_module = G, D  # unwrapped: what is saved, and what the G step runs D through
+        self.G = wrap_model(G) if wrap_model else G
+        self.D = wrap_model(D) if wrap_model else D
+        graphs = self.switches["cuda_graphs"]
+        self.opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas), capturable=graphs)
+        self.opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas), capturable=graphs)
+        # Eager steps draw noise/augmentation from an explicit generator (saved in checkpoints, so a resumed
+        # run continues the same random stream). Graphed steps use the default CUDA generator, which
+        # graph replay advances safely.
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(_rng_seed(cfg.seed, rank))
+        if graphs:
+            torch.cuda.manual_seed(_rng_seed(cfg.seed, rank))
+        self._step_gen = None if graphs else self.gen
+        self.ema_step = torch.zeros((), device=self.device)
+        self.acc = torch.zeros(len(_ACC), device=self.device, dtype=torch.float32)
+        self.d_steps_total = 0
+        self.epoch = 0  # epochs completed
+        self.fixed_noise = torch.randn(NUM_FIXED_NOISE, cfg.latent_dim,
+                                       generator=torch.Generator().manual_seed(cfg.seed + 12345))
+        self._graphs: dict[bool, Any] = {}
+        self._graph_eager_steps = {True: 0, False: 0}
+        self._static_real: torch.Tensor | None = None
+        self._side_stream = None
+
+    # ---- the step -------------------------------------------------------------------------------------
+    def _autocast(self):
+        if not self.switches["bf16"]:
+            return contextlib.nullcontext()
+        # cache off: cached casts would be baked into a captured graph and go stale
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
+
+    def _noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.cfg.latent_dim, device=self.device, generator=self._step_gen)
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.aug, self._step_gen) if self.aug else x
+
+    def _step(self, real: torch.Tensor, do_g: bool) -> None:
+        """One D update (+ one G update and EMA update when do_g). Only tensor ops: capturable."""
+        cfg, acc = self.cfg, self.acc
+        b = real.shape[0]
+        with self._autocast():
+            z = self._noise(b)
+            if do_g:
+                fake = self.G(z)  # one G forward feeds both the D step (detached) and the G step
+            else:
+                with torch.no_grad():
+                    fake = self.G_module(z)
+            self.opt_D.zero_grad(set_to_none=True)
+            real_aug, fake_aug = self._augment(real), self._augment(fake.detach())
+            s_real, s_fake = self.D(real_aug), self.D(fake_aug)
+            loss_D = self.loss.d_loss(s_real.float(), s_fake.float(), cfg.label_smoothing)
+            if self.loss.gradient_penalty:
+                loss_D = loss_D + cfg.gp_weight * gradient_penalty(self.D_module, real_aug, fake_aug, self._step_gen)
+        loss_D.backward()
+        self.opt_D.step()
+        with torch.no_grad():
+            acc[0] += loss_D.detach().float()
+            acc[2] += self.loss.to_prob(s_real.detach().float()).mean()
+            acc[3] += self.loss.to_prob(s_fake.detach().float()).mean()
+            acc[4] += (~torch.isfinite(loss_D.detach())).float()
+            acc[6] += 1
+        if not do_g:
+            return
+        self.D_module.requires_grad_(False)  # G step: no D gradients, and D's DDP wrapper is bypassed
+        with self._autocast():
+            self.opt_G.zero_grad(set_to_none=True)
+            loss_G = self.loss.g_loss(self.D_module(self._augment(fake)).float())
+        loss_G.backward()
+        self.opt_G.step()
+        self.D_module.requires_grad_(True)
+        with torch.no_grad():
+            acc[1] += loss_G.detach().float()
+            acc[5] += (~torch.isfinite(loss_G.detach())).float()
+            acc[7] += 1
+            self._ema_update()
+
+    def _ema_update(self) -> None:
+        # Decay ramps up as (1+t)/(10+t) so G_ema is useful in short runs, capped at cfg.ema_decay.
+        self.ema_step += 1
+        decay = torch.clamp((1 + self.ema_step) / (10 + self.ema_step), max=self.cfg.ema_decay)
+        for p_ema, p in zip(self.G_ema.parameters(), self.G_module.parameters()):
+            p_ema.lerp_(p.detach(), 1 - decay)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G_module.buffers()):
+            b_ema.copy_(b)
+
+    def train_step(self, real: torch.Tensor) -> None:
+        """Run one D step on `real` (and the G step when it is due); graphed when enabled and full-sized."""
+        self.d_steps_total += 1
+        do_g = self.d_steps_total % self.cfg.n_critic == 0
+        real = real.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        if not (self.switches["cuda_graphs"] and real.shape[0] == self.cfg.batch_size):
+            self._step(real, do_g)
+            return
+        graph = self._graphs.get(do_g)
+        if graph is None:
+            if self._side_stream is None:
+                self._side_stream = torch.cuda.Stream()
+            if self._graph_eager_steps[do_g] < GRAPH_WARMUP_STEPS:  # warm-up steps are real training steps
+                self._graph_eager_steps[do_g] += 1
+                self._side_stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(self._side_stream):
+                    self._step(real, do_g)
+                torch.cuda.current_stream().wait_stream(self._side_stream)
+                return
+            graph = self._capture(real, do_g)
+        self._static_real.copy_(real)
+        graph.replay()
+
+    def _capture(self, real: torch.Tensor, do_g: bool):
+        if self._static_real is None:
+            self._static_real = torch.empty_like(real)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # records only; the caller replays it for this batch
+            self._step(self._static_real, do_g)
+        self._graphs[do_g] = graph
+        return graph
+
+    # ---- epoch statistics -----------------------------------------------------------------------------
+    def reset_stats(self) -> None:
+        self.acc.zero_()
+
+    def epoch_stats(self) -> dict[str, float]:
+        """Sums accumulated on the device -> one sync -> (all-reduced) epoch means."""
+        acc = self.acc.detach().clone()
+        if self.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(acc)
+        v = dict(zip(_ACC, acc.double().cpu().tolist()))
+        d, g = max(v["d_steps"], 1.0), v["g_steps"]
+        return {"loss_D": v["loss_D"] / d, "loss_G": (v["loss_G"] / g) if g else None,
+                "D_x": v["D_x"] / d, "D_G_z": v["D_G_z"] / d, "nonfinite_D": int(v["nonfinite_D"]),
+                "nonfinite_G": int(v["nonfinite_G"]), "d_steps": int(v["d_steps"]), "g_steps": int(g)}
+
+    # ---- sampling and checkpoints ---------------------------------------------------------------------
+    def sample_uint8(self, n: int, seed: int | None = None) -> np.ndarray:
+        """n images from G_ema as uint8 (n, S, S, C); noise from `seed` (default: a fixed evaluation seed)."""
+        return generate_uint8(self.G_ema, n, self.cfg.latent_dim, self.cfg.seed + 777 if seed is None else seed,
+                              self.device)
+
+    def fixed_samples(self) -> np.ndarray:
+        with torch.no_grad():
+            x = self.G_ema(self.fixed_noise.to(self.device)).float().cpu().numpy()
+        return denormalize(x)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "config": config_to_dict(self.cfg),
+                "meta": self.meta, "G": self.G_module.state_dict(), "D": self.D_module.state_dict(),
+                "G_ema": self.G_ema.state_dict(), "opt_G": self.opt_G.state_dict(),
+                "opt_D": self.opt_D.state_dict(), "rng": self.gen.get_state(), "ema_step": self.ema_step.clone(),
+                "d_steps_total": self.d_steps_total}
+
+    def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
+        from trainables.gan.config import check_same_architecture
+
+        check_checkpoint_format(state, where)
+        check_same_architecture(state["config"], self.cfg, where)
+        self.G_module.load_state_dict(state["G"])
+        self.D_module.load_state_dict(state["D"])
+        self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.gen.set_state(state["rng"].cpu())
+        self.ema_step.copy_(state["ema_step"])
+        self.d_steps_total = int(state["d_steps_total"])
+        self.epoch = int(state["epoch"])
+
+
+def check_checkpoint_format(state: Any, where: str) -> None:
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise DataError(f"{where} is not a GAN checkpoint of this project (format {got!r}, "
+                        f"expected {CHECKPOINT_FORMAT!r}); make one with python -m trainables.gan")
+
+
+def generate_uint8(G: torch.nn.Module, n: int, latent_dim: int, seed: int, device: str | torch.device = "cpu",
+                   batch_size: int = 256, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """n images from generator G (eval mode) as uint8 (n, S, S, C). Noise is drawn on the CPU from `seed`,
+    so the same seed gives the same images on any device."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    was_training = G.training
+    G.eval()
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            z = torch.randn(m, latent_dim, generator=gen)
+            out.append(denormalize(G(z.to(device)).float().cpu().numpy()))
+            if progress:
+                progress(m)
+    G.train(was_training)
+    if not out:
+        return np.zeros((0,), np.uint8)
+    return np.concatenate(out)
+
+
+def array_batches(images: torch.Tensor, batch_size: int, seed: int, rank: int = 0,
+                  world_size: int = 1) -> Callable[[int], Iterable[torch.Tensor]]:
+    """Float images (N, C, S, S) -> batches(epoch): a seeded shuffle per epoch, this rank's share, full batches
+    (DCGAN drops the last partial batch; a set smaller than one batch is used as one batch)."""
+    n = images.shape[0]
+    if n == 0:
+        raise DataError("no training images: the minority-class training split is empty")
+
+    def batches(epoch: int):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        order = order[rank::world_size]
+        m = len(order)
+        if m == 0:
+            return
+        if m < batch_size:
+            yield images[order]
+            return
+        for start in range(0, m - batch_size + 1, batch_size):
+            yield images[order[start:start + batch_size]]
+
+    return batches
+
+
+def _divergence_reason(cfg: GanConfig, epoch: int, stats: dict, collapsed_epochs: int) -> str:
+    bad = stats["nonfinite_D"] + stats["nonfinite_G"]
+    if cfg.stop_on_nonfinite and bad:
+        return (f"non-finite loss (NaN/inf) at epoch {epoch}: loss_D in {stats['nonfinite_D']} of "
+                f"{stats['d_steps']} D steps, loss_G in {stats['nonfinite_G']} of {stats['g_steps']} G steps")
+    for key in ("loss_D", "loss_G"):
+        v = stats[key]
+        if cfg.max_abs_loss and v is not None and math.isfinite(v) and abs(v) > cfg.max_abs_loss:
+            return f"{key} exploded at epoch {epoch}: |{v:.3g}| > max_abs_loss {cfg.max_abs_loss:g}"
+    if collapsed_epochs and collapsed_epochs >= max(cfg.collapse_patience, 1):
+        return (f"discriminator collapsed: epoch-mean loss_D < {cfg.collapse_loss_d:g} for {collapsed_epochs} "
+                f"epochs up to epoch {epoch} (D(x)={stats['D_x']:.3f}, D(G(z))={stats['D_G_z']:.3f}); "
+                f"G receives no useful gradient")
+    return ""
+
+
+def train_gan(cfg: GanConfig, batches: Callable[[int], Iterable[torch.Tensor]], report: Callable[[dict], Any], *,
+              trainer: GanTrainer | None = None, device: str | torch.device = "cpu",
+              checkpoint: Callable[[dict, int], Any] | None = None,
+              samples: Callable[[int, np.ndarray], Any] | None = None,
+              evaluate: Callable[[Callable[[int], np.ndarray], int], dict] | None = None) -> dict[str, Any]:
+    """Train from trainer.epoch + 1 to cfg.num_epochs. Returns {status, reason, epochs, loss_D, ..., time_s};
+    status is "finished" or "diverged" (divergence is reported, never raised)."""
+    trainer = trainer or GanTrainer(cfg, device)
+    t_start = time.perf_counter()
+    status, reason, last, collapsed = "finished", "", {}, 0
+    start_epoch = trainer.epoch
+    for epoch in range(start_epoch + 1, cfg.num_epochs + 1):
+        t0 = time.perf_counter()
+        trainer.reset_stats()
+        n_images = 0
+        for real in batches(epoch):
+            trainer.train_step(real)
+            n_images += int(real.shape[0])
+        stats = trainer.epoch_stats()  # the epoch's only host sync (all-reduced under DDP)
+        if stats["d_steps"] == 0:
+            raise DataError(f"epoch {epoch}: no training images reached the GAN (empty minority-class shard)")
+        dt = time.perf_counter() - t0
+        if cfg.loss in ("bce", "hinge") and cfg.collapse_loss_d and math.isfinite(stats["loss_D"]) \
+                and stats["loss_D"] < cfg.collapse_loss_d:
+            collapsed += 1
+        else:
+            collapsed = 0
+        reason = _divergence_reason(cfg, epoch, stats, collapsed)
+        metrics = {"epoch": epoch, "loss_D": stats["loss_D"], "loss_G": stats["loss_G"], "D_x": stats["D_x"],
+                   "D_G_z": stats["D_G_z"], "images_per_s": n_images * trainer.world_size / max(dt, 1e-9),
+                   "epoch_time_s": dt, "status": "diverged" if reason else "running", "reason": reason}
+        metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+        if reason:  # no checkpoint of broken weights; the last good one stays the latest
+            status, last = "diverged", metrics
+            report(metrics)
+            break
+        trainer.epoch = epoch
+        final = epoch == cfg.num_epochs
+        if evaluate is not None and trainer.rank == 0 and cfg.eval_every and (epoch % cfg.eval_every == 0 or final):
+            metrics.update(evaluate(trainer.sample_uint8, epoch))
+        if samples is not None and cfg.sample_every and (epoch % cfg.sample_every == 0 or final):
+            samples(epoch, trainer.fixed_samples())
+        if checkpoint is not None and (epoch % cfg.checkpoint_every == 0 or final):
+            checkpoint(trainer.state_dict(), epoch)
+        if final:
+            metrics["status"] = "finished"
+        last = metrics
+        report(metrics)
+    out = {k: last.get(k) for k in ("loss_D", "loss_G", "D_x", "D_G_z", "images_per_s")}
+    out.update(status=status, reason=reason, epochs=trainer.epoch, time_s=time.perf_counter() - t_start)
+    out.update({k: v for k, v in last.items() if k not in out and k not in ("epoch", "epoch_time_s")})
+    return out

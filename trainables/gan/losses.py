@@ -1,0 +1,78 @@
+"""GAN losses as a table keyed by the config string, plus the WGAN-GP gradient penalty.
+
+    loss = get_loss("hinge")            # unknown name -> ConfigError listing GAN_LOSSES
+    loss_D = loss.d_loss(D(x), D(G(z).detach()), real_target)
+    loss_G = loss.g_loss(D(G(z)))
+
+Scores are raw D outputs (logits). `to_prob` maps them to what is reported as D(x) and D(G(z)):
+a probability for bce, the raw mean score for hinge and wgan-gp (they have no probability).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from data_prep.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GanLoss:
+    d_loss: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]  # (real scores, fake scores, real target)
+    g_loss: Callable[[torch.Tensor], torch.Tensor]  # fake scores -> G's loss
+    d_norm: str  # discriminator normalisation the loss needs: batch | spectral | none
+    gradient_penalty: bool  # add gp_weight * gradient_penalty(D, real, fake) to D's loss
+    to_prob: Callable[[torch.Tensor], torch.Tensor]  # scores -> reported D(x) / D(G(z))
+
+
+def _bce_d(real: torch.Tensor, fake: torch.Tensor, real_target: float) -> torch.Tensor:
+    # One-sided label smoothing: only the real target moves (to e.g. 0.9), fakes stay at 0.
+    return (F.binary_cross_entropy_with_logits(real, torch.full_like(real, real_target))
+            + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+
+
+def _bce_g(fake: torch.Tensor) -> torch.Tensor:  # non-saturating: maximise log D(G(z))
+    return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+
+
+def _hinge_d(real: torch.Tensor, fake: torch.Tensor, real_target: float) -> torch.Tensor:
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+def _wgan_d(real: torch.Tensor, fake: torch.Tensor, real_target: float) -> torch.Tensor:
+    return fake.mean() - real.mean()
+
+
+def _neg_mean(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
+
+
+GAN_LOSSES: dict[str, GanLoss] = {
+    "bce": GanLoss(_bce_d, _bce_g, d_norm="batch", gradient_penalty=False, to_prob=torch.sigmoid),
+    "hinge": GanLoss(_hinge_d, _neg_mean, d_norm="spectral", gradient_penalty=False, to_prob=lambda s: s),
+    "wgan-gp": GanLoss(_wgan_d, _neg_mean, d_norm="none", gradient_penalty=True, to_prob=lambda s: s),
+}
+
+
+def get_loss(name: str) -> GanLoss:
+    try:
+        return GAN_LOSSES[name]
+    except KeyError:
+        raise ConfigError(f"unknown GAN loss {name!r}; valid losses: {sorted(GAN_LOSSES)}") from None
+
+
+def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None,
+                     alpha: torch.Tensor | None = None) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): mean over the batch of (||grad_x D(x_hat)||_2 - 1)^2,
+    x_hat a random interpolation of real and fake. `alpha` (B,) can be given for tests."""
+    b = real.shape[0]
+    if alpha is None:
+        alpha = torch.rand(b, device=real.device, generator=generator)
+    alpha = alpha.reshape(b, *([1] * (real.dim() - 1))).to(real.dtype)
+    x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    scores = D(x_hat)
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    norms = grad.float().reshape(b, -1).norm(2, dim=1)
+    return ((norms - 1.0) ** 2).mean()

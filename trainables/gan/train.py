@@ -1,0 +1,230 @@
+"""Entry points that train the GAN on a manifest's minority class and write the run directory.
+
+    run_gan_local(manifest_path, out_dir, cfg)                  # in-process: single-device sweep trials
+    run_gan_ray(manifest_path, out_dir, cfg, num_workers=2)     # Ray Train TorchTrainer (DDP over workers)
+
+Both run the same `train_gan` loop, write the same files (see trainables.gan.run_files) and the same
+checkpoint format, and resume from the latest checkpoint when the run directory already holds one
+(Ray: `ray.train.get_checkpoint()`, the Train run is named "gan" under RUN/ray so a restart finds it).
+Ray Train costs ~40 s per fit, so sweeps train single-device trials with `run_gan_local`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from data_prep.errors import DataError
+from trainables.gan.config import GanConfig, gan_config_from_dict, resolve_config
+from trainables.gan.loop import GanTrainer, array_batches, train_gan
+from trainables.gan.run_files import RunFiles, json_safe, load_checkpoint
+
+RAY_RUN_NAME = "gan"  # fixed (no timestamp): a restarted run finds its own checkpoints
+CHECKPOINT_FILE = "checkpoint.pt"  # inside a Ray checkpoint directory; same payload as RUN/checkpoints/*.pt
+PROGRESS_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z", "images_per_s", "epoch_time_s")
+
+
+def as_config(cfg: GanConfig | Mapping[str, Any] | None) -> GanConfig:
+    return cfg if isinstance(cfg, GanConfig) else gan_config_from_dict(cfg)
+
+
+def format_progress(m: Mapping[str, Any], num_epochs: int | None = None) -> str:
+    parts = [f"epoch {m.get('epoch')}" + (f"/{num_epochs}" if num_epochs else "")]
+    for k in PROGRESS_KEYS:
+        v = m.get(k)
+        parts.append(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}")
+    extra = {k: v for k, v in m.items() if k not in PROGRESS_KEYS and k not in ("epoch", "status", "reason")}
+    parts += [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()]
+    if m.get("reason"):
+        parts.append(f"STOPPED: {m['reason']}")
+    return "  ".join(parts)
+
+
+def _minority_meta(manifest) -> dict[str, Any]:
+    return {"label": manifest.positive_label, "label_name": manifest.positive_class,
+            "classes": manifest.classes, "manifest": str(manifest.path)}
+
+
+def _prepare(manifest_path, out_dir, cfg):
+    from data_prep.manifest import read_manifest
+
+    manifest = read_manifest(manifest_path)
+    cfg = resolve_config(as_config(cfg), manifest)
+    files = RunFiles(out_dir)
+    return manifest, cfg, files
+
+
+def _finish(files: RunFiles, cfg: GanConfig, result: dict, preview, t0: float) -> dict:
+    history = files.read_history()
+    last = history[-1] if history else {}
+    for k in ("loss_D", "loss_G", "D_x", "D_G_z", "images_per_s"):
+        if result.get(k) is None and k in last:  # resumed an already finished run: nothing trained now
+            result[k] = last[k]
+    if preview is not None:
+        files.save_preview(preview)
+    files.save_loss_curve(history)
+    latest = files.latest_checkpoint()
+    result.update(time_s=time.perf_counter() - t0, num_epochs=cfg.num_epochs, loss=cfg.loss,
+                  checkpoint=str(latest) if latest else None, run_dir=str(files.root))
+    files.write_metrics(result)
+    return result
+
+
+def run_gan_local(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig | Mapping[str, Any] | None = None,
+                  report: Callable[[dict], Any] | None = None,
+                  evaluate: Callable[[Callable[[int], Any], int], dict] | None = None) -> dict[str, Any]:
+    """Train in this process on the manifest's minority-class real training images; resume from
+    out_dir/checkpoints if present. `report(metrics)` gets each epoch (default: print a progress line).
+    Returns the final metrics (also in out_dir/metrics.json): status "finished" | "diverged", reason, ..."""
+    from data_prep.arrays import load_split_arrays, normalize
+
+    t0 = time.perf_counter()
+    manifest, cfg, files = _prepare(manifest_path, out_dir, cfg)
+    meta = _minority_meta(manifest)
+    images, _ = load_split_arrays(manifest, "train", cfg.image_size, cfg.channels, label=manifest.positive_label,
+                                  include_synthetic=False)
+    if len(images) == 0:
+        raise DataError(f"manifest {manifest.path} has no real training images of the minority class "
+                        f"{manifest.positive_class!r} (label {manifest.positive_label}): nothing to train the GAN on")
+    meta["num_train_images"] = int(len(images))
+    trainer = GanTrainer(cfg, cfg.device, meta=meta)
+    latest = files.latest_checkpoint()
+    if latest is not None:
+        trainer.load_state_dict(load_checkpoint(latest, trainer.device), where=str(latest))
+    files.truncate_history(trainer.epoch)
+    files.write_config(cfg, {"manifest": str(manifest.path), "label": meta["label"], "label_name": meta["label_name"],
+                             "num_train_images": meta["num_train_images"], "resumed_from_epoch": trainer.epoch})
+
+    def on_epoch(metrics: dict) -> None:
+        files.append_history(metrics)
+        if report is None:
+            print(format_progress(metrics, cfg.num_epochs), flush=True)
+        else:
+            report(metrics)
+
+    result = train_gan(cfg, array_batches(torch.from_numpy(normalize(images)), cfg.batch_size, cfg.seed), on_epoch,
+                       trainer=trainer, checkpoint=lambda s, e: files.save_checkpoint(s, e, cfg.keep_checkpoints),
+                       samples=files.save_samples, evaluate=evaluate)
+    return _finish(files, cfg, result, trainer.fixed_samples(), t0)
+
+
+# ---- Ray Train ---------------------------------------------------------------------------------------------
+def gan_train_loop_per_worker(config: dict) -> None:
+    """Ray Train worker: G and D through prepare_model (DDP when >1 worker), the minority-class shard from
+    get_dataset_shard("train"), one ray.train.report per epoch, checkpoints every K epochs from rank 0."""
+    import tempfile
+
+    import ray.train
+    import ray.train.torch
+
+    cfg = gan_config_from_dict(config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    files = RunFiles(config["out_dir"]) if rank == 0 else None
+    trainer = GanTrainer(cfg, device, wrap_model=ray.train.torch.prepare_model, rank=rank, world_size=world_size,
+                         meta=config["meta"])
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            path = Path(d) / CHECKPOINT_FILE
+            trainer.load_state_dict(load_checkpoint(path, device), where=f"Ray checkpoint {ckpt.path}")
+    elif config.get("local_checkpoint"):  # a run started in-process and continued under Ray
+        path = config["local_checkpoint"]
+        trainer.load_state_dict(load_checkpoint(path, device), where=path)
+    if files is not None:
+        files.truncate_history(trainer.epoch)
+    shard = ray.train.get_dataset_shard("train")
+
+    def batches(epoch: int):
+        for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, device=device,
+                                              local_shuffle_buffer_size=4 * cfg.batch_size,
+                                              local_shuffle_seed=cfg.seed * 100003 + epoch + rank):
+            yield batch["image"]
+
+    pending: dict[str, Any] = {}
+
+    def checkpoint(state: dict, epoch: int) -> None:
+        tmp = tempfile.mkdtemp(prefix="gan_ckpt_")
+        torch.save(state, Path(tmp) / CHECKPOINT_FILE)
+        pending["dir"] = tmp
+
+    def report(metrics: dict) -> None:
+        import shutil
+
+        if files is not None:
+            files.append_history(metrics)
+            print(format_progress(metrics, cfg.num_epochs), flush=True)
+        tmp = pending.pop("dir", None)
+        ray.train.report(json_safe(metrics),
+                         checkpoint=ray.train.Checkpoint.from_directory(tmp) if tmp else None)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    result = train_gan(cfg, batches, report, trainer=trainer, checkpoint=checkpoint if rank == 0 else None,
+                       samples=files.save_samples if files is not None else None,
+                       evaluate=config.get("evaluate") if rank == 0 else None)
+    if files is not None:  # the driver reads the full result (fit.metrics holds only the last report)
+        (files.root / ".ray_result.json").write_text(json.dumps(json_safe(result)))
+
+
+def run_gan_ray(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig | Mapping[str, Any] | None = None,
+                num_workers: int = 1, use_gpu: bool = False, evaluate: Callable | None = None,
+                storage_path: str | Path | None = None) -> dict[str, Any]:
+    """Train with a Ray Train TorchTrainer (DDP across num_workers; gloo on CPU, NCCL on GPU) on the local or
+    connected Ray cluster. The Train run is named "gan" under storage_path (default RUN/ray), so calling this
+    again after an interruption resumes from the latest checkpoint. Returns the final metrics like run_gan_local."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from data_prep.config import config_to_dict
+    from data_prep.shards import split_dataset
+
+    t0 = time.perf_counter()
+    manifest, cfg, files = _prepare(manifest_path, out_dir, cfg)
+    if not use_gpu and cfg.device == "cuda":
+        cfg = dataclasses.replace(cfg, device="cpu")
+    meta = _minority_meta(manifest)
+    n_train = len(manifest.split("train", manifest.positive_label).query("~is_synthetic"))
+    if n_train == 0:
+        raise DataError(f"manifest {manifest.path} has no real training images of the minority class "
+                        f"{manifest.positive_class!r}: nothing to train the GAN on")
+    if n_train < num_workers:
+        raise DataError(f"{n_train} minority-class training image(s) cannot be sharded over {num_workers} workers")
+    meta["num_train_images"] = n_train
+    if not ray.is_initialized():
+        ray.init()
+    ds = split_dataset(manifest, "train", cfg.image_size, cfg.channels, label=manifest.positive_label,
+                       include_synthetic=False)
+    latest = files.latest_checkpoint()
+    files.write_config(cfg, {"manifest": str(manifest.path), "label": meta["label"], "label_name": meta["label_name"],
+                             "num_train_images": n_train, "num_workers": num_workers, "use_gpu": use_gpu})
+    (files.root / ".ray_result.json").unlink(missing_ok=True)
+    storage = Path(storage_path or files.root / "ray").resolve()
+    trainer = TorchTrainer(
+        gan_train_loop_per_worker,
+        train_loop_config={"cfg": config_to_dict(cfg), "out_dir": str(files.root.resolve()), "meta": meta,
+                           "evaluate": evaluate, "local_checkpoint": str(latest) if latest else None},
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=ray.train.RunConfig(name=RAY_RUN_NAME, storage_path=str(storage),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
+        datasets={"train": ds})
+    fit = trainer.fit()
+    if fit.error is not None:
+        raise fit.error
+    done = files.root / ".ray_result.json"
+    result = json.loads(done.read_text()) if done.is_file() else dict(fit.metrics or {})
+    preview = None
+    if fit.checkpoint is not None:  # copy the latest Ray checkpoint into RUN/checkpoints in the common format
+        with fit.checkpoint.as_directory() as d:
+            state = load_checkpoint(Path(d) / CHECKPOINT_FILE)
+            files.save_checkpoint(state, int(state["epoch"]), cfg.keep_checkpoints)
+        local = GanTrainer(cfg, "cpu", meta=meta)
+        local.load_state_dict(state)
+        preview = local.fixed_samples()
+    return _finish(files, cfg, result, preview, t0)
