@@ -23,7 +23,7 @@ import contextlib
 import copy
 import math
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -239,25 +239,28 @@ def check_checkpoint_format(state: Any, where: str) -> None:
                         f"expected {CHECKPOINT_FORMAT!r}); make one with python -m trainables.gan")
 
 
-def generate_uint8(G: torch.nn.Module, n: int, latent_dim: int, seed: int, device: str | torch.device = "cpu",
-                   batch_size: int = 256, progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """n images from generator G (eval mode) as uint8 (n, S, S, C). Noise is drawn on the CPU from `seed`,
-    so the same seed gives the same images on any device."""
+def iter_generated(G: torch.nn.Module, n: int, latent_dim: int, seed: int, device: str | torch.device = "cpu",
+                   batch_size: int = 256) -> Iterator[np.ndarray]:
+    """Yield n images from generator G (eval mode) as uint8 (b, S, S, C) batches. Noise is drawn on the CPU
+    from `seed`, so the same seed gives the same images on any device and with any batch_size."""
     gen = torch.Generator().manual_seed(seed)
-    out = []
     was_training = G.training
     G.eval()
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            m = min(batch_size, n - start)
-            z = torch.randn(m, latent_dim, generator=gen)
-            out.append(denormalize(G(z.to(device)).float().cpu().numpy()))
-            if progress:
-                progress(m)
-    G.train(was_training)
-    if not out:
-        return np.zeros((0,), np.uint8)
-    return np.concatenate(out)
+    try:
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                m = min(batch_size, n - start)
+                # one draw per image: the images do not depend on batch_size
+                z = torch.stack([torch.randn(latent_dim, generator=gen) for _ in range(m)])
+                yield denormalize(G(z.to(device)).float().cpu().numpy())
+    finally:
+        G.train(was_training)
+
+
+def generate_uint8(G: torch.nn.Module, n: int, latent_dim: int, seed: int, device: str | torch.device = "cpu",
+                   batch_size: int = 256) -> np.ndarray:
+    """n images from generator G as one uint8 (n, S, S, C) array (see iter_generated)."""
+    return np.concatenate(list(iter_generated(G, n, latent_dim, seed, device, batch_size)))
 
 
 def array_batches(images: torch.Tensor, batch_size: int, seed: int, rank: int = 0,
