@@ -89,6 +89,7 @@ def build_classifier_data(manifest: Manifest, cfg, synthetic_dir: str | Path | N
     """Real manifest (+ synthetic rows drawn for cfg.synthetic_ratio) -> guarded ClassifierData."""
     pos, classes = manifest.positive_label, manifest.classes
     where = str(manifest.path or "manifest")
+    check_no_leakage(manifest.df, where=f"input manifest {where}")  # before anything is dropped or added
     real = manifest.df[~manifest.df["is_synthetic"].astype(bool)]
     for s in ("val", "test"):
         if not ((real["split"] == s) & (real["label"] == pos)).any():

@@ -5,7 +5,7 @@
     final = evaluate_best(cfg, out, val_data, test_data, ...)     # test gets val's threshold, unchanged
 
 `train_data(epoch)` yields (images, labels) batches; `val_data()` yields (images, labels, index) batches,
-index = row position in the split. `gather` merges (index, probs, labels) across DDP ranks; every rank
+index = row position in the split. `gather(local, n)` merges (index, probs, labels) across DDP ranks; every rank
 then computes the same metrics over the whole split (`merge_predictions` drops padded duplicates and
 fails if a row is missing), so each val/test image counts exactly once. Per epoch `report(row)` gets
 epoch, train_loss, images_per_s, val_<metric> for every metric key, val_threshold and best_epoch.
@@ -27,6 +27,7 @@ from trainables.classifier.models import build_model
 from trainables.metrics.classification import METRIC_KEYS, choose_threshold, classification_metrics
 
 Preds = tuple[np.ndarray, np.ndarray, np.ndarray]  # (row index, class probabilities (N, C), labels)
+Gather = Callable[[Preds, "int | None"], Preds]  # (this rank's predictions, split size) -> whole split
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,10 +70,10 @@ def predict(model: nn.Module, batches: Iterable, device: torch.device) -> Preds:
     return np.concatenate(idx), np.concatenate(probs), np.concatenate(labels)
 
 
-def evaluate(model: nn.Module, batches: Iterable, device: torch.device, gather: Callable[[Preds], Preds] | None,
+def evaluate(model: nn.Module, batches: Iterable, device: torch.device, gather: Gather | None,
              expected_n: int | None) -> Preds:
     local = predict(model, batches, device)
-    return gather(local) if gather is not None else merge_predictions([local], expected_n)
+    return gather(local, expected_n) if gather is not None else merge_predictions([local], expected_n)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -86,7 +87,7 @@ def _cpu_state(model: nn.Module) -> dict:
 def train_classifier(cfg, train_data: Callable[[int], Iterable], val_data: Callable[[], Iterable],
                      report: Callable[[dict], Any], *, num_classes: int, positive_label: int, train_labels,
                      channels: int, image_size: int, num_val: int | None = None,
-                     gather: Callable[[Preds], Preds] | None = None, wrap_model: Callable | None = None,
+                     gather: Gather | None = None, wrap_model: Callable | None = None,
                      device: torch.device | None = None, resume_state: dict | None = None,
                      save_state: Callable[[dict, bool], None] | None = None, world_size: int = 1,
                      rank: int = 0, log: Callable[[str], None] | None = None) -> dict:
@@ -144,7 +145,7 @@ def train_classifier(cfg, train_data: Callable[[int], Iterable], val_data: Calla
 
 def evaluate_best(outcome: dict, splits: dict[str, tuple[Callable[[], Iterable], int | None]], *,
                   num_classes: int, positive_label: int, device: torch.device,
-                  gather: Callable[[Preds], Preds] | None = None) -> dict:
+                  gather: Gather | None = None) -> dict:
     """Load the best epoch's weights and evaluate each split at the threshold chosen on val (unchanged)."""
     net, best = outcome["model"], outcome["best"]
     _unwrap(net).load_state_dict(best["model"])

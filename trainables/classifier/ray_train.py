@@ -1,0 +1,177 @@
+"""Ray Train entry point: the same classifier loop under DDP over Ray Data shards (TorchTrainer).
+
+    run_classifier_ray("runs/demo/manifest.parquet", "runs/clf_ddp", {"num_epochs": 10}, num_workers=2)
+
+Train rows are sharded with `data_prep.shards.split_dataset` + `ray.train.get_dataset_shard("train")`
+(equal shards, so every rank runs the same number of DDP steps). Val/test are NOT split by Ray
+(an equal split may drop rows): every rank reads them and predicts the rows with index % world == rank;
+predictions travel with their index, are all-gathered and deduplicated (`merge_predictions`), so each
+val/test image counts exactly once and every rank computes the same whole-split metrics (Tune's
+TuneReportCallback forwards rank 0's). `imbalance_fix="oversample"` resamples the train rows once on the
+driver (seeded, inverse class frequency) before sharding; the local path redraws every epoch.
+Each epoch rank 0 reports train_loss, val metrics, images_per_s with a checkpoint holding last.pt
+(resume state) and best.pt; a restarted run resumes from `ray.train.get_checkpoint()`.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data_prep.arrays import decode_rows, normalize
+from data_prep.config import config_to_dict
+from data_prep.errors import ConfigError
+from data_prep.manifest import read_manifest
+from data_prep.shards import split_dataset
+from trainables.classifier.config import ClassifierConfig, classifier_config
+from trainables.classifier.data import build_classifier_data, epoch_indices, sample_weights_for
+from trainables.classifier.loop import evaluate_best, merge_predictions, strip_models, train_classifier
+from trainables.classifier.run import as_config, write_run_files
+
+_SHUFFLE_BUFFER = 1024  # rows per worker mixed between batches
+
+
+def indexed_dataset(rows: pd.DataFrame, image_size: int, channels: int):
+    """Eval rows -> materialised ray.data.Dataset with image, label and index (row position in the split)."""
+    import ray
+
+    cols = rows[["source", "source_key", "source_index", "label"]].reset_index(drop=True)
+    cols["index"] = np.arange(len(cols), dtype=np.int64)
+
+    def decode(batch: pd.DataFrame) -> dict:
+        return {"image": normalize(decode_rows(batch, image_size, channels)),
+                "label": batch["label"].to_numpy(np.int64), "index": batch["index"].to_numpy(np.int64)}
+
+    return ray.data.from_pandas(cols).map_batches(decode, batch_format="pandas", batch_size=256).materialize()
+
+
+def _train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per eval pass per worker is noise
+    cfg = classifier_config(config["cfg"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    train_shard = ray.train.get_dataset_shard("train")
+
+    def train_data(epoch: int):
+        for b in train_shard.iter_torch_batches(batch_size=cfg.batch_size, local_shuffle_buffer_size=_SHUFFLE_BUFFER,
+                                                local_shuffle_seed=cfg.seed * 1000 + epoch):
+            yield b["image"], b["label"]
+
+    def eval_batches(name: str):
+        it = ray.train.get_dataset_shard(name)
+
+        def gen():
+            for b in it.iter_torch_batches(batch_size=cfg.batch_size):
+                keep = b["index"] % world == rank
+                if bool(keep.any()):
+                    yield b["image"][keep], b["label"][keep], b["index"][keep]
+        return gen
+
+    def gather(local, expected_n):
+        parts = [local]
+        if world > 1:
+            parts = [None] * world
+            dist.all_gather_object(parts, local)
+        return merge_predictions(parts, expected_n)
+
+    resume_state = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume_state = torch.load(Path(d) / "last.pt", map_location="cpu", weights_only=True)
+    pending: dict[str, Any] = {}
+
+    def save_state(state: dict, is_best: bool) -> None:
+        if rank != 0:
+            return
+        d = Path(tempfile.mkdtemp(prefix="clf_ckpt_"))
+        torch.save(state, d / "last.pt")
+        torch.save({"model": state["best"]["model"], "epoch": state["best"]["epoch"],
+                    "threshold": state["best"]["threshold"], "config": config["cfg"]}, d / "best.pt")
+        pending["dir"] = d
+
+    def report(row: dict) -> None:
+        d = pending.pop("dir", None)
+        ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(str(d)) if d is not None else None)
+        if d is not None:
+            shutil.rmtree(d, ignore_errors=True)
+
+    kw = dict(num_classes=config["num_classes"], positive_label=config["positive_label"])
+    outcome = train_classifier(cfg, train_data, eval_batches("val"), report, train_labels=np.asarray(config["train_labels"]),
+                               channels=config["channels"], image_size=config["image_size"], num_val=config["num_val"],
+                               gather=gather, wrap_model=ray.train.torch.prepare_model, device=device,
+                               resume_state=resume_state, save_state=save_state, world_size=world, rank=rank, **kw)
+    final = evaluate_best(outcome, {"val": (eval_batches("val"), config["num_val"]),
+                                    "test": (eval_batches("test"), config["num_test"])}, device=device, gather=gather, **kw)
+    slim = strip_models(outcome)
+    row = {"epoch": len(slim["history"]), "final": True, "best_epoch": slim["best"]["epoch"],
+           "threshold": slim["best"]["threshold"],
+           **{f"{s}_{k}": float(final[s][k]) for s in ("val", "test") for k in final[s] if isinstance(final[s][k], float)}}
+    if rank == 0:
+        d = Path(tempfile.mkdtemp(prefix="clf_final_"))
+        torch.save({"model": outcome["best"]["model"], "epoch": slim["best"]["epoch"],
+                    "threshold": slim["best"]["threshold"], "config": config["cfg"]}, d / "best.pt")
+        (d / "final.json").write_text(json.dumps({**final, **slim}, default=str))
+        pending["dir"] = d
+    report(row)
+
+
+def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[str, Any] | None = None,
+                       synthetic_dir=None, num_workers: int = 2, use_gpu: bool = False, storage_path=None,
+                       name: str | None = None, callbacks: list | None = None) -> dict:
+    """TorchTrainer run of the classifier (DDP when num_workers > 1); writes the same RUN files as the local path.
+
+    `name` names the Train run (use the Tune trial id, no timestamps) so a restarted run resumes from its
+    last checkpoint under storage_path (default RUN/ray).
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    cfg = as_config(cfg)
+    if cfg.num_folds:
+        raise ConfigError("k-fold CV (num_folds > 0) runs on the local path (run_classifier_local / no --ray)")
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = build_classifier_data(read_manifest(manifest_path), cfg, synthetic_dir)
+    size, ch = data.image_size, data.channels
+    train_rows = data.train_rows
+    weights = sample_weights_for(cfg.imbalance_fix, train_rows["label"].to_numpy(), data.num_classes)
+    if weights is not None:
+        train_rows = train_rows.iloc[epoch_indices(len(train_rows), weights, cfg.seed, 0).numpy()].reset_index(drop=True)
+    datasets = {"train": split_dataset(data.manifest, "train", size, ch, rows=train_rows),
+                "val": indexed_dataset(data.val_rows, size, ch), "test": indexed_dataset(data.test_rows, size, ch)}
+    loop_config = {"cfg": config_to_dict(cfg), "num_classes": data.num_classes, "positive_label": data.positive_label,
+                   "train_labels": train_rows["label"].astype(int).tolist(), "channels": ch, "image_size": size,
+                   "num_val": len(data.val_rows), "num_test": len(data.test_rows)}
+    trainer = TorchTrainer(
+        _train_loop_per_worker, train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        datasets=datasets, dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        run_config=ray.train.RunConfig(name=name or "classifier", storage_path=str(storage_path or out_dir / "ray"),
+                                       callbacks=callbacks or [],
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d:
+        final = json.loads((Path(d) / "final.json").read_text())
+        (out_dir / "checkpoints").mkdir(exist_ok=True)
+        shutil.copy(Path(d) / "best.pt", out_dir / "checkpoints" / "best.pt")
+    out = {"val": final["val"], "test": final["test"], "threshold": final["best"]["threshold"],
+           "best_epoch": final["best"]["epoch"], "select_metric": cfg.select_metric, "n_synthetic": data.n_synthetic,
+           "data": data.summary(), "classes": data.classes, "positive_label": data.positive_label,
+           "num_workers": num_workers, "run_dir": str(out_dir), "config": config_to_dict(cfg),
+           "history": final["history"]}
+    write_run_files(out_dir, cfg, out, data.classes)
+    return out
