@@ -143,8 +143,9 @@ class Headline:
 
 
 def _seed_values(clf: pd.DataFrame, config_id: str, column: str) -> pd.Series:
-    g = clf[(clf["config_id"] == config_id)].dropna(subset=["seed"])
-    return g.groupby("seed")[column].mean().dropna()
+    g = clf[(clf["config_id"] == config_id)]
+    # a row without a seed counts as its own seed (-1), as in summarize_configs
+    return g.groupby(g["seed"].astype("float64").fillna(-1.0))[column].mean().dropna()
 
 
 def headline(clf: pd.DataFrame, configs: pd.DataFrame, metrics=HEADLINE_METRICS) -> Headline:

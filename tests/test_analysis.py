@@ -1,0 +1,319 @@
+"""analysis/: loading results.parquet, statistics, val-based selection, Pareto front, the report.
+
+Every parquet is built here with known numbers; no torch, no Ray, no sweep needed.
+"""
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analysis
+from analysis import stats
+from analysis.fake_results import make_results
+from analysis.load import ResultsFileError
+from analysis.report import build_report, main
+from analysis.schema import ALL_COLUMNS, METRIC_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+IMG = '<img src="data:image/png;base64,'
+
+
+def t975(n: int) -> float:
+    sp = pytest.importorskip("scipy.stats")
+    return float(sp.t.ppf(0.975, n - 1))
+
+
+def row(config_id, arm, seed, test_f1, val_f1, *, stage="classifier", status="ok", error="", gan_loss="",
+        ratio=0.0, val_sens=None, test_sens=None, **kw):
+    """One classifier row; every val_/test_ metric gets a value derived from the F1 given."""
+    r = {"sweep_name": "t", "trial_id": f"{config_id}-{seed}-{stage}", "stage": stage, "arm": arm,
+         "config_id": config_id, "seed": seed, "status": status, "error": error, "gan_loss": gan_loss,
+         "synthetic_ratio": ratio}
+    for m in METRIC_NAMES:
+        r[f"test_{m}"] = test_f1
+        r[f"val_{m}"] = val_f1
+    r["test_sensitivity"] = test_f1 if test_sens is None else test_sens
+    r["val_sensitivity"] = val_f1 if val_sens is None else val_sens
+    r.update(kw)
+    return r
+
+
+def write(tmp_path: Path, rows_or_df, name="results.parquet") -> Path:
+    df = rows_or_df if isinstance(rows_or_df, pd.DataFrame) else pd.DataFrame(rows_or_df)
+    p = tmp_path / name
+    df.to_parquet(p, index=False)
+    return p
+
+
+def three_arm_rows(gan_test=(0.70, 0.74, 0.75), base_test=(0.60, 0.62, 0.64), ctrl_test=(0.66, 0.65, 0.70)):
+    rows = []
+    for s in range(3):
+        rows.append(row("base", "baseline", s, base_test[s], 0.61))
+        rows.append(row("gan_a", "gan", s, gan_test[s], 0.72, gan_loss="hinge", ratio=1.0))
+        rows.append(row("cw", "class_weight", s, ctrl_test[s], 0.66))
+    return rows
+
+
+# ---------------------------------------------------------------- statistics
+def test_headline_means_and_cis_match_hand_computation(tmp_path):
+    p = write(tmp_path, three_arm_rows())
+    df = analysis.load(p)
+    clf = analysis.classifier_rows(df)
+    hl = analysis.headline(clf, analysis.summarize_configs(clf))
+    f1 = hl.table.set_index("metric").loc["f1"]
+    for prefix, vals in (("baseline", [0.60, 0.62, 0.64]), ("gan", [0.70, 0.74, 0.75]),
+                         ("control", [0.66, 0.65, 0.70])):
+        x = np.array(vals)
+        half = t975(3) * x.std(ddof=1) / math.sqrt(3)
+        assert f1[f"{prefix}_mean"] == pytest.approx(x.mean())
+        assert f1[f"{prefix}_lo"] == pytest.approx(x.mean() - half)
+        assert f1[f"{prefix}_hi"] == pytest.approx(x.mean() + half)
+        assert f1[f"{prefix}_n"] == 3
+    # paired by seed: the improvement is the mean of the per-seed differences
+    diffs = np.array([0.70, 0.74, 0.75]) - np.array([0.60, 0.62, 0.64])
+    assert f1["improvement"] == pytest.approx(diffs.mean())
+    assert f1["improvement_lo"] <= diffs.mean() <= f1["improvement_hi"]
+    assert diffs.min() - 1e-12 <= f1["improvement_lo"] and f1["improvement_hi"] <= diffs.max() + 1e-12
+    tests = hl.tests.set_index(["comparison", "metric"])
+    assert tests.loc[("GAN - baseline", "f1"), "paired"]
+    assert tests.loc[("GAN - control", "f1"), "mean_diff"] == pytest.approx(np.mean([0.04, 0.09, 0.05]))
+
+    md = (build_report(p, tmp_path / "rep")).read_text()
+    half = t975(3) * np.std([0.60, 0.62, 0.64], ddof=1) / math.sqrt(3)
+    assert f"| F1 | 0.620 ± {half:.3f} |" in md
+    csv = pd.read_csv(tmp_path / "rep" / "headline.csv").set_index("metric")
+    assert csv.loc["f1", "gan_mean"] == pytest.approx(np.mean([0.70, 0.74, 0.75]))
+
+
+def test_t_quantile_fallback_and_spearman_match_scipy():
+    sp = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 4, 9, 29, 200):
+        assert stats._t_ppf_fallback(0.975, df) == pytest.approx(sp.t.ppf(0.975, df), rel=1e-7)
+    x, y = [3, 1, 4, 1, 5, 9, 2], [2, 7, 1, 8, 2, 8, 1]
+    rho, n = stats.spearman(x, y)
+    assert n == 7 and rho == pytest.approx(sp.spearmanr(x, y).statistic)
+    assert math.isnan(stats.spearman([1, 2], [3, 4])[0])
+
+
+def test_bootstrap_pairs_by_seed_or_says_unpaired():
+    paired = stats.bootstrap_diff({0: 0.7, 1: 0.8, 2: 0.75}, {0: 0.6, 1: 0.7, 2: 0.7})
+    assert paired.paired and paired.mean_diff == pytest.approx(np.mean([0.1, 0.1, 0.05]))
+    assert "paired by seed" in paired.note and 0 < paired.p_value <= 1
+    unpaired = stats.bootstrap_diff({0: 0.7, 1: 0.8}, {5: 0.6, 6: 0.65, 7: 0.7})
+    assert not unpaired.paired and "UNPAIRED" in unpaired.note
+    assert unpaired.mean_diff == pytest.approx(0.75 - 0.65)
+    one = stats.bootstrap_diff({0: 0.7}, {0: 0.6})
+    assert math.isnan(one.lo) and "no test possible" in one.note
+    # no difference at all -> p = 1 and the CI is [0, 0]
+    same = stats.bootstrap_diff({0: 0.5, 1: 0.6, 2: 0.7}, {0: 0.5, 1: 0.6, 2: 0.7})
+    assert same.p_value == 1.0 and same.lo == same.hi == 0.0
+
+
+def test_unpaired_seeds_are_reported_as_unpaired(tmp_path):
+    rows = [row("base", "baseline", s, 0.6 + s / 100, 0.6) for s in (10, 11, 12)]
+    rows += [row("g", "gan", s, 0.62 + s / 100, 0.7, gan_loss="bce", ratio=0.5) for s in (0, 1, 2)]
+    md = build_report(write(tmp_path, rows), tmp_path / "rep").read_text()
+    assert "UNPAIRED bootstrap: the seeds do not pair" in md
+
+
+# ---------------------------------------------------------------- selection and Pareto
+def test_selection_uses_validation_not_test(tmp_path):
+    rows = []
+    for s in range(3):
+        rows.append(row("base", "baseline", s, 0.60, 0.60))
+        rows.append(row("val_best", "gan", s, 0.55 + s / 100, 0.80, gan_loss="hinge", ratio=1.0))   # best on val
+        rows.append(row("test_best", "gan", s, 0.90 + s / 100, 0.70, gan_loss="hinge", ratio=2.0))  # best on test
+        rows.append(row("cw_val", "class_weight", s, 0.50, 0.75))
+        rows.append(row("os_test", "oversample", s, 0.95, 0.65))
+        # tie on val F1 -> validation sensitivity decides
+        rows.append(row("tie_lo_sens", "gan", s, 0.99, 0.60, gan_loss="bce", ratio=1.0, val_sens=0.5))
+        rows.append(row("tie_hi_sens", "gan", s, 0.10, 0.60, gan_loss="bce", ratio=2.0, val_sens=0.9))
+    p = write(tmp_path, rows)
+    clf = analysis.classifier_rows(analysis.load(p))
+    configs = analysis.summarize_configs(clf)
+    hl = analysis.headline(clf, configs)
+    assert hl.gan["config_id"] == "val_best"
+    assert hl.control["config_id"] == "cw_val"
+    per = analysis.per_loss(configs).set_index("gan_loss")
+    assert per.loc["hinge", "config_id"] == "val_best"
+    assert per.loc["bce", "config_id"] == "tie_hi_sens"
+    md = build_report(p, tmp_path / "rep").read_text()
+    assert "config `val_best`" in md
+    # the val-chosen GAN is worse than baseline on test: the report must say it does not help
+    assert "the GAN does NOT help; it is worse than the baseline" in md
+
+
+def test_pareto_front_hand_example():
+    df = pd.DataFrame({"name": list("ABCDEFG"),
+                       "val_f1":          [0.70, 0.60, 0.50, 0.60, 0.70, np.nan, 0.40],
+                       "val_sensitivity": [0.50, 0.60, 0.50, 0.60, 0.40, 0.99, 0.70]})
+    # A and B/D trade off; C dominated by A; E dominated by A; F has a NaN; G has best sensitivity
+    front = analysis.pareto_front(df)
+    assert list(front["name"]) == ["A", "B", "D", "G"]
+    assert list(analysis.pareto_mask(df)) == [True, True, False, True, False, False, True]
+    # minimising the second objective flips the picture
+    front_min = analysis.pareto_front(df, objectives=[("val_f1", "max"), ("val_sensitivity", "min")])
+    assert list(front_min["name"]) == ["E"]  # E ties A on F1 with lower sensitivity, beats the rest on both
+    assert analysis.pareto_front(df.iloc[:0]).empty
+    with pytest.raises(ValueError, match="max' or 'min"):
+        analysis.pareto_front(df, objectives=[("val_f1", "up")])
+
+
+# ---------------------------------------------------------------- loading
+def test_load_adds_missing_columns_with_types_and_errors_name_the_file(tmp_path):
+    minimal = pd.DataFrame({"sweep_name": ["s"], "trial_id": ["t1"], "stage": ["classifier"], "arm": ["Baseline "],
+                            "config_id": ["c"], "seed": [1.0], "status": ["OK"], "error": [None],
+                            "diffaugment": ["true"], "finished_at": [1.7e9], "my_extra": [3]})
+    df = analysis.load(write(tmp_path, minimal))
+    assert list(df.columns[:len(ALL_COLUMNS)]) == ALL_COLUMNS and "my_extra" in df.columns
+    assert df.loc[0, "arm"] == "baseline" and df.loc[0, "status"] == "ok" and df.loc[0, "error"] == ""
+    assert str(df["seed"].dtype) == "Int64" and str(df["diffaugment"].dtype) == "boolean"
+    assert df["test_f1"].dtype == "float64" and df["test_f1"].isna().all()
+    assert df["gan_run_dir"].iloc[0] == "" and pd.api.types.is_datetime64_any_dtype(df["finished_at"])
+    assert "gan_fid" in df.attrs["missing_columns"]
+    # a folder holding results.parquet loads too
+    assert len(analysis.load(tmp_path)) == 1
+
+    with pytest.raises(ResultsFileError, match="nope.parquet"):
+        analysis.load(tmp_path / "nope.parquet")
+    bad = tmp_path / "notparquet.parquet"
+    bad.write_text("hello")
+    with pytest.raises(ResultsFileError, match="notparquet.parquet"):
+        analysis.load(bad)
+    other = write(tmp_path, pd.DataFrame({"path": ["a.png"], "label": [0]}), "manifest.parquet")
+    with pytest.raises(ResultsFileError, match=r"manifest.parquet is not a results parquet.*'trial_id'"):
+        analysis.load(other)
+    assert main([str(other), "--out", str(tmp_path / "r")]) == 2
+
+
+def test_gan_stage_metrics_are_joined_by_gan_key(tmp_path):
+    rows = [row("g", "gan", 0, 0.7, 0.7, gan_loss="bce", ratio=1.0, gan_key="k0"),
+            row("g", "gan", 1, 0.7, 0.7, gan_loss="bce", ratio=1.0, gan_key="k1", gan_fid=5.0),
+            {"sweep_name": "t", "trial_id": "x0", "stage": "gan", "arm": "gan", "config_id": "gx", "seed": 0,
+             "status": "ok", "error": "", "gan_key": "k0", "gan_fid": 30.0, "gan_run_dir": "/runs/k0"},
+            {"sweep_name": "t", "trial_id": "x1", "stage": "gan", "arm": "gan", "config_id": "gx", "seed": 1,
+             "status": "ok", "error": "", "gan_key": "k1", "gan_fid": 50.0, "gan_run_dir": "/runs/k1"}]
+    clf = analysis.classifier_rows(analysis.load(write(tmp_path, rows))).set_index("seed")
+    assert clf.loc[0, "gan_fid"] == 30.0 and clf.loc[0, "gan_run_dir"] == "/runs/k0"
+    assert clf.loc[1, "gan_fid"] == 5.0  # the classifier row's own value wins
+
+
+# ---------------------------------------------------------------- the report
+def test_full_report_embeds_every_figure(tmp_path):
+    df = make_results(losses=("bce", "hinge"), ratios=(0.5, 1.0), lrs=(2e-4,), run_root=tmp_path / "runs")
+    p = write(tmp_path, df)
+    out = tmp_path / "rep"
+    (out).mkdir()
+    (out / "stale.png").write_bytes(b"old")  # left over from an earlier run: must not linger
+    main([str(p), "--out", str(out)])
+    html = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    pngs = sorted(x.name for x in out.glob("*.png"))
+    assert html.count(IMG) == len(pngs)
+    assert {"ratio_f1_sensitivity.png", "pareto_val.png", "quality_vs_f1.png", "gan_loss_curves.png",
+            "samples_real_vs_synthetic.png", "closest_pairs_hinge.png", "closest_pairs_bce.png"} <= set(pngs)
+    for name in pngs:
+        assert f"]({name})" in md
+    for csv in ("headline.csv", "comparisons.csv", "configs.csv", "per_loss.csv", "pareto_val.csv",
+                "failed_trials.csv", "status_counts.csv"):
+        assert (out / csv).is_file(), csv
+    assert "**" in md and "2 failed, 1 stopped" in md
+    # failed/stopped trials are listed with their reasons, pipes and newlines escaped in markdown
+    assert "CUDA out of memory. Tried to allocate 2.00 GiB \\| retry" in md
+    assert "early-stopped by ASHA" in md and "(no reason recorded)" in md
+    assert "Spearman rho" in md and not re.search(r"\bnan\b", md, re.I)
+    assert "<script" not in html and "src=\"http" not in html  # self-contained
+
+
+def test_missing_optional_columns_still_render(tmp_path):
+    rows = []
+    for s in range(3):
+        for cid, arm, f1 in (("b", "baseline", 0.6), ("g", "gan", 0.65)):
+            rows.append({"sweep_name": "t", "trial_id": f"{cid}{s}", "stage": "classifier", "arm": arm,
+                         "config_id": cid, "seed": s, "status": "ok", "error": "",
+                         "val_f1": f1 + s / 50, "test_f1": f1 + s / 40, "synthetic_ratio": 1.0 if arm == "gan" else 0})
+    out = tmp_path / "rep"
+    md = build_report(write(tmp_path, rows), out).read_text()
+    html = (out / "report.html").read_text()
+    assert html.count(IMG) == len(list(out.glob("*.png")))
+    assert "n/a (no values)" in md                          # e.g. ROC-AUC column absent
+    assert "No successful classical control" in md
+    assert "Not drawn: no GAN configuration has both a FID/KID value" in md
+    assert "no history.jsonl found" in md and "no preview.png found" in md
+    assert "Columns absent from the results file" in md and "`gan_fid`" in md
+
+
+def test_gan_run_files_missing_are_reported_not_fatal(tmp_path):
+    rows = three_arm_rows()
+    for r in rows:
+        if r["arm"] == "gan":
+            r["gan_run_dir"] = str(tmp_path / "does_not_exist")
+    run = tmp_path / "run_only_preview"
+    run.mkdir()
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    plt.imsave(run / "preview.png", np.random.default_rng(0).random((16, 16)), cmap="gray")
+    (run / "history.jsonl").write_text('{"epoch": 0, "loss_D": 1.0}\n{"epoch": 1, "loss_D": 0.8}\n{"epoch": 2, "lo')
+    rows[1]["gan_run_dir"] = "run_only_preview"  # relative to the parquet's folder
+    out = tmp_path / "rep"
+    md = build_report(write(tmp_path, rows), out).read_text()
+    assert "samples_real_vs_synthetic.png" in md and "No real-image grid was found" in md
+    assert "gan_loss_curves.png" in md  # truncated last line of history.jsonl is skipped
+    assert "no quality/closest_pairs.png found" in md
+    assert (out / "report.html").read_text().count(IMG) == len(list(out.glob("*.png")))
+
+
+def test_single_seed_says_no_ci_instead_of_nan(tmp_path):
+    rows = [row("b", "baseline", 0, 0.6, 0.6), row("g", "gan", 0, 0.7, 0.7, gan_loss="bce", ratio=1.0),
+            row("c", "oversample", 0, 0.65, 0.65)]
+    md = build_report(write(tmp_path, rows), tmp_path / "rep").read_text()
+    assert "Only one seed per configuration: no confidence interval" in md
+    assert "0.600 (1 seed: no CI)" in md and "+0.100 (no CI: too few seeds)" in md
+    assert not re.search(r"\bnan\b", md, re.I)
+
+
+def test_gan_that_does_not_help_is_said_plainly(tmp_path):
+    p = write(tmp_path, three_arm_rows(gan_test=(0.61, 0.60, 0.66), base_test=(0.60, 0.62, 0.64)))
+    md = build_report(p, tmp_path / "rep").read_text()
+    assert "Test F1: the GAN does NOT help compared with the baseline (no augmentation)" in md
+    assert "includes 0" in md
+    # a DataFrame (e.g. from a notebook) renders the same verdict
+    md_df = build_report(analysis.load(p), tmp_path / "rep_df").read_text()
+    assert "Test F1: the GAN does NOT help compared with the baseline (no augmentation)" in md_df
+
+
+def test_empty_sweep_says_so(tmp_path):
+    empty = pd.DataFrame({c: pd.Series([], dtype="object") for c in ALL_COLUMNS})
+    md = build_report(write(tmp_path, empty), tmp_path / "rep").read_text()
+    assert "holds no rows: the sweep has not finished any trial yet" in md
+    no_columns = write(tmp_path, pd.DataFrame(), "bare.parquet")
+    md = build_report(no_columns, tmp_path / "rep2").read_text()
+    assert "holds no rows" in md
+
+
+def test_failed_only_sweep_says_so_and_lists_reasons(tmp_path):
+    rows = [row("g", "gan", s, np.nan, np.nan, status="failed", error=f"ValueError: boom {s}") for s in range(2)]
+    rows.append(row("b", "baseline", 0, np.nan, np.nan, status="stopped", error="ASHA"))
+    out = tmp_path / "rep"
+    md = build_report(write(tmp_path, rows), out).read_text()
+    assert "No classifier trial finished successfully: there is nothing to compare" in md
+    assert "0 ok, 2 failed, 1 stopped" in md
+    assert "ValueError: boom 0" in md and "ValueError: boom 1" in md and "ASHA" in md
+    assert pd.read_csv(out / "failed_trials.csv").shape[0] == 3
+    assert (out / "report.html").read_text().count(IMG) == len(list(out.glob("*.png"))) == 0
+
+
+def test_analysis_imports_no_torch_and_no_ray():
+    code = ("import sys, analysis, analysis.report, analysis.plots, analysis.fake_results; "
+            "bad = [m for m in ('torch', 'ray') if m in sys.modules]; print(bad); assert not bad, bad")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stdout + res.stderr
