@@ -168,16 +168,21 @@ def gan_train_loop_per_worker(config: dict) -> None:
     result = train_gan(cfg, batches, report, trainer=trainer, checkpoint=checkpoint if rank == 0 else None,
                        samples=files.save_samples if files is not None else None,
                        evaluate=config.get("evaluate") if rank == 0 else None)
+    if config.get("save_rank_weights"):  # debugging aid / test: every rank's final weights, to compare DDP replicas
+        ranks = Path(config["out_dir"]) / "rank_weights"
+        ranks.mkdir(exist_ok=True)
+        torch.save({"G": trainer.G_module.state_dict(), "D": trainer.D_module.state_dict()}, ranks / f"rank_{rank}.pt")
     if files is not None:  # the driver reads the full result (fit.metrics holds only the last report)
         (files.root / ".ray_result.json").write_text(json.dumps(json_safe(result)))
 
 
 def run_gan_ray(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig | Mapping[str, Any] | None = None,
                 num_workers: int = 1, use_gpu: bool = False, evaluate: Callable | None = None,
-                storage_path: str | Path | None = None) -> dict[str, Any]:
+                storage_path: str | Path | None = None, save_rank_weights: bool = False) -> dict[str, Any]:
     """Train with a Ray Train TorchTrainer (DDP across num_workers; gloo on CPU, NCCL on GPU) on the local or
     connected Ray cluster. The Train run is named "gan" under storage_path (default RUN/ray), so calling this
-    again after an interruption resumes from the latest checkpoint. Returns the final metrics like run_gan_local."""
+    again after an interruption resumes from the latest checkpoint. Returns the final metrics like run_gan_local.
+    save_rank_weights=True makes every rank write RUN/rank_weights/rank_<r>.pt (to check DDP replicas agree)."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -209,7 +214,8 @@ def run_gan_ray(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig |
     trainer = TorchTrainer(
         gan_train_loop_per_worker,
         train_loop_config={"cfg": config_to_dict(cfg), "out_dir": str(files.root.resolve()), "meta": meta,
-                           "evaluate": evaluate, "local_checkpoint": str(latest) if latest else None},
+                           "evaluate": evaluate, "local_checkpoint": str(latest) if latest else None,
+                           "save_rank_weights": save_rank_weights},
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
         run_config=ray.train.RunConfig(name=RAY_RUN_NAME, storage_path=str(storage),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
