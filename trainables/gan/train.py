@@ -106,7 +106,8 @@ def run_gan_local(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig
         else:
             report(metrics)
 
-    result = train_gan(cfg, array_batches(torch.from_numpy(normalize(images)), cfg.batch_size, cfg.seed), on_epoch,
+    data = torch.from_numpy(normalize(images)).to(trainer.device)  # a minority class fits in device memory
+    result = train_gan(cfg, array_batches(data, cfg.batch_size, cfg.seed), on_epoch,
                        trainer=trainer, checkpoint=lambda s, e: files.save_checkpoint(s, e, cfg.keep_checkpoints),
                        samples=files.save_samples, evaluate=evaluate)
     return _finish(files, cfg, result, trainer.fixed_samples(), t0)
@@ -192,8 +193,8 @@ def run_gan_ray(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig |
 
     t0 = time.perf_counter()
     manifest, cfg, files = _prepare(manifest_path, out_dir, cfg)
-    if not use_gpu and cfg.device == "cuda":
-        cfg = dataclasses.replace(cfg, device="cpu")
+    # Workers take their device from Ray (ray.train.torch.get_device); record what they will use.
+    cfg = dataclasses.replace(cfg, device="cuda" if use_gpu else "cpu")
     meta = _minority_meta(manifest)
     n_train = len(manifest.split("train", manifest.positive_label).query("~is_synthetic"))
     if n_train == 0:
