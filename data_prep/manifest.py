@@ -289,4 +289,5 @@ def read_synthetic_rows(out_dir: str | Path) -> pd.DataFrame:
         raise LeakageError(f"{path}: synthetic rows with split != 'train'; synthetic images are training data only")
     root = path.parent.resolve()
     df["source"] = [p if Path(p).is_absolute() else str(root / p) for p in df["source"]]
+    df["source_key"], df["source_index"] = "", -1  # PNG files: decodable by data_prep.arrays.decode_rows
     return df

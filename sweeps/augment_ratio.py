@@ -1,0 +1,304 @@
+"""Does GAN augmentation of the minority class help a classifier on REAL held-out images? The main command.
+
+    python sweeps/augment_ratio.py                         # full demo sweep on a local Ray (~20 min, 2 CPUs)
+    python sweeps/augment_ratio.py --smoke-test            # every stage, tiny (~3 min)
+    python sweeps/augment_ratio.py --config sweeps/configs/skin_lesion_64.yaml --data ~/isic
+    python sweeps/augment_ratio.py --address auto --storage-path s3://bucket/sweeps --gpus-per-trial 0.25
+    python sweeps/augment_ratio.py --resume                # continue an interrupted sweep of the same --name
+
+Phases (each a Ray Tune run; results.parquet grows as trials finish):
+  1. search  : OptunaSearch, multi-objective on real-val minority F1 and sensitivity, over GAN loss,
+               G/D learning rates, DiffAugment, n_critic (wgan-gp), synthetic ratio, classifier LR;
+               ASHA stops weak GANs on KID. Each GAN config is trained once and reused.
+  2. confirm : the controls (ratio 0 baseline, class weights, oversampling, standard augmentation) and
+               the top-k GAN configs (Pareto set on val, ranked by val F1), each with several seeds.
+Real test metrics are recorded for every trial and never used to choose anything.
+Ends by printing the best configurations' real-test numbers against the baseline and controls, and
+writing <storage>/<name>/results.parquet and <storage>/<name>/report/report.{md,html}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/augment_ratio.py` from a checkout
+
+from data_prep.errors import ConfigError, DataError  # noqa: E402
+from sweeps import config as sweep_config  # noqa: E402
+from sweeps.config import SweepConfig  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> tuple[dict, dict]:
+    p = argparse.ArgumentParser(prog="python sweeps/augment_ratio.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
+    p.add_argument("--config", help="YAML file of sweep settings (keys = the long flags, with _ or -)")
+    p.add_argument("--data", help="demo | class-folder dir | labels .csv | .npz")
+    p.add_argument("--manifest", help="use an existing manifest.parquet (from python -m data_prep)")
+    p.add_argument("--relabel", help="merge classes SRC=TASK,...")
+    p.add_argument("--positive", help="positive (minority) class name")
+    p.add_argument("--use-given-split", action="store_true")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--channels", type=int, choices=(1, 3))
+    p.add_argument("--name", help="sweep name (folder under --storage-path)")
+    p.add_argument("--storage-path", help="local folder or s3://... (default ./results)")
+    p.add_argument("--work-dir", help="local/shared folder for the GAN cache and run files")
+    p.add_argument("--address", help="'auto' to join a running Ray cluster")
+    p.add_argument("--num-samples", type=int, help="search-phase trials")
+    p.add_argument("--num-seeds", type=int, help="seeds for controls and top configs")
+    p.add_argument("--top-k", type=int, help="GAN configs re-run with every seed")
+    p.add_argument("--gan-epochs", type=int)
+    p.add_argument("--clf-epochs", type=int)
+    p.add_argument("--cpus-per-trial", type=float)
+    p.add_argument("--gpus-per-trial", type=float)
+    p.add_argument("--workers-per-trial", type=int)
+    p.add_argument("--max-concurrent", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this --name")
+    p.add_argument("--smoke-test", action="store_true", help="tiny, CPU, fast run of every stage")
+    p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    args = vars(p.parse_args(argv))
+    yaml_values = sweep_config.load_yaml(args.pop("config")) if "config" in args else {}
+    return yaml_values, args
+
+
+def prepare_data(cfg: SweepConfig, work: Path) -> Path:
+    import data_prep
+
+    if cfg.manifest:
+        data_prep.read_manifest(cfg.manifest)  # fail now, with the file named, if it is not a manifest
+        return Path(cfg.manifest).resolve()
+    out = work / "data"
+    path = out / "manifest.parquet"
+    pcfg = data_prep.PrepConfig(source=cfg.data, seed=cfg.split_seed, use_given_split=cfg.use_given_split,
+                                label_map=data_prep.parse_label_map(cfg.relabel), positive_class=cfg.positive,
+                                channels=cfg.channels, image_size=cfg.image_size,
+                                demo_num_majority=cfg.demo_counts[0], demo_num_minority=cfg.demo_counts[1])
+    if path.exists() and cfg.resume:
+        return path  # same sweep, same split: never re-split under running trials
+    m = data_prep.prepare(pcfg, out)
+    from data_prep.__main__ import summary
+
+    print(summary(m), flush=True)
+    return path
+
+
+def settings_for(cfg: SweepConfig, manifest: Path, work: Path) -> dict:
+    return {"manifest": str(manifest), "work_dir": str(work), "image_size": cfg.image_size,
+            "channels": cfg.channels, "gan_epochs": cfg.gan_epochs, "gan_batch_size": cfg.gan_batch_size,
+            "gan_width": cfg.gan_width, "gan_eval_every": cfg.gan_eval_every, "clf_model": cfg.clf_model,
+            "clf_epochs": cfg.clf_epochs, "clf_batch_size": cfg.clf_batch_size,
+            "synthetic_ratios": list(cfg.synthetic_ratios), "cpus_per_trial": cfg.cpus_per_trial,
+            "gpus_per_trial": cfg.gpus_per_trial, "workers_per_trial": cfg.workers_per_trial}
+
+
+def concurrency(cfg: SweepConfig) -> int:
+    import ray
+
+    if cfg.max_concurrent:
+        return cfg.max_concurrent
+    res = ray.cluster_resources()
+    by_cpu = int(res.get("CPU", 1) // cfg.cpus_per_trial) if cfg.workers_per_trial == 1 else \
+        max(1, int(res.get("CPU", 1) // (cfg.workers_per_trial + 1)))
+    if cfg.gpus_per_trial > 0:
+        return max(1, min(by_cpu, int(res.get("GPU", 0) / cfg.gpus_per_trial)))
+    return max(1, by_cpu)
+
+
+def run_phase(cfg: SweepConfig, phase: str, settings: dict, table, tune_config, param_space: dict | None) -> object:
+    from ray import tune
+
+    from sweeps.results import ResultsCallback, reconcile
+    from sweeps.trial import trainable
+
+    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+    if cfg.workers_per_trial > 1:  # the TorchTrainer inside the trial reserves the workers itself
+        resources = {"cpu": 0.25, "gpu": 0}
+    fn = tune.with_resources(tune.with_parameters(trainable, settings=settings), resources)
+    name = f"{cfg.name}-{phase}"
+    storage = cfg.storage_path if "://" in cfg.storage_path else str(Path(cfg.storage_path).resolve())
+    exp_path = f"{storage.rstrip('/')}/{name}"
+    table.phase = phase
+    callback = ResultsCallback(table)
+    if cfg.resume and tune.Tuner.can_restore(exp_path):
+        print(f"[{phase}] resuming {exp_path}", flush=True)
+        tuner = tune.Tuner.restore(exp_path, trainable=fn, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False, param_space=param_space)
+        tuner._local_tuner._run_config.callbacks = [callback]  # callbacks are not restored; re-attach ours
+    else:
+        tuner = tune.Tuner(fn, param_space=param_space or {}, tune_config=tune_config,
+                           run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[callback],
+                                                     failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+                                                     verbose=1))
+    grid = tuner.fit()
+    added = reconcile(table, grid)
+    if added:
+        print(f"[{phase}] recovered {added} finished trial(s) missing from results.parquet", flush=True)
+    return grid
+
+
+def search_phase(cfg: SweepConfig, settings: dict, table, max_conc: int):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from sweeps.space import OBJECTIVES, SearchSpace
+
+    searcher = OptunaSearch(space=SearchSpace(cfg), metric=list(OBJECTIVES), mode=["max", "max"], seed=cfg.split_seed)
+    scheduler = None
+    if cfg.early_stop and cfg.gan_eval_every:
+        # max_t past the last GAN epoch: ASHA stops a trial that reaches max_t, and the classifier follows
+        scheduler = ASHAScheduler(time_attr="gan_epoch", metric="gan_kid", mode="min",
+                                  grace_period=cfg.gan_eval_every, max_t=cfg.gan_epochs + 1, reduction_factor=2)
+    tc = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.num_samples,
+                         max_concurrent_trials=max_conc)
+    return run_phase(cfg, "search", settings, table, tc, None)
+
+
+def pick_best(df, k: int) -> list[dict]:
+    """Top-k GAN configs of the search phase, on REAL VALIDATION only: Pareto set on (val_f1, val_sensitivity),
+    ranked by val_f1 then val_sensitivity; filled from the rest by the same ranking if the set is small."""
+    from analysis import pareto_front
+
+    ok = df[(df["stage"] == "classifier") & (df["arm"] == "gan") & (df["status"] == "ok")].copy()
+    ok = ok.dropna(subset=["val_f1", "val_sensitivity"])
+    if ok.empty or k == 0:
+        return []
+    front = pareto_front(ok, [("val_f1", "max"), ("val_sensitivity", "max")])
+    ranked = ok.assign(on_front=ok.index.isin(front.index)).sort_values(
+        ["on_front", "val_f1", "val_sensitivity"], ascending=False)
+    ranked = ranked.drop_duplicates("config_id")
+    return ranked.head(k).to_dict("records")
+
+
+def confirm_phase(cfg: SweepConfig, settings: dict, table, max_conc: int, best: list[dict]):
+    from ray import tune
+
+    from sweeps.space import control_configs, default_clf_lr, repeat_configs
+
+    seeds = list(range(cfg.num_seeds))
+    clf_lr = float(best[0]["clf_lr"]) if best else default_clf_lr(cfg)
+    configs = control_configs(cfg, seeds, clf_lr) + repeat_configs(best, seeds[1:])
+    print(f"[confirm] {len(configs)} trials: controls {list(cfg.controls)} x {len(seeds)} seeds"
+          f" + top {len(best)} GAN config(s) x {len(seeds) - 1} more seeds", flush=True)
+    tc = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc)
+    return run_phase(cfg, "confirm", settings, table, tc, {"trial": tune.grid_search(configs)})
+
+
+def summarize(df) -> str:
+    """The answer in a few lines: best GAN configs vs baseline and controls, real test, mean over seeds."""
+    ok = df[(df["stage"] == "classifier") & (df["status"] == "ok")]
+    if ok.empty:
+        return "no trial finished successfully; see the failed rows in results.parquet"
+    agg = ok.groupby(["arm", "config_id"]).agg(
+        n_seeds=("seed", "nunique"), val_f1=("val_f1", "mean"), test_f1=("test_f1", "mean"),
+        test_f1_sd=("test_f1", "std"), test_sensitivity=("test_sensitivity", "mean"),
+        test_specificity=("test_specificity", "mean"), test_roc_auc=("test_roc_auc", "mean"),
+        gan_loss=("gan_loss", "first"), ratio=("synthetic_ratio", "first")).reset_index()
+    gan = agg[agg["arm"] == "gan"].sort_values(["n_seeds", "val_f1"], ascending=False).head(3)
+    controls = agg[agg["arm"] != "gan"].sort_values("arm")
+    rows = []
+    for _, r in list(controls.iterrows()) + list(gan.iterrows()):
+        label = r["arm"] if r["arm"] != "gan" else f"GAN {r['gan_loss']} ratio {r['ratio']:g}"
+        rows.append(f"  {label:<30}{int(r['n_seeds']):>6}{r['val_f1']:>9.3f}{r['test_f1']:>9.3f}"
+                    f" ±{(r['test_f1_sd'] if r['test_f1_sd'] == r['test_f1_sd'] else 0):.3f}"
+                    f"{r['test_sensitivity']:>9.3f}{r['test_specificity']:>9.3f}{r['test_roc_auc']:>9.3f}")
+    head = f"  {'arm':<30}{'seeds':>6}{'val F1':>9}{'test F1':>9}{'(sd)':>7}{'sens':>9}{'spec':>9}{'AUC':>9}"
+    return "\n".join(["real-test metrics, mean over seeds (GAN configs chosen on val F1):", head] + rows)
+
+
+def disk_use(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        yaml_values, cli = parse_args(argv)
+        no_report = cli.pop("no_report", False)
+        cfg = sweep_config.resolve(yaml_values, cli)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import ray
+
+    work = cfg.local_work_dir
+    state_path = work / "sweep_state.json"
+    if work.exists() and any(work.iterdir()) and not cfg.resume:
+        if not state_path.exists():
+            pass
+        else:
+            print(f"error: {work} already holds a sweep named {cfg.name!r}; pass --resume to continue it or "
+                  f"--name to start another", file=sys.stderr)
+            return 2
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    try:
+        manifest = prepare_data(cfg, work)
+    except (DataError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"phase": "search"}
+    state.setdefault("config", json.loads(json.dumps(cfg.__dict__, default=list)))
+    state_path.write_text(json.dumps(state, indent=2))
+    from sweeps.results import ResultsTable
+
+    table = ResultsTable(work / "results.parquet", cfg.name)
+    settings = settings_for(cfg, manifest, work)
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Trial workers import this checkout's packages even when it is not pip-installed.
+    root = str(Path(__file__).resolve().parents[1])
+    pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(address=cfg.address, ignore_reinit_error=True, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    max_conc = concurrency(cfg)
+    # With a search algorithm Tune keeps one pending trial at a time by default, which serialises short
+    # trials; let as many be pending as may run at once.
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max_conc)
+    # A trial reports in phases (GAN epochs with KID, classifier epochs, then the final val/test row);
+    # only the final row carries the search objectives, so Tune must not demand them in every result.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    print(f"sweep {cfg.name!r}: {max_conc} trial(s) at once; work dir {work}", flush=True)
+
+    if state["phase"] == "search":
+        search_phase(cfg, settings, table, max_conc)
+        best = pick_best(table.frame(), cfg.top_k)
+        state.update(phase="confirm", best=[{k: b.get(k) for k in ("config_id", "gan_loss", "gan_lr_g", "gan_lr_d",
+                                                                     "diffaugment", "n_critic", "synthetic_ratio",
+                                                                     "clf_lr", "arm", "seed", "imbalance_fix",
+                                                                     "augment", "val_f1", "val_sensitivity")}
+                                             for b in best])
+        state_path.write_text(json.dumps(state, indent=2, default=float))
+    if state["phase"] == "confirm":
+        confirm_phase(cfg, settings, table, max_conc, state.get("best", []))
+        state["phase"] = "done"
+        state_path.write_text(json.dumps(state, indent=2, default=float))
+    results = table.write()
+    if "://" in cfg.storage_path:
+        import pyarrow.fs as pafs
+
+        pafs.copy_files(str(results), f"{cfg.sweep_dir}/results.parquet")
+    ray.shutdown()
+
+    print("\n" + summarize(table.frame()))
+    failed = table.frame().query("status != 'ok'")
+    if len(failed):
+        print(f"\n{len(failed)} trial row(s) failed or were stopped (reasons in results.parquet and the report)")
+    print(f"\nresults: {results}")
+    if not no_report:
+        try:
+            from analysis.report import build_report
+
+            report = build_report(results, work / "report")
+            print(f"report:  {report.parent / 'report.html'} (and report.md)")
+        except Exception as exc:  # the results are safe on disk; say what went wrong with the report
+            print(f"report could not be written ({type(exc).__name__}: {exc}); "
+                  f"try: python -m analysis.report {results} --out {work / 'report'}")
+    print(f"disk used by this sweep: {disk_use(work) / 1e6:.1f} MB in {work}; took {(time.time() - t0) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

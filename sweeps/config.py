@@ -1,0 +1,128 @@
+"""SweepConfig: every setting of a sweep. CLI flags and YAML files (`--config FILE.yaml`) set the same fields."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from data_prep.config import config_from_dict
+from data_prep.errors import ConfigError
+
+GAN_LOSS_CHOICES = ("bce", "hinge", "wgan-gp")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    # ---- data
+    data: str = "demo"  # "demo", a class-folder dir, a .csv (path,label[,group]) or an .npz
+    manifest: str | None = None  # an existing manifest.parquet to use instead of preparing `data`
+    relabel: str | None = None  # SRC=TASK,... class merge (e.g. five defect types -> defect)
+    positive: str | None = None  # positive (minority) task class; default least frequent in train
+    use_given_split: bool = False  # npz with train/val/test keys: keep that split
+    split_seed: int = 0  # seed of the data split (fixed for the whole sweep)
+    image_size: int = 32  # px side the GAN and classifier train at
+    channels: int = 3  # 1 or 3
+    demo_counts: tuple[int, int] = (600, 60)  # demo: majority, minority images
+    # ---- where things go
+    name: str = "augment_ratio"  # sweep name: results land in <storage_path>/<name>/
+    storage_path: str = "results"  # local folder or s3://bucket/prefix (Tune storage)
+    work_dir: str | None = None  # local/shared folder for GAN cache and runs; default <storage_path>/<name>
+    address: str | None = None  # "auto" joins a running cluster; None starts a local Ray
+    resume: bool = False  # continue an interrupted sweep of the same name (finished trials are not re-run)
+    # ---- search
+    num_samples: int = 8  # Optuna trials in the search phase
+    gan_losses: tuple[str, ...] = GAN_LOSS_CHOICES  # GAN losses searched
+    gan_lrs: tuple[float, ...] = (1e-4, 2e-4, 4e-4)  # choices for each of G's and D's learning rate
+    n_critic_choices: tuple[int, ...] = (2, 5)  # wgan-gp only: D steps per G step
+    synthetic_ratios: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)  # synthetic / real minority train images
+    clf_lr_range: tuple[float, float] = (3e-4, 3e-3)  # classifier learning rate, log-uniform
+    early_stop: bool = True  # ASHA stops weak GAN trials on KID (needs gan_eval_every > 0)
+    # ---- controls and spread
+    controls: tuple[str, ...] = ("baseline", "class_weight", "oversample", "augment")  # arms run with every sweep
+    num_seeds: int = 3  # seeds for controls and for re-runs of the top GAN configs (>= 3 for a CI)
+    top_k: int = 2  # best GAN configs (on real val) re-run with num_seeds seeds
+    # ---- training budgets
+    gan_epochs: int = 60  # GAN epochs per GAN config
+    gan_batch_size: int = 32  # GAN images per step
+    gan_width: int = 32  # ngf = ndf of the DCGAN
+    gan_eval_every: int = 20  # epochs between KID evaluations reported to the scheduler; 0 = off
+    clf_model: str = "small_cnn"  # "small_cnn" | "resnet18" | "resnet50"
+    clf_epochs: int = 12  # classifier epochs
+    clf_batch_size: int = 64  # classifier images per step
+    # ---- resources
+    cpus_per_trial: float = 1.0  # CPUs reserved by each trial (torch threads follow it)
+    gpus_per_trial: float = 0.0  # GPU fraction per trial, e.g. 0.25 packs 4 eager GAN trials on one GPU
+    workers_per_trial: int = 1  # > 1: the trial runs DDP through a TorchTrainer with this many workers
+    max_concurrent: int = 0  # trials at once; 0 = as many as resources allow
+    max_failures: int = 1  # retries of a trial that errors (worker/node loss); resumes from its checkpoints
+    smoke_test: bool = False  # tiny, CPU, fast: checks the whole pipeline in a few minutes
+
+    def __post_init__(self) -> None:
+        bad = [x for x in self.gan_losses if x not in GAN_LOSS_CHOICES]
+        if bad or not self.gan_losses:
+            raise ConfigError(f"gan_losses {list(self.gan_losses)}: each must be one of {list(GAN_LOSS_CHOICES)}")
+        if any(not 0 < r <= 10 for r in self.synthetic_ratios):
+            raise ConfigError(f"synthetic_ratios must be in (0, 10] (0 is the baseline control), "
+                              f"got {list(self.synthetic_ratios)}")
+        from sweeps.space import CONTROL_ARMS
+
+        bad = [c for c in self.controls if c not in CONTROL_ARMS]
+        if bad:
+            raise ConfigError(f"unknown control(s) {bad}; valid: {sorted(CONTROL_ARMS)}")
+        for name in ("num_samples", "num_seeds", "gan_epochs", "clf_epochs", "workers_per_trial"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.top_k < 0 or self.max_concurrent < 0:
+            raise ConfigError("top_k and max_concurrent must be >= 0")
+        if self.gpus_per_trial < 0 or self.cpus_per_trial <= 0:
+            raise ConfigError(f"cpus_per_trial must be > 0 and gpus_per_trial >= 0, got "
+                              f"{self.cpus_per_trial}, {self.gpus_per_trial}")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
+        lo, hi = self.clf_lr_range
+        if not 0 < lo <= hi:
+            raise ConfigError(f"clf_lr_range must be (low, high) with 0 < low <= high, got {self.clf_lr_range}")
+
+    @property
+    def sweep_dir(self) -> str:
+        return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+    @property
+    def local_work_dir(self) -> Path:
+        if self.work_dir:
+            return Path(self.work_dir).expanduser().resolve()
+        if "://" in self.storage_path:
+            return Path("~/ganaug_work").expanduser().resolve() / self.name
+        return Path(self.sweep_dir).expanduser().resolve()
+
+
+# What --smoke-test changes: tiny data, tiny models, few trials; still every stage and every control.
+SMOKE = dict(demo_counts=(100, 24), image_size=32, num_samples=2, gan_epochs=2, gan_batch_size=16, gan_width=8,
+             gan_eval_every=1, clf_epochs=2, clf_batch_size=32, synthetic_ratios=(1.0, 2.0), top_k=1,
+             controls=("baseline", "class_weight", "oversample"), num_seeds=3)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of sweep settings, got {type(values).__name__}")
+    return {k.replace("-", "_"): v for k, v in values.items()}
+
+
+def resolve(yaml_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> SweepConfig:
+    """YAML first, then flags the user actually gave; --smoke-test shrinks what neither set."""
+    values = {**yaml_values, **cli_values}
+    cfg = config_from_dict(SweepConfig, values, what="sweep setting")
+    if cfg.smoke_test:
+        cfg = replace(cfg, **{k: v for k, v in SMOKE.items() if k not in values})
+        if "name" not in values:
+            cfg = replace(cfg, name="smoke_test")
+    return cfg

@@ -1,0 +1,202 @@
+"""The Tune function trainable of the sweep: one trial = (GAN, if its arm uses one) -> synthetic set -> classifier.
+
+No wasted GAN training: a GAN is identified by `space.gan_key` (loss, lrs, DiffAugment, n_critic, seed)
+and lives in <work_dir>/gans/<key>/. The first trial that needs it trains it under a file lock; every
+later trial (any ratio, any classifier LR) finds `done.json` and reuses the generator and its synthetic
+set. A trial stopped by the scheduler or killed mid-GAN leaves checkpoints, so the next trial asking
+for that GAN resumes it instead of starting over. The synthetic set is sampled once per GAN, large
+enough for the largest ratio in the sweep; each classifier draws its own seeded subset.
+
+Reported to Tune: per GAN epoch (phase "gan": gan_epoch, losses, KID every gan_eval_every epochs, which
+ASHA uses to stop weak GANs), per classifier epoch (phase "classifier"), and a final row (phase
+"final") with every val_*/test_* metric, GAN quality metrics, timings and artifact paths.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from sweeps.space import config_id, gan_key
+
+METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1", "macro_f1",
+           "roc_auc", "pr_auc")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """Exclusive lock across processes on one machine or a shared POSIX file system."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def gan_settings(config: Mapping[str, Any], s: Mapping[str, Any], device: str) -> dict[str, Any]:
+    return {"loss": config["gan_loss"], "lr_g": float(config["gan_lr_g"]), "lr_d": float(config["gan_lr_d"]),
+            "n_critic": int(config.get("n_critic") or 1),
+            "diffaugment": "color,translation,cutout" if config.get("diffaugment") else "",
+            "seed": int(config["seed"]), "num_epochs": s["gan_epochs"], "batch_size": s["gan_batch_size"],
+            "ngf": s["gan_width"], "ndf": s["gan_width"], "image_size": s["image_size"], "channels": s["channels"],
+            "eval_every": s["gan_eval_every"], "checkpoint_every": max(1, min(5, s["gan_epochs"])),
+            "sample_every": max(1, s["gan_epochs"] // 4), "keep_checkpoints": 2, "device": device}
+
+
+def classifier_settings(config: Mapping[str, Any], s: Mapping[str, Any], device: str) -> dict[str, Any]:
+    return {"model": s["clf_model"], "image_size": s["image_size"], "channels": s["channels"],
+            "batch_size": s["clf_batch_size"], "num_epochs": s["clf_epochs"], "lr": float(config["clf_lr"]),
+            "synthetic_ratio": float(config["synthetic_ratio"]), "imbalance_fix": config["imbalance_fix"],
+            "augment": config["augment"], "seed": int(config["seed"]), "device": device}
+
+
+def _report(metrics: dict) -> None:
+    from ray import tune
+
+    tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None})
+
+
+def ensure_gan(config: Mapping[str, Any], s: Mapping[str, Any], device: str, report=_report) -> dict[str, Any]:
+    """Train (or reuse) the GAN of this config, sample its synthetic set once, audit it once.
+
+    -> {"gan_key", "gan_run_dir", "synthetic_dir", "status", "reason", "gan_trained_here", gan_* metrics}
+    """
+    from data_prep import read_manifest
+    from trainables.gan.sample import write_samples
+    from trainables.gan.train import run_gan_local
+
+    key = gan_key(config)
+    run_dir = Path(s["work_dir"]) / "gans" / key
+    done = run_dir / "done.json"
+    with file_lock(run_dir.parent / f"{key}.lock"):
+        if done.exists():
+            return {**json.loads(done.read_text()), "gan_trained_here": False}
+        t0 = time.perf_counter()
+        manifest = read_manifest(s["manifest"])
+        gcfg = gan_settings(config, s, device)
+        evaluator = None
+        if s["gan_eval_every"]:
+            from trainables.metrics.generative import make_gan_evaluator
+
+            evaluator = make_gan_evaluator(manifest, s["image_size"], s["channels"],
+                                           Path(s["work_dir"]) / "quality_cache", device=device)
+
+        def on_epoch(m: dict) -> None:
+            row = {f"gan_{k}" if not k.startswith("gan_") else k: v for k, v in m.items()}
+            row["gan_epoch"] = m.get("epoch")
+            report({**row, "phase": "gan", "gan_key": key})
+
+        if s["workers_per_trial"] > 1:  # DDP over several workers: a TorchTrainer inside this trial
+            from trainables.gan.train import run_gan_ray
+
+            result = run_gan_ray(s["manifest"], run_dir, gcfg, num_workers=s["workers_per_trial"],
+                                 use_gpu=s["gpus_per_trial"] > 0, evaluate=evaluator)
+        else:
+            result = run_gan_local(s["manifest"], run_dir, gcfg, report=on_epoch, evaluate=evaluator)
+        info: dict[str, Any] = {"gan_key": key, "gan_run_dir": str(run_dir), "gan_epochs": result.get("epochs"),
+                                "time_gan_s": round(time.perf_counter() - t0, 2)}
+        if result.get("status") != "finished":
+            info.update(status="failed", reason=f"GAN {result.get('status')}: {result.get('reason')}")
+            done.write_text(json.dumps(info))  # a diverged config stays diverged: don't retrain it
+            return {**info, "gan_trained_here": True}
+        n_minority = int(((manifest.df["split"] == "train") & (manifest.df["label"] == manifest.positive_label)
+                          & ~manifest.df["is_synthetic"]).sum())
+        n_samples = max(1, math.ceil(max(s["synthetic_ratios"]) * n_minority))
+        synthetic_dir = run_dir / "synthetic"
+        ckpt = sorted((run_dir / "checkpoints").glob("*.pt"))[-1]
+        write_samples(ckpt, n_samples, synthetic_dir, seed=int(config["seed"]), device=device, overwrite=True,
+                      progress=False)
+        info.update(status="ok", reason="", synthetic_dir=str(synthetic_dir))
+        if evaluator is not None:
+            info.update(audit_gan(evaluator, synthetic_dir, run_dir / "quality"))
+        info["time_gan_s"] = round(time.perf_counter() - t0, 2)
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, default=float))
+        tmp.replace(done)
+        return {**info, "gan_trained_here": True}
+
+
+def audit_gan(evaluator, synthetic_dir: Path, out_dir: Path) -> dict[str, float]:
+    """Final quality + memorisation audit of the sampled set against the real minority train images."""
+    from data_prep.arrays import decode_rows
+    from data_prep.manifest import read_synthetic_rows
+    from trainables.metrics.generative import evaluate_synthetic
+
+    rows = read_synthetic_rows(synthetic_dir)
+    ref = evaluator.reference
+    fake = decode_rows(rows, ref.pixels.shape[1], ref.pixels.shape[3])
+    m = evaluate_synthetic(None, fake, None, evaluator.extractor, out_dir=out_dir, reference=ref)
+    (out_dir / "metrics.json").write_text(json.dumps(m, indent=2, default=str))
+    names = {"fid": "gan_fid", "kid": "gan_kid", "kid_std": "gan_kid_std", "precision": "gan_precision",
+             "recall": "gan_recall", "diversity_ratio": "gan_diversity_ratio",
+             "memorised_fraction": "gan_memorised_fraction"}
+    return {col: float(m[k]) for k, col in names.items() if isinstance(m.get(k), (int, float))}
+
+
+def run_trial(config: Mapping[str, Any], s: Mapping[str, Any], trial_id: str, report=_report) -> dict[str, Any]:
+    """Everything one trial does, without Tune (tests call this directly). Returns the final row."""
+    import torch
+
+    from trainables.classifier.run import run_classifier_local
+
+    torch.set_num_threads(max(1, int(s["cpus_per_trial"])))
+    device = "cuda" if s["gpus_per_trial"] > 0 and torch.cuda.is_available() else "cpu"
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {k: config.get(k) for k in ("arm", "seed", "gan_loss", "gan_lr_g", "gan_lr_d",
+                                                       "diffaugment", "n_critic", "synthetic_ratio", "clf_lr",
+                                                       "imbalance_fix", "augment")}
+    row.update(trial_id=trial_id, config_id=config_id(config), gan_key=gan_key(config), status="ok", error="",
+               image_size=s["image_size"], channels=s["channels"])
+    synthetic_dir = None
+    if config["arm"] == "gan":
+        gan = ensure_gan(config, s, device, report)
+        row.update({k: v for k, v in gan.items() if k not in ("status", "reason")})
+        if gan["status"] != "ok":
+            row.update(status="failed", error=gan["reason"], time_total_s=round(time.perf_counter() - t0, 2),
+                       phase="final")
+            report(row)
+            return row
+        synthetic_dir = gan["synthetic_dir"]
+    t1 = time.perf_counter()
+    clf_dir = Path(s["work_dir"]) / "classifiers" / trial_id
+
+    def on_epoch(m: dict) -> None:
+        report({**{f"clf_{k}" if not k.startswith(("val_", "clf_")) else k: v for k, v in m.items()},
+                "phase": "classifier"})
+
+    ccfg = classifier_settings(config, s, device)
+    if s["workers_per_trial"] > 1:
+        from trainables.classifier.ray_train import run_classifier_ray
+
+        result = run_classifier_ray(s["manifest"], clf_dir, {**ccfg, "device": "auto"}, synthetic_dir=synthetic_dir,
+                                    num_workers=s["workers_per_trial"], use_gpu=s["gpus_per_trial"] > 0,
+                                    name=f"clf-{trial_id}")
+    else:
+        result = run_classifier_local(s["manifest"], clf_dir, ccfg, synthetic_dir=synthetic_dir, report=on_epoch,
+                                      resume=True)
+    for split in ("val", "test"):
+        for k in METRICS:
+            v = result[split].get(k)
+            row[f"{split}_{k}"] = float(v) if v is not None else float("nan")
+    row.update(clf_run_dir=str(clf_dir), synthetic_dir=str(synthetic_dir or ""),
+               clf_threshold=float(result.get("threshold", float("nan"))),
+               clf_best_epoch=int(result.get("best_epoch", -1)), n_synthetic=int(result.get("n_synthetic", 0)),
+               time_classifier_s=round(time.perf_counter() - t1, 2),
+               time_total_s=round(time.perf_counter() - t0, 2), phase="final")
+    report(row)
+    return row
+
+
+def trainable(config: dict, settings: dict | None = None) -> None:
+    """Tune entry point (wrapped with tune.with_parameters(trainable, settings=...))."""
+    from ray import tune
+
+    # confirm-phase trials come as {"trial": {...}} (a grid over whole configs)
+    run_trial(config.get("trial", config), settings, tune.get_context().get_trial_id())
