@@ -90,11 +90,16 @@ def rank_by_val(configs: pd.DataFrame) -> pd.DataFrame:
 
 def select_best(configs: pd.DataFrame, arms) -> pd.Series | None:
     """The config among `arms` with the best mean validation F1 (sensitivity breaks ties); None if none.
-    Configs without any validation F1 cannot be ranked and are never chosen."""
+    Configs without any validation F1 cannot be ranked and are never chosen.
+
+    Only configs run with the most seeds among the candidates compete: the sweep re-runs its best
+    search configs with several seeds, and a one-seed config must not win on a lucky draw over those."""
     arms = [arms] if isinstance(arms, str) else list(arms)
     cand = configs[configs["arm"].isin(arms) & configs["val_f1"].notna()] if len(configs) else configs
     if cand.empty:
         return None
+    if "n_seeds" in cand.columns and cand["n_seeds"].notna().any():
+        cand = cand[cand["n_seeds"] == cand["n_seeds"].max()]
     return rank_by_val(cand).iloc[0]
 
 

@@ -317,3 +317,17 @@ def test_analysis_imports_no_torch_and_no_ray():
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_best_gan_prefers_configs_rerun_with_seeds():
+    """A one-seed search config with a lucky val F1 must not beat the config the sweep re-ran with seeds."""
+    import pandas as pd
+
+    from analysis.tables import select_best
+
+    configs = pd.DataFrame([
+        {"config_id": "lucky", "arm": "gan", "val_f1": 1.00, "val_sensitivity": 1.0, "n_seeds": 1},
+        {"config_id": "confirmed", "arm": "gan", "val_f1": 0.90, "val_sensitivity": 0.9, "n_seeds": 3},
+    ])
+    assert select_best(configs, "gan")["config_id"] == "confirmed"
+    assert select_best(configs.iloc[:1], "gan")["config_id"] == "lucky"  # alone, it is the best there is
