@@ -61,6 +61,14 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _channels_last(module: nn.Module) -> nn.Module:
+    """Conv weights in NHWC: oneDNN (CPU) and cuDNN run these nets 1.3-2x faster; values change ~1e-7."""
+    try:
+        return module.to(memory_format=torch.channels_last)
+    except (RuntimeError, TypeError):  # e.g. some TorchScript modules
+        return module
+
+
 def _uint8_to_unit(x: torch.Tensor) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 in [-1, 1] (the generator's range; see data_prep.arrays.normalize)."""
     return x.float() * (2.0 / 255.0) - 1.0
@@ -101,7 +109,7 @@ class DomainFeatures(nn.Module):
 
     def __init__(self, cnn: DomainCNN, name: str, info: dict[str, Any] | None = None):
         super().__init__()
-        self.cnn = cnn.eval()
+        self.cnn = _channels_last(cnn.eval())
         self.name = name  # identifies the network (and its weights) in cache keys
         self.num_features = cnn.num_features
         self.info = dict(info or {})
@@ -130,6 +138,7 @@ def train_domain_cnn(images: np.ndarray, labels: np.ndarray, num_classes: int, *
     weight = torch.tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     opt = torch.optim.Adam(cnn.parameters(), lr=lr)
     x_all = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    cnn = _channels_last(cnn)
     y_all = torch.from_numpy(labels.astype(np.int64))
     t0 = time.perf_counter()
     cnn.train()
@@ -142,7 +151,7 @@ def train_domain_cnn(images: np.ndarray, labels: np.ndarray, num_classes: int, *
             idx = order[i:i + batch_size]
             if len(idx) < 2 or steps >= max_steps:
                 continue
-            x = _uint8_to_unit(x_all[idx].to(device))
+            x = _uint8_to_unit(x_all[idx].to(device)).contiguous(memory_format=torch.channels_last)
             flip = torch.rand(len(idx), device=device) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
             loss = F.cross_entropy(cnn(x), y_all[idx].to(device), weight=weight)
@@ -216,7 +225,7 @@ class InceptionFeatures(nn.Module):
     def __init__(self, backbone: nn.Module, name: str, input_range: tuple[float, float], resize: bool = True,
                  fc: nn.Module | None = None, logits_fn=None, info: dict[str, Any] | None = None):
         super().__init__()
-        self.backbone = backbone
+        self.backbone = _channels_last(backbone)
         self.fc = fc  # torchvision: Linear(2048, 1000) giving logits for the Inception Score
         self.logits_fn = logits_fn  # torch-fidelity backbone: returns (features, logits) itself
         self.name = name
@@ -389,8 +398,9 @@ def extract_features(extractor: nn.Module, images: np.ndarray, batch_size: int =
     feats, logits = [], []
     want_logits = with_logits and getattr(extractor, "has_logits", False)
     for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size].transpose(0, 3, 1, 2)))
-        x = x.to(dev, non_blocking=True)
+        # NHWC memory seen as NCHW is exactly the channels_last layout: no copy before the device transfer
+        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).permute(0, 3, 1, 2)
+        x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
         if want_logits:
             f, lg = extractor.forward_with_logits(x)
             logits.append(lg.float().cpu())
