@@ -73,7 +73,17 @@ def prepare_data(cfg: SweepConfig, work: Path) -> Path:
         return Path(cfg.manifest).resolve()
     out = work / "data"
     path = out / "manifest.parquet"
-    pcfg = data_prep.PrepConfig(source=cfg.data, seed=cfg.split_seed, use_given_split=cfg.use_given_split,
+    source = cfg.data
+    if "://" in source:  # s3://, gs://, ...: copy the data set next to the work dir once, then read it locally
+        import pyarrow.fs as pafs
+
+        local = work / "data_source" / Path(source.rstrip("/")).name
+        if not local.exists():
+            print(f"copying {source} -> {local}", flush=True)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            pafs.copy_files(source, str(local))
+        source = str(local)
+    pcfg = data_prep.PrepConfig(source=source, seed=cfg.split_seed, use_given_split=cfg.use_given_split,
                                 label_map=data_prep.parse_label_map(cfg.relabel), positive_class=cfg.positive,
                                 channels=cfg.channels, image_size=cfg.image_size,
                                 demo_num_majority=cfg.demo_counts[0], demo_num_minority=cfg.demo_counts[1])
@@ -260,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     # A trial reports in phases (GAN epochs with KID, classifier epochs, then the final val/test row);
     # only the final row carries the search objectives, so Tune must not demand them in every result.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # Snapshot the experiment state often (it is small): a killed driver then resumes with every
+    # finished trial known, instead of re-running trials finished since the last snapshot.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     print(f"sweep {cfg.name!r}: {max_conc} trial(s) at once; work dir {work}", flush=True)
 
     if state["phase"] == "search":

@@ -1,0 +1,166 @@
+"""The sweep: end-to-end smoke run, GAN reuse, selection on val, resume after a killed driver, cluster.yaml."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP = ROOT / "sweeps" / "augment_ratio.py"
+
+
+def _run_sweep(args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.Popen([sys.executable, str(SWEEP), *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+# ---------------------------------------------------------------- pure pieces
+
+def test_cluster_yaml_validates_with_rays_validator():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(prepare_config(cfg))
+    assert "--dashboard-host=127.0.0.1" in " ".join(cfg["head_start_ray_commands"])
+    bad = {**cfg, "max_workers": "x"}
+    import jsonschema
+
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(prepare_config(bad))
+
+
+def test_example_yaml_configs_resolve_and_unknown_keys_fail(tmp_path):
+    from data_prep.errors import ConfigError
+    from sweeps import config as sc
+
+    for f in sorted((ROOT / "sweeps" / "configs").glob("*.yaml")):
+        cfg = sc.resolve(sc.load_yaml(f), {})
+        assert cfg.name == f.stem
+    (tmp_path / "typo.yaml").write_text("num_sample: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown sweep setting key\(s\) \['num_sample'\]"):
+        sc.resolve(sc.load_yaml(tmp_path / "typo.yaml"), {})
+    with pytest.raises(ConfigError, match="synthetic_ratios must be in"):
+        sc.resolve({"synthetic_ratios": [0.5, 12]}, {})
+
+
+def test_search_space_is_conditional_and_picklable():
+    import pickle
+
+    import optuna
+
+    from sweeps.config import SweepConfig
+    from sweeps.space import SearchSpace
+
+    space = pickle.loads(pickle.dumps(SearchSpace(SweepConfig())))
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=optuna.samplers.RandomSampler(0))
+    seen = set()
+    for _ in range(30):
+        t = study.ask()
+        consts = space(t)
+        seen.add(t.params["gan_loss"])
+        assert ("n_critic" in t.params) == (t.params["gan_loss"] == "wgan-gp")
+        assert consts["arm"] == "gan" and 0 < t.params["synthetic_ratio"] <= 10
+        study.tell(t, [0.5, 0.5])
+    assert seen == {"bce", "hinge", "wgan-gp"}
+
+
+def test_selection_uses_validation_not_test():
+    from sweeps.augment_ratio import pick_best
+
+    rows = [  # A: best on val, worst on test; B: the reverse
+        dict(config_id="A", val_f1=0.9, val_sensitivity=0.9, test_f1=0.1, test_sensitivity=0.1),
+        dict(config_id="B", val_f1=0.5, val_sensitivity=0.5, test_f1=0.99, test_sensitivity=0.99),
+        dict(config_id="C", val_f1=0.6, val_sensitivity=0.95, test_f1=0.5, test_sensitivity=0.5),
+    ]
+    df = pd.DataFrame([{**r, "stage": "classifier", "arm": "gan", "status": "ok"} for r in rows])
+    best = pick_best(df, 2)
+    assert [b["config_id"] for b in best] == ["A", "C"]  # the Pareto set on val, ranked by val F1
+
+
+# ---------------------------------------------------------------- GAN reuse (no Tune: run_trial directly)
+
+def test_gan_config_is_trained_once_for_two_ratios(tmp_path):
+    import data_prep
+    from sweeps.trial import run_trial
+
+    data_prep.prepare(data_prep.PrepConfig(source="demo", demo_num_majority=60, demo_num_minority=16,
+                                           demo_image_size=32, image_size=32), tmp_path / "data", progress=False)
+    s = {"manifest": str(tmp_path / "data" / "manifest.parquet"), "work_dir": str(tmp_path / "work"),
+         "image_size": 32, "channels": 3, "gan_epochs": 1, "gan_batch_size": 8, "gan_width": 8, "gan_eval_every": 0,
+         "clf_model": "small_cnn", "clf_epochs": 1, "clf_batch_size": 32, "synthetic_ratios": [1.0, 2.0],
+         "cpus_per_trial": 1, "gpus_per_trial": 0, "workers_per_trial": 1}
+    base = {"arm": "gan", "seed": 0, "gan_loss": "bce", "gan_lr_g": 2e-4, "gan_lr_d": 2e-4, "diffaugment": False,
+            "n_critic": 1, "clf_lr": 1e-3, "imbalance_fix": "none", "augment": "none"}
+    reports: list[dict] = []
+    first = run_trial({**base, "synthetic_ratio": 1.0}, s, "t1", report=reports.append)
+    ckpts = sorted((Path(first["gan_run_dir"]) / "checkpoints").glob("*.pt"))
+    stamp = [p.stat().st_mtime_ns for p in ckpts]
+    n_gan_epochs = sum(r.get("phase") == "gan" for r in reports)
+    second = run_trial({**base, "synthetic_ratio": 2.0}, s, "t2", report=reports.append)
+    assert first["gan_trained_here"] is True and second["gan_trained_here"] is False
+    assert first["gan_key"] == second["gan_key"] and first["config_id"] != second["config_id"]
+    assert sum(r.get("phase") == "gan" for r in reports) == n_gan_epochs  # no GAN epoch ran again
+    assert [p.stat().st_mtime_ns for p in ckpts] == stamp
+    assert second["n_synthetic"] == 2 * first["n_synthetic"] > 0
+    for row in (first, second):
+        assert row["status"] == "ok" and 0 <= row["test_f1"] <= 1 and 0 <= row["val_f1"] <= 1
+
+
+# ---------------------------------------------------------------- end to end, and resume after SIGKILL
+
+EXPECTED = ["sweep_name", "trial_id", "stage", "arm", "config_id", "seed", "status", "error", "gan_loss",
+            "synthetic_ratio", "val_f1", "val_sensitivity", "test_f1", "test_sensitivity", "test_roc_auc",
+            "gan_kid", "gan_fid", "time_total_s", "gan_run_dir", "clf_run_dir"]
+
+
+@pytest.mark.slow
+def test_smoke_sweep_end_to_end_then_resume_after_killed_driver(tmp_path):
+    # 1) a full --smoke-test run
+    proc = _run_sweep(["--smoke-test", "--storage-path", str(tmp_path / "a")])
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    df = pd.read_parquet(tmp_path / "a" / "smoke_test" / "results.parquet")
+    assert not [c for c in EXPECTED if c not in df.columns]
+    clf = df[df["stage"] == "classifier"]
+    assert clf["trial_id"].is_unique
+    for arm in ("baseline", "class_weight", "oversample"):
+        assert sorted(clf.loc[clf["arm"] == arm, "seed"]) == [0, 1, 2], arm
+    gan = clf[clf["arm"] == "gan"]
+    assert gan.groupby("config_id")["seed"].nunique().max() == 3  # the top config re-run with 3 seeds
+    assert (df["stage"] == "gan").sum() >= 1 and df.loc[df["stage"] == "gan", "gan_kid"].notna().all()
+    assert "real-test metrics" in out and "results:" in out
+    assert (tmp_path / "a" / "smoke_test" / "report" / "report.html").is_file()
+
+    # 2) the same sweep, driver SIGKILLed mid-way (its whole process group: Ray dies with it)
+    proc = _run_sweep(["--smoke-test", "--storage-path", str(tmp_path / "b")], start_new_session=True)
+    results = tmp_path / "b" / "smoke_test" / "results.parquet"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and (pd.read_parquet(results)["stage"] == "classifier").sum() >= 4:
+            break
+        time.sleep(1)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = pd.read_parquet(results)
+    before_ids = set(before.loc[before["stage"] == "classifier", "trial_id"])
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)  # leftovers of the killed session
+
+    proc = _run_sweep(["--smoke-test", "--storage-path", str(tmp_path / "b"), "--resume"])
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    after = pd.read_parquet(results)
+    clf = after[after["stage"] == "classifier"]
+    assert clf["trial_id"].is_unique  # nothing repeated
+    assert before_ids <= set(clf["trial_id"])  # nothing lost
+    assert len(clf) == len(df[df["stage"] == "classifier"])  # the same number of trials as an unbroken sweep
+    for arm in ("baseline", "class_weight", "oversample"):
+        assert sorted(clf.loc[clf["arm"] == arm, "seed"]) == [0, 1, 2], arm
