@@ -142,6 +142,12 @@ class RunFiles:
         save_png(image_grid(images[:64]), path)
         return path
 
+    def save_real_preview(self, images: np.ndarray) -> Path:
+        """The real training images the GAN learns from, as a grid beside preview.png (for the report)."""
+        path = self.root / "real_preview.png"
+        save_png(image_grid(images[:64]), path)
+        return path
+
     def save_loss_curve(self, history: list[dict] | None = None) -> Path | None:
         history = self.read_history() if history is None else history
         if not history:

@@ -91,6 +91,7 @@ def run_gan_local(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig
         raise DataError(f"manifest {manifest.path} has no real training images of the minority class "
                         f"{manifest.positive_class!r} (label {manifest.positive_label}): nothing to train the GAN on")
     meta["num_train_images"] = int(len(images))
+    files.save_real_preview(images)
     trainer = GanTrainer(cfg, cfg.device, meta=meta)
     latest = files.latest_checkpoint()
     if latest is not None:
