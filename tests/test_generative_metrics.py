@@ -203,6 +203,7 @@ def test_gan_evaluator_domain_offline_and_cached(tiny_demo, cache_dir, no_networ
     m = read_manifest(tiny_demo)
     evaluate = make_gan_evaluator(m, 32, 3, cache_dir, domain_epochs=2, kid_subsets=5)
     assert not evaluate.reference_was_cached and evaluate.num_samples >= 8
+    assert 0 <= evaluate.extractor.info["val_balanced_accuracy"] <= 1  # recorded with the cached network
     pool = np.concatenate([load_split_arrays(m, s, 32, 3, label=m.positive_label)[0] for s in ("val", "test")])
     rng = np.random.default_rng(0)
     calls = []
@@ -223,7 +224,7 @@ def test_gan_evaluator_domain_offline_and_cached(tiny_demo, cache_dir, no_networ
     assert again.extractor.name == evaluate.extractor.name
     # Inception asked for, none available: warns how to get weights, falls back to domain
     with pytest.warns(UserWarning, match="inception-weights"):
-        fallback = make_gan_evaluator(m, 32, 3, cache_dir, extractor="inception", kid_subsets=5)
+        fallback = make_gan_evaluator(m, 32, 3, cache_dir, extractor="inception", kid_subsets=5, domain_epochs=2)
     assert fallback.extractor.kind == "domain" and "not comparable" in fallback.extractor_note
 
 

