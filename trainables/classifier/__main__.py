@@ -1,4 +1,5 @@
 """CLI: python -m trainables.classifier --manifest M --out RUN [--synthetic DIR --synthetic-ratio R]
+       [--synthetic DIR_A:0.5 --synthetic DIR_B:0.25 --synthetic DIR_C:0.25]   (generator mix; sums to 1)
        [--imbalance-fix none|class_weight|oversample] [--augment none|standard] [--model resnet18|resnet50|small_cnn]
        [--weights PATH] [--epochs E] [--seed N] [--folds K] [--smoke-test] [--ray --workers N [--gpu]]
 
@@ -30,12 +31,30 @@ def results_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def synthetic_arg(specs: list[str] | None):
+    """--synthetic values -> None, one folder, or [(folder, proportion), ...] (checked for summing to 1)."""
+    from trainables.classifier.data import parse_synthetic_arg, synthetic_sources
+
+    if not specs:
+        return None
+    pairs = [parse_synthetic_arg(s) for s in specs]
+    if len(pairs) == 1 and pairs[0][1] is None:
+        return pairs[0][0]
+    missing = [d for d, p in pairs if p is None]
+    if missing:
+        raise ConfigError(f"--synthetic {missing[0]} has no proportion; with several --synthetic folders give "
+                          f"each as DIR:P (proportions summing to 1)")
+    return synthetic_sources(pairs)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainables.classifier", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", required=True, help="manifest.parquet from python -m data_prep")
     p.add_argument("--out", required=True, help="run folder for metrics.json, confusion_matrix.png, checkpoints")
-    p.add_argument("--synthetic", help="folder of synthetic PNGs + manifest.parquet (python -m trainables.gan.sample)")
+    p.add_argument("--synthetic", action="append", metavar="DIR[:P]",
+                   help="folder of synthetic PNGs + manifest.parquet (python -m trainables.gan.sample); repeat as "
+                        "DIR:P to mix several generators in proportions P that sum to 1")
     p.add_argument("--synthetic-ratio", type=float, help="synthetic / real minority train images, 0..10")
     p.add_argument("--imbalance-fix", choices=("none", "class_weight", "oversample"))
     p.add_argument("--augment", choices=("none", "standard"))
@@ -70,18 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic and "synthetic_ratio" not in values:
         values["synthetic_ratio"] = 1.0
     try:
+        synthetic = synthetic_arg(args.synthetic)
         cfg = classifier_config(values)
         print(f"config: {dataclasses.asdict(cfg)}")
         if args.ray:
             from trainables.classifier.ray_train import run_classifier_ray
-            result = run_classifier_ray(args.manifest, args.out, cfg, synthetic_dir=args.synthetic,
+            result = run_classifier_ray(args.manifest, args.out, cfg, synthetic_dir=synthetic,
                                         num_workers=args.workers, use_gpu=args.gpu)
             for row in result["history"]:
                 print(f"epoch {row['epoch']}  loss {row['train_loss']:.4f}  val f1 {row['val_f1']:.3f}  "
                       f"{row['images_per_s']:.0f} img/s")
         else:
             from trainables.classifier.run import run_classifier_local
-            result = run_classifier_local(args.manifest, args.out, cfg, synthetic_dir=args.synthetic,
+            result = run_classifier_local(args.manifest, args.out, cfg, synthetic_dir=synthetic,
                                           log=lambda s: print(s, flush=True))
     except (ConfigError, DataError, LeakageError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,6 +8,13 @@ Synthetic count: n = round(synthetic_ratio * n_real_minority_train), rounding ha
 (`data_prep.manifest.read_synthetic_rows`). They enter only through `add_synthetic_rows`, and
 `check_no_leakage` runs on every dataset built here.
 
+Generator mixing: `synthetic_dir` may be one folder or several with proportions,
+`[(dir_a, 0.5), (dir_b, 0.25), (dir_c, 0.25)]` (proportions sum to 1). The n images are split by
+largest remainder (`mix_counts`: floors of n * p, the leftover images to the largest fractional parts,
+ties to the earlier folder), so the counts sum to n exactly; each row keeps its `generator` column and
+`data.summary()["synthetic_sources"]` lists the folder, proportion and count of every source. A folder
+from a class-conditional generator may hold several classes: only its minority-class rows are drawn.
+
 Controls (one table each, same code path as the synthetic runs, freely combined with them):
 IMBALANCE_FIXES  none | class_weight (loss weights n / (C * n_c)) | oversample (draw N indices
                  per epoch with probability proportional to 1 / n_class: balanced in expectation)
@@ -16,9 +23,11 @@ AUGMENTS         none | standard (random h/v flips, rotation within +-15 degrees
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from data_prep.arrays import decode_rows, normalize
-from data_prep.errors import DataError
+from data_prep.errors import ConfigError, DataError
 from data_prep.manifest import Manifest, add_synthetic_rows, check_no_leakage, read_synthetic_rows
 from trainables.classifier.config import MAX_SYNTHETIC_RATIO
 
@@ -38,11 +47,80 @@ def n_synthetic_for(ratio: float, n_real_minority: int) -> int:
     return int(math.floor(ratio * n_real_minority + 0.5))
 
 
+_PROPORTION_TOL = 1e-6
+
+
+def synthetic_sources(synthetic_dir) -> list[tuple[str, float]]:
+    """One folder, a list of (folder, proportion) pairs or a {folder: proportion} mapping -> checked pairs.
+
+    Proportions must be finite, >= 0 and sum to 1 (within 1e-6); a folder may appear only once."""
+    if synthetic_dir is None:
+        return []
+    if isinstance(synthetic_dir, (str, Path)):
+        return [(str(synthetic_dir), 1.0)]
+    items = list(synthetic_dir.items()) if isinstance(synthetic_dir, Mapping) else list(synthetic_dir)
+    pairs: list[tuple[str, float]] = []
+    for item in items:
+        if isinstance(item, (str, Path)):
+            if len(items) == 1:
+                pairs.append((str(item), 1.0))
+                continue
+            raise ConfigError(f"synthetic folder {str(item)!r} has no proportion; mixing several generators needs "
+                              f"(folder, proportion) pairs, e.g. [('dir_a', 0.5), ('dir_b', 0.5)] or --synthetic DIR:0.5")
+        try:
+            d, p = item
+            p = float(p)
+        except (TypeError, ValueError):
+            raise ConfigError(f"synthetic source {item!r} is not a (folder, proportion) pair") from None
+        if not math.isfinite(p) or p < 0:
+            raise ConfigError(f"mixing proportion of {str(d)!r} must be a finite number >= 0, got {p}")
+        pairs.append((str(d), p))
+    if not pairs:
+        raise ConfigError("synthetic_dir is an empty list; pass None (no synthetic images) or at least one folder")
+    dup = sorted({d for d, _ in pairs if sum(1 for e, _ in pairs if Path(e).resolve() == Path(d).resolve()) > 1})
+    if dup:
+        raise ConfigError(f"synthetic folder(s) {dup} listed more than once in the mix")
+    total = math.fsum(p for _, p in pairs)
+    if abs(total - 1.0) > _PROPORTION_TOL:
+        shown = ", ".join(f"{d}: {p:g}" for d, p in pairs)
+        raise ConfigError(f"mixing proportions must sum to 1, got {' + '.join(f'{p:g}' for _, p in pairs)} = "
+                          f"{total:g} ({shown})")
+    return pairs
+
+
+def parse_synthetic_arg(text: str) -> tuple[str, float | None]:
+    """CLI 'DIR' -> (DIR, None), 'DIR:0.5' -> (DIR, 0.5) (the part after the last ':' when it is a number)."""
+    head, sep, tail = str(text).rpartition(":")
+    if sep and head:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return str(text), None
+
+
+def mix_counts(n: int, proportions: Sequence[float]) -> list[int]:
+    """Split n into integer counts by largest remainder: floor(n * p) each, the leftover to the largest
+    fractional parts (ties: the earlier source). The counts sum to n exactly."""
+    exact = [n * p for p in proportions]
+    counts = [int(math.floor(x + 1e-9)) for x in exact]
+    left = n - sum(counts)
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[:max(left, 0)]:
+        counts[i] += 1
+    return counts
+
+
 def draw_synthetic_rows(synthetic: pd.DataFrame, n: int, positive_label: int, classes: list[str], seed: int,
                         where: str = "synthetic rows") -> pd.DataFrame:
-    """Seeded draw of n rows without replacement; every row must carry the minority label."""
-    wrong = synthetic[synthetic["label"].astype(int) != positive_label]
-    if len(wrong):
+    """Seeded draw of n rows without replacement; the drawn rows carry the minority label. A folder holding
+    several classes (a class-conditional generator) contributes its minority-class rows only; a folder
+    with no minority-class row is an error."""
+    labels = synthetic["label"].astype(int)
+    wrong = synthetic[labels != positive_label]
+    if len(wrong) and len(wrong) < len(synthetic):
+        synthetic = synthetic[labels == positive_label].reset_index(drop=True)
+    elif len(wrong):
         got = sorted(set(int(x) for x in wrong["label"]))
         raise DataError(f"{where}: {len(wrong)} synthetic row(s) with label(s) {got} "
                         f"({[classes[g] if 0 <= g < len(classes) else '?' for g in got]}); synthetic images must "
@@ -65,6 +143,7 @@ class ClassifierData:
     image_size: int
     channels: int
     n_synthetic: int
+    synthetic_sources: list[dict] = dataclasses.field(default_factory=list)  # [{dir, proportion, n, generators}]
 
     @property
     def positive_label(self) -> int:
@@ -82,11 +161,15 @@ class ClassifierData:
         def counts(df: pd.DataFrame) -> dict:
             return {self.classes[int(k)]: int(v) for k, v in df["label"].value_counts().sort_index().items()}
         return {"train": counts(self.train_rows), "val": counts(self.val_rows), "test": counts(self.test_rows),
-                "n_synthetic": self.n_synthetic, "positive_class": self.classes[self.positive_label]}
+                "n_synthetic": self.n_synthetic, "positive_class": self.classes[self.positive_label],
+                "synthetic_sources": self.synthetic_sources}
 
 
-def build_classifier_data(manifest: Manifest, cfg, synthetic_dir: str | Path | None = None) -> ClassifierData:
-    """Real manifest (+ synthetic rows drawn for cfg.synthetic_ratio) -> guarded ClassifierData."""
+def build_classifier_data(manifest: Manifest, cfg, synthetic_dir=None) -> ClassifierData:
+    """Real manifest (+ synthetic rows drawn for cfg.synthetic_ratio) -> guarded ClassifierData.
+
+    synthetic_dir: None, one folder, or a mix [(folder, proportion), ...] / {folder: proportion} summing to 1."""
+    sources = synthetic_sources(synthetic_dir)
     pos, classes = manifest.positive_label, manifest.classes
     where = str(manifest.path or "manifest")
     check_no_leakage(manifest.df, where=f"input manifest {where}")  # before anything is dropped or added
@@ -99,18 +182,25 @@ def build_classifier_data(manifest: Manifest, cfg, synthetic_dir: str | Path | N
     n = n_synthetic_for(cfg.synthetic_ratio, n_real_minority)
     m = Manifest(df=manifest.df[~manifest.df["is_synthetic"].astype(bool)].reset_index(drop=True),
                  meta=dict(manifest.meta), path=manifest.path)
+    used: list[dict] = []
     if n > 0:
-        if synthetic_dir is None:
+        if not sources:
             raise DataError(f"synthetic_ratio {cfg.synthetic_ratio} needs synthetic images: pass --synthetic DIR "
                             f"(made by python -m trainables.gan.sample)")
-        rows = draw_synthetic_rows(read_synthetic_rows(synthetic_dir), n, pos, classes, cfg.seed,
-                                   where=str(synthetic_dir))
-        m = add_synthetic_rows(m, rows)
+        parts = []
+        for i, ((d, p), k) in enumerate(zip(sources, mix_counts(n, [p for _, p in sources]))):
+            # one source keeps the historical draw (seed = cfg.seed); each further source its own stream
+            rows = draw_synthetic_rows(read_synthetic_rows(d), k, pos, classes, cfg.seed + 1_000_003 * i, where=d)
+            parts.append(rows)
+            used.append({"dir": d, "proportion": p, "n": int(len(rows)),
+                         "generators": sorted(set(rows["generator"].astype(str)))})
+        m = add_synthetic_rows(m, pd.concat(parts, ignore_index=True))
     check_no_leakage(m.df, where=f"classifier dataset from {where}")
     return ClassifierData(manifest=m, train_rows=m.split("train"), val_rows=m.split("val"),
                           test_rows=m.split("test"),
                           image_size=int(cfg.image_size or manifest.meta.get("image_size", 64)),
-                          channels=int(cfg.channels or manifest.meta.get("channels", 3)), n_synthetic=n)
+                          channels=int(cfg.channels or manifest.meta.get("channels", 3)), n_synthetic=n,
+                          synthetic_sources=used)
 
 
 def kfold_manifests(manifest: Manifest, num_folds: int, seed: int) -> list[Manifest]:

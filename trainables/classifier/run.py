@@ -138,7 +138,9 @@ def aggregate_folds(folds: list[dict]) -> dict:
 def run_classifier_local(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[str, Any] | None = None,
                          synthetic_dir=None, report: Callable[[dict], Any] | None = None,
                          log: Callable[[str], None] | None = None, resume: bool = False) -> dict:
-    """Train and evaluate in this process (one device). Returns {"val", "test", "threshold", "best_epoch", ...}."""
+    """Train and evaluate in this process (one device). Returns {"val", "test", "threshold", "best_epoch", ...}.
+    synthetic_dir: None, one folder, or a generator mix [(folder, proportion), ...] summing to 1
+    (see trainables.classifier.data.build_classifier_data)."""
     cfg = as_config(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
