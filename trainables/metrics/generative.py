@@ -117,17 +117,26 @@ def kernel_inception_distance(real: np.ndarray, fake: np.ndarray, *, subsets: in
         k_rr = real_kernel if real_kernel is not None else _poly(xr, xr, degree, gamma, coef)
         k_ff = _poly(xf, xf, degree, gamma, coef)
         k_rf = _poly(xr, xf, degree, gamma, coef)
-    values = []
-    for _ in range(subsets):
-        pr = torch.randperm(n_r, generator=g)[:m]
-        pf = torch.randperm(n_f, generator=g)[:m]
-        if full:
-            values.append(_mmd2_unbiased(k_rr[pr][:, pr], k_rf[pr][:, pf], k_ff[pf][:, pf]))
-        else:
+    picks = [(torch.randperm(n_r, generator=g)[:m], torch.randperm(n_f, generator=g)[:m]) for _ in range(subsets)]
+    if full:
+        # Sum of a subset's kernel block = v^T K v with v its indicator vector: all subsets in three matmuls
+        # instead of gathering 3 x subsets sub-matrices (same sums, float64).
+        v_r = torch.zeros(n_r, subsets, dtype=torch.float64)
+        v_f = torch.zeros(n_f, subsets, dtype=torch.float64)
+        for s, (pr, pf) in enumerate(picks):
+            v_r[pr, s] = 1.0
+            v_f[pf, s] = 1.0
+        s_rr = ((k_rr @ v_r) * v_r).sum(0) - (k_rr.diagonal()[:, None] * v_r).sum(0)
+        s_ff = ((k_ff @ v_f) * v_f).sum(0) - (k_ff.diagonal()[:, None] * v_f).sum(0)
+        s_rf = ((k_rf @ v_f) * v_r).sum(0)
+        v = ((s_rr + s_ff) / (m * (m - 1)) - 2.0 * s_rf / (m * m)).numpy()
+    else:
+        values = []
+        for pr, pf in picks:
             a, b = xr[pr], xf[pf]
             values.append(_mmd2_unbiased(_poly(a, a, degree, gamma, coef), _poly(a, b, degree, gamma, coef),
                                          _poly(b, b, degree, gamma, coef)))
-    v = np.asarray(values)
+        v = np.asarray(values)
     return float(v.mean()), float(v.std()), m
 
 
