@@ -193,6 +193,8 @@ def test_memorisation_audit_flags_planted_copies_not_distinct_images(tmp_path):
     assert out["ssim_nearest_max"] == pytest.approx(1.0)  # the exact copies
     assert out["ms_ssim_nearest_mean"] is None and "160" in out["ms_ssim_note"]
     json.dumps(out)
+    again = evaluate_synthetic(None, fake, None, ext, reference=ref, kid_subsets=3)  # the sweep's call pattern
+    assert again["fid"] == pytest.approx(out["fid"]) and again["memorised_count"] == out["memorised_count"]
 
 
 # --------------------------------------------------------------------------------- evaluator, offline

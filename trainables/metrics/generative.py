@@ -480,14 +480,17 @@ def compute_metrics(ref: RealReference, fake: np.ndarray, fake_features: np.ndar
     return out
 
 
-def evaluate_synthetic(real_uint8: np.ndarray, synthetic_uint8: np.ndarray, real_train_uint8: np.ndarray | None,
+def evaluate_synthetic(real_uint8: np.ndarray | None, synthetic_uint8: np.ndarray, real_train_uint8: np.ndarray | None,
                        extractor: torch.nn.Module, out_dir: str | Path | None = None, *,
                        reference: RealReference | None = None, batch_size: int = 256, **kwargs) -> dict[str, Any]:
     """The full audit of a synthetic set: FID, KID (+std), IS (Inception with logits only), precision/recall,
     density/coverage, diversity, SSIM/MS-SSIM to the nearest real image, channel stats, memorisation audit
     (against real_train_uint8; defaults to real_uint8). out_dir: closest_pairs.png + memorisation_audit.csv.
+    With `reference` (e.g. a GanEvaluator's cached one) the real arrays are not needed and may be None.
     kwargs go to compute_metrics (kid_subsets, kid_subset_size, diversity_threshold, percentile, seed)."""
     t0 = time.perf_counter()
+    if reference is None and real_uint8 is None:
+        raise ValueError("evaluate_synthetic needs real images or a precomputed reference")
     ref = reference if reference is not None else build_reference(real_uint8, extractor, real_train_uint8,
                                                                   batch_size=batch_size)
     want_logits = bool(getattr(extractor, "has_logits", False))
