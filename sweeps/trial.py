@@ -140,9 +140,26 @@ def audit_gan(evaluator, synthetic_dir: Path, out_dir: Path) -> dict[str, float]
     return {col: float(m[k]) for k, col in names.items() if isinstance(m.get(k), (int, float))}
 
 
+def _inject_test_fault(config: Mapping[str, Any]) -> None:
+    """TEST-ONLY (tests/faults): a `test_fault` key in a trial's config makes it fail the way a real trial can,
+    to prove the sweep records the reason and carries on. No search space or control ever sets this key."""
+    fault = config.get("test_fault")
+    if not fault:
+        return
+    if fault == "exception":
+        raise RuntimeError("injected test fault: an exception inside the trial")
+    if fault == "oom":
+        import torch
+
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected test fault)")
+    raise ValueError(f"unknown test_fault {fault!r}; valid: ['exception', 'oom']")
+
+
 def run_trial(config: Mapping[str, Any], s: Mapping[str, Any], trial_id: str, report=_report) -> dict[str, Any]:
     """Everything one trial does, without Tune (tests call this directly). Returns the final row."""
     import torch
+
+    _inject_test_fault(config)
 
     from trainables.classifier.run import run_classifier_local
 
