@@ -15,7 +15,9 @@ Each epoch rank 0 reports train_loss, val metrics, images_per_s with a checkpoin
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,6 +37,17 @@ from trainables.classifier.loop import evaluate_best, merge_predictions, strip_m
 from trainables.classifier.run import as_config, write_run_files
 
 _SHUFFLE_BUFFER = 1024  # rows per worker mixed between batches
+MAX_FAILURES = 2  # worker restarts (process or node loss) per run; each resumes from the last reported checkpoint
+# TEST-ONLY fault injection (tests/faults): with both variables set, the rank-0 worker SIGKILLs itself when about
+# to report epoch K, once per marker file, to prove a killed worker resumes from its last checkpoint. Unset in use.
+KILL_AT_EPOCH_ENV, KILL_MARKER_ENV = "GANAUG_TEST_KILL_WORKER_AT_EPOCH", "GANAUG_TEST_KILL_WORKER_MARKER"
+
+
+def _test_only_kill_hook(epoch: int) -> None:
+    at, marker = os.environ.get(KILL_AT_EPOCH_ENV), os.environ.get(KILL_MARKER_ENV)
+    if at and marker and int(at) == epoch and not os.path.exists(marker):
+        Path(marker).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def indexed_dataset(rows: pd.DataFrame, image_size: int, channels: int):
@@ -104,6 +117,8 @@ def _train_loop_per_worker(config: dict) -> None:
         pending["dir"] = d
 
     def report(row: dict) -> None:
+        if rank == 0 and not row.get("final"):
+            _test_only_kill_hook(int(row["epoch"]))
         d = pending.pop("dir", None)
         ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(str(d)) if d is not None else None)
         if d is not None:
@@ -131,11 +146,13 @@ def _train_loop_per_worker(config: dict) -> None:
 
 def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[str, Any] | None = None,
                        synthetic_dir=None, num_workers: int = 2, use_gpu: bool = False, storage_path=None,
-                       name: str | None = None, callbacks: list | None = None) -> dict:
+                       name: str | None = None, callbacks: list | None = None,
+                       max_failures: int = MAX_FAILURES) -> dict:
     """TorchTrainer run of the classifier (DDP when num_workers > 1); writes the same RUN files as the local path.
 
     `name` names the Train run (use the Tune trial id, no timestamps) so a restarted run resumes from its
-    last checkpoint under storage_path (default RUN/ray).
+    last checkpoint under storage_path (default RUN/ray). A worker that dies (process killed, node lost) is
+    restarted up to `max_failures` times and resumes from the last reported checkpoint.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -162,8 +179,11 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
         datasets=datasets, dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(name=name or "classifier", storage_path=str(storage_path or out_dir / "ray"),
                                        callbacks=callbacks or [],
+                                       failure_config=ray.train.FailureConfig(max_failures=max_failures),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
     result = trainer.fit()
+    if result.error is not None:  # out of retries: say why instead of failing on a missing checkpoint
+        raise result.error
     with result.checkpoint.as_directory() as d:
         final = json.loads((Path(d) / "final.json").read_text())
         (out_dir / "checkpoints").mkdir(exist_ok=True)
