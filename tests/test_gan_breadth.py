@@ -110,3 +110,258 @@ def test_classifier_cli_parses_a_mix(demo, tmp_path):
         synthetic_arg([f"{a}:0.5", f"{b}:0.4"])
     with pytest.raises(ConfigError, match="no proportion"):
         synthetic_arg([f"{a}:0.5", str(b)])
+
+
+# ---- class-conditional DCGAN ----------------------------------------------------------------------------------
+from trainables.gan.config import GanConfig, check_same_architecture, gan_config_from_dict  # noqa: E402
+from trainables.gan.loop import GanTrainer, array_batches, train_gan  # noqa: E402
+from trainables.gan.losses import feature_matching_loss  # noqa: E402
+from trainables.gan.networks import Discriminator, Generator  # noqa: E402
+from trainables.gan.perceptual import PerceptualLoss, load_vgg16_features, vgg16_features  # noqa: E402
+from trainables.gan.sample import generate_images, main as sample_main, write_samples  # noqa: E402
+
+
+@pytest.fixture
+def one_thread():
+    """The CPU is shared: one intra-op thread avoids oversubscription stalls in the training tests."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def demo32(tmp_path_factory):
+    d = tmp_path_factory.mktemp("demo32")
+    data_prep.prepare(data_prep.PrepConfig(source="demo", demo_num_majority=60, demo_num_minority=30,
+                                           demo_image_size=32, image_size=32), d, progress=False)
+    return d / "manifest.parquet"
+
+
+def _colour_features(a: np.ndarray) -> np.ndarray:
+    """Centre-patch colour statistics (mean, std, chromaticity): the demo's malignant lesions are multi-coloured."""
+    a = a.astype(np.float32) / 255
+    c = a[:, 10:22, 10:22, :].reshape(len(a), -1, 3)
+    chrom = c / (c.sum(-1, keepdims=True) + 1e-3)
+    return np.concatenate([c.mean(1), c.std(1), chrom.mean(1)], 1)
+
+
+def _real_data_classifier(manifest):
+    """Balanced logistic regression on colour features of the REAL training images -> predict(uint8 NHWC)."""
+    from data_prep.arrays import load_split_arrays
+
+    x, y = load_split_arrays(manifest, "train", 32, 3, include_synthetic=False)
+    f = _colour_features(x)
+    mu, sd = f.mean(0), f.std(0) + 1e-6
+    X, Y = torch.tensor((f - mu) / sd), torch.tensor(y)
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(X.shape[1], 2)
+    opt = torch.optim.Adam(lin.parameters(), 0.05)
+    w = torch.stack([1 / (Y == 0).sum(), 1 / (Y == 1).sum()]).float()
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(lin(X), Y, weight=w / w.sum() * 2).backward()
+        opt.step()
+    return lambda a: lin(torch.tensor((_colour_features(a) - mu) / sd)).argmax(1).detach().numpy()
+
+
+def test_conditional_gan_samples_are_class_distinguishable_on_demo(demo32, tmp_path, one_thread):
+    from trainables.gan.train import run_gan_local
+
+    m = read_manifest(demo32)
+    cfg = {"conditional": True, "image_size": 32, "ngf": 16, "ndf": 16, "latent_dim": 32, "batch_size": 16,
+           "num_epochs": 80, "lr_g": 1e-3, "lr_d": 1e-3, "ema_decay": 0.99, "checkpoint_every": 1000,
+           "sample_every": 0, "device": "cpu", "collapse_loss_d": 0}
+    res = run_gan_local(demo32, tmp_path / "cgan", cfg, report=lambda r: None)
+    assert res["status"] == "finished"
+    saved = torch.load(res["checkpoint"], weights_only=True)
+    assert saved["config"]["conditional"] is True and saved["config"]["classes"] == [0, 1]
+    assert saved["meta"]["trained_label_names"] == ["benign", "malignant"]
+    predict = _real_data_classifier(m)
+    from data_prep.arrays import load_split_arrays
+    held = [load_split_arrays(m, s, 32, 3, include_synthetic=False) for s in ("val", "test")]
+    xh, yh = np.concatenate([h[0] for h in held]), np.concatenate([h[1] for h in held])
+    p = predict(xh)
+    real_bal_acc = np.mean([(p[yh == c] == c).mean() for c in (0, 1)])
+    acc = {lab: float((predict(generate_images(res["checkpoint"], 40, seed=1, label=lab)) == i).mean())
+           for i, lab in enumerate(("benign", "malignant"))}
+    print(f"real held-out balanced accuracy {real_bal_acc:.3f}; conditional samples labelled as their class: {acc}")
+    assert real_bal_acc > 0.65  # the judge itself works on real images
+    assert min(acc.values()) > 0.6 and np.mean(list(acc.values())) > 0.75  # chance is 0.5
+
+    # per-class files and rows
+    out = write_samples(res["checkpoint"], 3, tmp_path / "syn", device="cpu", progress=False)
+    rows = pd.read_parquet(out)
+    assert sorted(p.name for p in (tmp_path / "syn").glob("*.png")) == [
+        f"synthetic_{c}_{i:06d}.png" for c in ("benign", "malignant") for i in range(3)]
+    assert rows.groupby("label_name")["label"].first().to_dict() == {"benign": 0, "malignant": 1}
+    assert (rows["label_name"].value_counts() == 3).all() and rows["generator"].nunique() == 1
+    only = write_samples(res["checkpoint"], 3, tmp_path / "syn_m", device="cpu", progress=False, labels=["malignant"])
+    mal = pd.read_parquet(only)
+    assert set(mal["label_name"]) == {"malignant"}
+    assert list(mal["sha256"]) == list(rows.loc[rows["label_name"] == "malignant", "sha256"])  # noise: seed only
+
+
+def _save_trainer_checkpoint(cfg, meta, path):
+    trainer = GanTrainer(cfg, "cpu", meta=meta)
+    torch.save(trainer.state_dict(), path)
+    return path
+
+
+def test_sampling_a_class_the_generator_was_not_trained_on_is_an_error(tmp_path, capsys):
+    cfg = GanConfig(conditional=True, classes=(1, 2), image_size=32, channels=3, ngf=8, ndf=8, latent_dim=8,
+                    device="cpu")
+    meta = {"label": 1, "label_name": "crack", "conditional": True, "trained_labels": [1, 2],
+            "trained_label_names": ["crack", "scratch"]}
+    ckpt = _save_trainer_checkpoint(cfg, meta, tmp_path / "cond.pt")
+    with pytest.raises(ConfigError, match=r"cannot sample class 'good'.*trained on \['crack', 'scratch'\]"):
+        write_samples(ckpt, 2, tmp_path / "x", device="cpu", progress=False, labels=["crack", "good"])
+    assert not list((tmp_path / "x").glob("*.png"))  # checked before anything is written
+    assert generate_images(ckpt, 2, label="scratch").shape == (2, 32, 32, 3)
+    assert sample_main(["--checkpoint", str(ckpt), "--num-samples", "2", "--output-dir", str(tmp_path / "y"),
+                        "--label", "good", "--device", "cpu", "--no-progress"]) == 2
+    assert "cannot sample class 'good'" in capsys.readouterr().err
+    assert sample_main(["--checkpoint", str(ckpt), "--num-samples", "2", "--output-dir", str(tmp_path / "y"),
+                        "--label", "scratch,crack", "--device", "cpu", "--no-progress"]) == 0
+    assert sorted(p.name[:-11] for p in (tmp_path / "y").glob("*.png")) == ["synthetic_crack"] * 2 + ["synthetic_scratch"] * 2
+    # an unconditional generator knows exactly one class
+    plain = _save_trainer_checkpoint(GanConfig(image_size=32, channels=3, ngf=8, ndf=8, latent_dim=8, device="cpu"),
+                                     {"label": 1, "label_name": "malignant"}, tmp_path / "plain.pt")
+    with pytest.raises(ConfigError, match=r"unconditional generator .* trained on \['malignant'\]"):
+        write_samples(plain, 2, tmp_path / "z", device="cpu", progress=False, labels=["benign"])
+
+
+def test_checkpoints_record_conditioning_for_architecture_checks():
+    cond = GanConfig(conditional=True, classes=(0, 1), image_size=32, channels=3)
+    saved = {**{k: getattr(cond, k) for k in ("image_size", "channels", "latent_dim", "ngf", "ndf", "loss")},
+             "conditional": True, "classes": [0, 1]}
+    check_same_architecture(saved, cond, "ckpt")
+    with pytest.raises(ConfigError, match=r"classes: checkpoint has \[0, 1\], config asks for \[0, 2\]"):
+        check_same_architecture(saved, GanConfig(conditional=True, classes=(0, 2), image_size=32, channels=3), "ckpt")
+    old = {k: v for k, v in saved.items() if k not in ("conditional", "classes")}  # before issue 9
+    check_same_architecture(old, GanConfig(image_size=32, channels=3), "old ckpt")
+    with pytest.raises(ConfigError, match="conditional"):
+        check_same_architecture(old, cond, "old ckpt")
+    with pytest.raises(ConfigError, match="unconditional GAN learns one class"):
+        gan_config_from_dict({"classes": [0, 1]})
+
+
+def test_conditional_networks_and_projection():
+    G, D = Generator(32, 3, 8, 8, num_classes=3), Discriminator(32, 3, 8, "spectral", num_classes=3)
+    z, y = torch.randn(6, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    x = G(z, y)
+    assert x.shape == (6, 3, 32, 32)
+    assert not torch.allclose(G.eval()(z, torch.zeros_like(y)), G(z, torch.ones_like(y)))  # the label matters
+    score, feats = D(x, y, return_features=True)
+    assert score.shape == (6,) and feats.shape == (6, D.feature_dim)
+    assert not torch.allclose(D(x, torch.zeros_like(y)), D(x, torch.ones_like(y)))
+    with pytest.raises(ConfigError, match="needs class indices"):
+        G(z)
+    # unconditional networks are unchanged: same state_dict keys as before
+    assert not any("embed" in k for k in Discriminator(32, 3, 8).state_dict())
+
+
+# ---- feature matching -------------------------------------------------------------------------------------------
+def test_feature_matching_zero_for_identical_batches_positive_otherwise():
+    torch.manual_seed(0)
+    D = Discriminator(32, 3, 8, "batch").eval()
+    real, fake = torch.rand(8, 3, 32, 32) * 2 - 1, (torch.rand(8, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    assert feature_matching_loss(D.features(real), D.features(real.clone())).item() == 0.0
+    loss = feature_matching_loss(D.features(real), D.features(fake))
+    assert loss.item() > 0
+    loss.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+    # the same batch shuffled has the same mean features: matching is of statistics, not pairs
+    assert feature_matching_loss(D.features(real), D.features(real[torch.randperm(8)])).item() < 1e-10
+
+
+@pytest.mark.parametrize("loss", ["bce", "hinge", "wgan-gp"])
+def test_feature_matching_is_added_to_any_base_loss(loss, one_thread):
+    images = torch.rand(16, 3, 32, 32) * 2 - 1
+    cfg = GanConfig(loss=loss, image_size=32, channels=3, ngf=8, ndf=8, latent_dim=8, batch_size=8, num_epochs=1,
+                    device="cpu", feature_matching=1.0, collapse_loss_d=0)
+    hist = []
+    out = train_gan(cfg, array_batches(images, 8, 0), hist.append)
+    assert out["status"] == "finished" and hist[0]["loss_G_fm"] > 0
+    assert "loss_G_fm" not in train_gan(GanConfig(**{**cfg.__dict__, "feature_matching": 0.0}),
+                                        array_batches(images, 8, 0), lambda r: None)
+
+
+# ---- perceptual loss --------------------------------------------------------------------------------------------
+SMALL = (4, 8, 8)
+
+
+def test_vgg_layout_matches_torchvision_vgg16():
+    from torchvision.models.vgg import cfgs, make_layers
+
+    ours, theirs = vgg16_features().state_dict(), make_layers(cfgs["D"])[:16].state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+
+
+def test_perceptual_loss_wiring_and_gradients():
+    torch.manual_seed(0)
+    perc = PerceptualLoss(vgg16_features(SMALL))
+    real = torch.rand(4, 3, 32, 32) * 2 - 1
+    maps = perc.extract(real)
+    assert [tuple(f.shape[1:]) for f in maps] == [(4, 32, 32), (8, 16, 16), (8, 8, 8)]  # relu1_2, relu2_2, relu3_3
+    assert all((f >= 0).all() for f in maps)  # taken after the ReLUs
+    assert perc(real, real.clone()).item() == 0.0
+    G = Generator(32, 3, 8, 8)
+    loss = perc(real, G(torch.randn(4, 8)))
+    assert loss.item() > 0
+    loss.backward()
+    assert all(p.grad is not None for p in G.parameters()) and G.net[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in perc.parameters())  # VGG stays frozen
+    gray = torch.rand(4, 1, 32, 32) * 2 - 1  # grayscale: repeated to 3 channels
+    assert perc(gray, gray.flip(0)).item() < 1e-10 and perc(gray, -gray).item() > 0
+
+
+def test_perceptual_term_in_the_training_loop(one_thread):
+    cfg = GanConfig(image_size=32, channels=1, ngf=8, ndf=8, latent_dim=8, batch_size=8, num_epochs=1, device="cpu",
+                    perceptual=1.0, vgg_weights="unused-small-test-net", feature_matching=0.5, collapse_loss_d=0)
+    trainer = GanTrainer(cfg, "cpu", vgg=vgg16_features(SMALL))
+    hist = []
+    out = train_gan(cfg, array_batches(torch.rand(16, 1, 32, 32) * 2 - 1, 8, 0), hist.append, trainer=trainer)
+    assert out["status"] == "finished" and hist[0]["loss_G_perceptual"] > 0 and hist[0]["loss_G_fm"] > 0
+    assert not any(k.startswith("features") for k in trainer.state_dict()["G"])  # VGG is not checkpointed
+
+
+def test_vgg_weights_missing_or_wrong_shape_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"(?s)needs local VGG16 weights.*vgg16\(weights='IMAGENET1K_V1'\)"):
+        GanConfig(perceptual=0.1)
+    with pytest.raises(ConfigError, match=r"(?s)not found: .*nope.pth.*--vgg-weights"):
+        load_vgg16_features(tmp_path / "nope.pth")
+    with pytest.raises(ConfigError, match="not found"):
+        GanTrainer(GanConfig(image_size=32, channels=3, ngf=8, ndf=8, device="cpu", perceptual=1.0,
+                             vgg_weights=str(tmp_path / "nope.pth")), "cpu")
+    small = {f"features.{k}": v for k, v in vgg16_features(SMALL).state_dict().items()}
+    torch.save(small, tmp_path / "small.pth")
+    with pytest.raises(ConfigError, match=r"wrong shape - features.0.weight: file \(4, 3, 3, 3\), VGG16 \(64, 3, 3, 3\)"):
+        load_vgg16_features(tmp_path / "small.pth")
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "partial.pth")
+    with pytest.raises(ConfigError, match=r"missing \['features.0.bias'"):
+        load_vgg16_features(tmp_path / "partial.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(ConfigError, match="not a loadable VGG16 state_dict"):
+        load_vgg16_features(tmp_path / "junk.pth")
+    # a full torchvision-style state_dict (features.* + classifier.*) loads
+    full = {f"features.{k}": v for k, v in vgg16_features().state_dict().items()}
+    full["classifier.6.bias"] = torch.zeros(1000)
+    torch.save(full, tmp_path / "vgg16.pth")
+    net = load_vgg16_features(tmp_path / "vgg16.pth")
+    assert torch.equal(net[14].bias, full["features.14.bias"])
+
+
+# ---- CLI ---------------------------------------------------------------------------------------------------------
+def test_gan_cli_conditional_smoke_with_feature_matching(demo32, tmp_path, capsys, one_thread):
+    from trainables.gan.__main__ import main as gan_main
+
+    assert gan_main(["--manifest", str(demo32), "--out", str(tmp_path / "run"), "--smoke-test", "--conditional",
+                     "--classes", "benign,malignant", "--feature-matching", "0.5", "--epochs", "1"]) == 0
+    cfg = __import__("json").loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["conditional"] is True and cfg["classes"] == [0, 1] and cfg["feature_matching"] == 0.5
+    assert cfg["_run"]["trained_label_names"] == ["benign", "malignant"]
+    assert gan_main(["--manifest", str(demo32), "--out", str(tmp_path / "bad"), "--smoke-test", "--classes", "cat"]) == 2
+    assert "unknown class 'cat'" in capsys.readouterr().err
+    assert gan_main(["--manifest", str(demo32), "--out", str(tmp_path / "bad"), "--smoke-test", "--perceptual", "1"]) == 2
+    assert "IMAGENET1K_V1" in capsys.readouterr().err

@@ -2,6 +2,12 @@
 
     python -m trainables.gan --manifest runs/demo/manifest.parquet --out runs/gan [--loss bce|hinge|wgan-gp]
         [--epochs E] [--config FILE.yaml] [--smoke-test] [--workers N] [--ray] [--gpu]
+        [--conditional] [--classes NAME,NAME] [--feature-matching W] [--perceptual W --vgg-weights PATH]
+
+--classes picks the class(es) to learn (default: the minority class); with --conditional one generator
+learns them all (default: every class), sampled per class by python -m trainables.gan.sample --label NAME.
+--feature-matching W / --perceptual W add weighted terms to G's loss (any --loss); the perceptual term needs
+a local VGG16 state_dict file (--vgg-weights; nothing is downloaded).
 
 Default: in-process training (same loop and files as the Ray path, no ~40 s Ray Train start-up).
 --ray, or --workers > 1, runs the Ray Train TorchTrainer on a local Ray (or the cluster RAY_ADDRESS names).
@@ -46,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP); > 1 implies --ray")
     p.add_argument("--ray", action="store_true", help="train through Ray Train TorchTrainer")
     p.add_argument("--gpu", action="store_true", help="Ray workers each use one GPU")
+    p.add_argument("--conditional", action="store_true", help="one class-conditional GAN over --classes")
+    p.add_argument("--classes", help="comma list of class names or labels to learn (default: minority class; "
+                                     "all classes with --conditional)")
+    p.add_argument("--feature-matching", type=float, help="weight of the feature-matching G term (0 = off)")
+    p.add_argument("--perceptual", type=float, help="weight of the VGG16 perceptual G term (0 = off)")
+    p.add_argument("--vgg-weights", help="local VGG16 state_dict file for --perceptual (never downloaded)")
     args = p.parse_args(argv)
     try:
         from trainables.gan.train import as_config, run_gan_local, run_gan_ray
@@ -57,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
             values["loss"] = args.loss
         if args.epochs is not None:
             values["num_epochs"] = args.epochs
+        if args.conditional:
+            values["conditional"] = True
+        if args.classes is not None:
+            values["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()]  # names or labels
+        for flag, key in (("feature_matching", "feature_matching"), ("perceptual", "perceptual"),
+                          ("vgg_weights", "vgg_weights")):
+            if getattr(args, flag) is not None:
+                values[key] = getattr(args, flag)
         cfg = as_config(values)
         if args.ray or args.workers > 1:
             import ray

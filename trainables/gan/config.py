@@ -8,6 +8,7 @@ The resolved config is saved as RUN/config.json and inside every checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -18,8 +19,12 @@ from data_prep.errors import ConfigError
 SUPPORTED_SIZES = (32, 64, 128, 256)  # DCGAN G/D come in these sides; other sizes train at the nearest
 MIN_SIZE, MAX_SIZE = 16, 512  # outside this range "nearest supported" would distort images too much
 GPU_SWITCHES = ("bf16", "channels_last", "cuda_graphs")
-# Fields that fix the shapes of G and D: a checkpoint must agree on all of them to be loaded.
-ARCH_FIELDS = ("image_size", "channels", "latent_dim", "ngf", "ndf", "loss")
+# Fields that fix the shapes of G and D (and the classes they learn): a checkpoint must agree on all of them.
+ARCH_FIELDS = ("image_size", "channels", "latent_dim", "ngf", "ndf", "loss", "conditional", "classes")
+VGG_HELP = ("nothing is downloaded: save torchvision's ImageNet VGG16 once on a machine with internet,\n"
+            "    python -c \"import torch, torchvision; torch.save(torchvision.models.vgg16(weights='IMAGENET1K_V1')"
+            ".state_dict(), 'vgg16.pth')\"\n"
+            "copy vgg16.pth here and pass --vgg-weights vgg16.pth (GAN config key vgg_weights)")
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,11 @@ class GanConfig:
     collapse_loss_d: float = 1e-3  # bce/hinge: epoch-mean loss_D below this counts as a collapsed D; 0 = off
     collapse_patience: int = 3  # consecutive collapsed-D epochs before the run is stopped
     max_abs_loss: float = 1e6  # |epoch-mean loss_D or loss_G| above this counts as divergence; 0 = off
+    conditional: bool = False  # class-conditional DCGAN (label embedding in G, projection D) over `classes`
+    classes: tuple[int | str, ...] = ()  # labels (or class names) trained on; () = minority only, or all if conditional
+    feature_matching: float = 0.0  # weight of G's feature-matching term (D's penultimate features); 0 = off
+    perceptual: float = 0.0  # weight of G's VGG16 perceptual term (relu1_2/2_2/3_3 feature means); 0 = off
+    vgg_weights: str | None = None  # local VGG16 state_dict file (needed when perceptual > 0; never downloaded)
 
     def __post_init__(self) -> None:
         from trainables.gan.losses import GAN_LOSSES  # one source of truth for the valid names
@@ -85,6 +95,20 @@ class GanConfig:
                 raise ConfigError(f"{name} must be auto, on or off, got {getattr(self, name)!r}")
         from trainables.gan.diffaugment import parse_policy
         parse_policy(self.diffaugment)  # raises on unknown augmentations
+        for name in ("feature_matching", "perceptual"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ConfigError(f"{name} is a loss weight >= 0 (0 = off), got {v!r}")
+        if self.perceptual > 0 and not self.vgg_weights:
+            raise ConfigError(f"perceptual={self.perceptual:g} needs local VGG16 weights (vgg_weights); {VGG_HELP}")
+        if not isinstance(self.classes, tuple) or not all(isinstance(c, (int, str)) and not isinstance(c, bool)
+                                                          for c in self.classes):
+            raise ConfigError(f"classes must be a list of labels or class names, got {self.classes!r}")
+        if len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"classes lists a class more than once: {list(self.classes)}")
+        if not self.conditional and len(self.classes) > 1:
+            raise ConfigError(f"an unconditional GAN learns one class, got classes={list(self.classes)}; set "
+                              f"conditional=True for one generator over several classes, or train one GAN per class")
 
 
 def gan_config_from_dict(values: Mapping[str, Any] | None) -> GanConfig:
@@ -112,11 +136,33 @@ def resolve_config(cfg: GanConfig, manifest=None, device_available: bool | None 
     changes["image_size"] = size
     if not cfg.channels:
         changes["channels"] = int(manifest.meta.get("channels", 3)) if manifest is not None else 3
+    if manifest is not None and (cfg.classes or cfg.conditional):
+        changes["classes"] = resolve_classes(cfg, manifest.classes)
     cuda = torch.cuda.is_available() if device_available is None else device_available
     if cfg.device == "cuda" and not cuda:
         raise ConfigError("device='cuda' but no CUDA GPU is visible (use device='auto' or 'cpu')")
     changes["device"] = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and cuda) else "cpu"
     return dataclasses.replace(cfg, **changes)
+
+
+def resolve_classes(cfg: GanConfig, class_names: list[str]) -> tuple[int, ...]:
+    """cfg.classes (labels or names; () = every class when conditional) -> sorted manifest labels."""
+    if not cfg.classes:
+        return tuple(range(len(class_names)))
+    out = []
+    for c in cfg.classes:
+        if isinstance(c, str) and c in class_names:
+            out.append(class_names.index(c))
+        elif isinstance(c, int) or (isinstance(c, str) and c.lstrip("-").isdigit()):
+            if not 0 <= int(c) < len(class_names):
+                raise ConfigError(f"class label {c} is out of range; the manifest's classes are "
+                                  f"{dict(enumerate(class_names))}")
+            out.append(int(c))
+        else:
+            raise ConfigError(f"unknown class {c!r}; the manifest's classes are {class_names}")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"classes {list(cfg.classes)} name a class more than once")
+    return tuple(sorted(out))
 
 
 def gpu_switches(cfg: GanConfig, device_type: str, world_size: int = 1) -> dict[str, bool]:
@@ -134,7 +180,12 @@ def gpu_switches(cfg: GanConfig, device_type: str, world_size: int = 1) -> dict[
 
 def check_same_architecture(saved: Mapping[str, Any], cfg: GanConfig, where: str) -> None:
     """Raise ConfigError naming each architecture field where a checkpoint and the config differ."""
-    diffs = [f"{k}: checkpoint has {saved.get(k)!r}, config asks for {getattr(cfg, k)!r}"
-             for k in ARCH_FIELDS if saved.get(k) != getattr(cfg, k)]
+    defaults = {f.name: f.default for f in dataclasses.fields(GanConfig)}  # checkpoints older than a field
+
+    def norm(v):
+        return list(v) if isinstance(v, (list, tuple)) else v
+
+    diffs = [f"{k}: checkpoint has {norm(saved.get(k, defaults[k]))!r}, config asks for {norm(getattr(cfg, k))!r}"
+             for k in ARCH_FIELDS if norm(saved.get(k, defaults[k])) != norm(getattr(cfg, k))]
     if diffs:
         raise ConfigError(f"{where} was trained with a different architecture/size - " + "; ".join(diffs))

@@ -4,7 +4,8 @@
     result = train_gan(cfg, batches=array_batches(images, cfg.batch_size, cfg.seed), report=history.append,
                        trainer=trainer)
 
-`batches(epoch)` yields float (B, C, S, S) tensors in [-1, 1]; `report(metrics)` receives one dict per
+`batches(epoch)` yields float (B, C, S, S) tensors in [-1, 1] (a class-conditional GAN: (images, class
+indices) pairs, see `array_batches(..., labels=)`); `report(metrics)` receives one dict per
 epoch (loss_D, loss_G, D_x, D_G_z, images_per_s, epoch_time_s, status, ...). Optional hooks:
 `checkpoint(state, epoch)` every cfg.checkpoint_every epochs (called just before that epoch's report, so a
 Ray worker can attach it to the report), `samples(epoch, uint8 images)` with the fixed-noise samples every
@@ -16,6 +17,12 @@ stops at the same epoch.
 One step = one D update; every n_critic-th D update is followed by one G update and one EMA update
 of G_ema. On CUDA the step can run as a captured CUDA graph (cfg.cuda_graphs), with bf16 autocast and
 channels_last; on CPU the loop is plain eager fp32 and bit-reproducible for a fixed seed.
+
+Extra G terms, added to any base loss: cfg.feature_matching * ||mean D_feat(real) - mean D_feat(fake)||^2
+(D's last hidden features, trainables.gan.losses.feature_matching_loss) and cfg.perceptual * the VGG16
+feature-statistics loss (trainables.gan.perceptual). Their epoch means are reported as loss_G_fm and
+loss_G_perceptual when their weight is > 0. A conditional GAN pairs every fake with the class of the real
+image it is trained against (so G sees the classes in their data proportions).
 """
 from __future__ import annotations
 
@@ -33,13 +40,14 @@ from data_prep.config import config_to_dict
 from data_prep.errors import DataError
 from trainables.gan.config import GanConfig, gpu_switches
 from trainables.gan.diffaugment import diff_augment, parse_policy
-from trainables.gan.losses import get_loss, gradient_penalty
-from trainables.gan.networks import build_networks
+from trainables.gan.losses import feature_matching_loss, get_loss, gradient_penalty
+from trainables.gan.networks import build_networks, num_classes_of
 
 CHECKPOINT_FORMAT = "ganaug-gan-checkpoint-v1"
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before a CUDA graph is captured (cuDNN/allocator warm-up)
 NUM_FIXED_NOISE = 64  # the 8x8 sample grid
-_ACC = ("loss_D", "loss_G", "D_x", "D_G_z", "nonfinite_D", "nonfinite_G", "d_steps", "g_steps")
+_ACC = ("loss_D", "loss_G", "D_x", "D_G_z", "nonfinite_D", "nonfinite_G", "d_steps", "g_steps", "loss_G_fm",
+        "loss_G_perceptual")
 
 
 def _rng_seed(seed: int, rank: int) -> int:
@@ -50,7 +58,10 @@ class GanTrainer:
     """G, D, G_ema, both Adam optimizers and the step; `state_dict()` is the checkpoint payload."""
 
     def __init__(self, cfg: GanConfig, device: str | torch.device = "cpu", wrap_model: Callable | None = None,
-                 rank: int = 0, world_size: int = 1, meta: dict | None = None):
+                 rank: int = 0, world_size: int = 1, meta: dict | None = None,
+                 vgg: torch.nn.Module | None = None):
+        """vgg: a VGG16-layout feature net for the perceptual term (tests pass a small random one);
+        default: loaded from cfg.vgg_weights when cfg.perceptual > 0."""
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.device = torch.device(device)
         self.meta = dict(meta or {})
@@ -59,9 +70,20 @@ class GanTrainer:
         self.aug = parse_policy(cfg.diffaugment)
         torch.manual_seed(cfg.seed)  # same init on every rank (DDP would broadcast rank 0's anyway)
         G, D = build_networks(cfg)
+        self.num_classes = num_classes_of(cfg)
+        # the class sampled for evaluation: the GAN's main (minority) label when it learnt it
+        label = self.meta.get("label")
+        self.primary_class = (list(cfg.classes).index(label) if self.num_classes and label in cfg.classes else 0)
+        self.perceptual = None
+        if cfg.perceptual > 0:
+            from trainables.gan.perceptual import PerceptualLoss, load_vgg16_features
+
+            self.perceptual = PerceptualLoss(vgg if vgg is not None else load_vgg16_features(cfg.vgg_weights))
         self.memory_format = torch.channels_last if self.switches["channels_last"] else torch.contiguous_format
         G.to(self.device, memory_format=self.memory_format)
         D.to(self.device, memory_format=self.memory_format)
+        if self.perceptual is not None:
+            self.perceptual.to(self.device, memory_format=self.memory_format)
         self.G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         self.G_module, self.D_module = G, D  # unwrapped: what is saved, and what the G step runs D through
         self.G = wrap_model(G) if wrap_model else G
@@ -83,9 +105,12 @@ class GanTrainer:
         self.epoch = 0  # epochs completed
         self.fixed_noise = torch.randn(NUM_FIXED_NOISE, cfg.latent_dim,
                                        generator=torch.Generator().manual_seed(cfg.seed + 12345))
+        # conditional sample grids: row r of the 8x8 grid shows class r mod K
+        self.fixed_labels = (torch.arange(NUM_FIXED_NOISE) // 8) % self.num_classes if self.num_classes else None
         self._graphs: dict[bool, Any] = {}
         self._graph_eager_steps = {True: 0, False: 0}
         self._static_real: torch.Tensor | None = None
+        self._static_y: torch.Tensor | None = None
         self._side_stream = None
 
     # ---- the step -------------------------------------------------------------------------------------
@@ -101,23 +126,26 @@ class GanTrainer:
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, self.aug, self._step_gen) if self.aug else x
 
-    def _step(self, real: torch.Tensor, do_g: bool) -> None:
-        """One D update (+ one G update and EMA update when do_g). Only tensor ops: capturable."""
+    def _step(self, real: torch.Tensor, do_g: bool, y: torch.Tensor | None = None) -> None:
+        """One D update (+ one G update and EMA update when do_g). Only tensor ops: capturable.
+        y: class indices of `real` (conditional GAN; the fakes get the same classes)."""
         cfg, acc = self.cfg, self.acc
         b = real.shape[0]
+        cond = (y,) if self.num_classes else ()  # the label argument of G and D, when conditional
         with self._autocast():
             z = self._noise(b)
             if do_g:
-                fake = self.G(z)  # one G forward feeds both the D step (detached) and the G step
+                fake = self.G(z, *cond)  # one G forward feeds both the D step (detached) and the G step
             else:
                 with torch.no_grad():
-                    fake = self.G_module(z)
+                    fake = self.G_module(z, *cond)
             self.opt_D.zero_grad(set_to_none=True)
             real_aug, fake_aug = self._augment(real), self._augment(fake.detach())
-            s_real, s_fake = self.D(real_aug), self.D(fake_aug)
+            s_real, s_fake = self.D(real_aug, *cond), self.D(fake_aug, *cond)
             loss_D = self.loss.d_loss(s_real.float(), s_fake.float(), cfg.label_smoothing)
             if self.loss.gradient_penalty:
-                loss_D = loss_D + cfg.gp_weight * gradient_penalty(self.D_module, real_aug, fake_aug, self._step_gen)
+                D_gp = (lambda x: self.D_module(x, y)) if self.num_classes else self.D_module
+                loss_D = loss_D + cfg.gp_weight * gradient_penalty(D_gp, real_aug, fake_aug, self._step_gen)
         loss_D.backward()
         self.opt_D.step()
         with torch.no_grad():
@@ -131,7 +159,18 @@ class GanTrainer:
         self.D_module.requires_grad_(False)  # G step: no D gradients, and D's DDP wrapper is bypassed
         with self._autocast():
             self.opt_G.zero_grad(set_to_none=True)
-            loss_G = self.loss.g_loss(self.D_module(self._augment(fake)).float())
+            s_g, feat_fake = self.D_module(self._augment(fake), *cond, return_features=True)
+            loss_G = self.loss.g_loss(s_g.float())
+            if cfg.feature_matching > 0:
+                with torch.no_grad():
+                    feat_real = self.D_module(self._augment(real), *cond, return_features=True)[1]
+                loss_fm = feature_matching_loss(feat_real, feat_fake)
+                loss_G = loss_G + cfg.feature_matching * loss_fm
+                acc[8] += loss_fm.detach().float()
+            if self.perceptual is not None:
+                loss_perc = self.perceptual(real, fake)
+                loss_G = loss_G + cfg.perceptual * loss_perc
+                acc[9] += loss_perc.detach().float()
         loss_G.backward()
         self.opt_G.step()
         self.D_module.requires_grad_(True)
@@ -150,13 +189,18 @@ class GanTrainer:
         for b_ema, b in zip(self.G_ema.buffers(), self.G_module.buffers()):
             b_ema.copy_(b)
 
-    def train_step(self, real: torch.Tensor) -> None:
-        """Run one D step on `real` (and the G step when it is due); graphed when enabled and full-sized."""
+    def train_step(self, real: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """Run one D step on `real` (and the G step when it is due); graphed when enabled and full-sized.
+        y: class indices (B,) of `real`, required by a conditional GAN."""
+        if self.num_classes:
+            if y is None:
+                raise DataError("a class-conditional GAN needs (images, class indices) batches")
+            y = y.to(self.device, non_blocking=True).long()
         self.d_steps_total += 1
         do_g = self.d_steps_total % self.cfg.n_critic == 0
         real = real.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         if not (self.switches["cuda_graphs"] and real.shape[0] == self.cfg.batch_size):
-            self._step(real, do_g)
+            self._step(real, do_g, y)
             return
         graph = self._graphs.get(do_g)
         if graph is None:
@@ -166,20 +210,25 @@ class GanTrainer:
                 self._graph_eager_steps[do_g] += 1
                 self._side_stream.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(self._side_stream):
-                    self._step(real, do_g)
+                    self._step(real, do_g, y)
                 torch.cuda.current_stream().wait_stream(self._side_stream)
                 return
-            graph = self._capture(real, do_g)
+            graph = self._capture(real, do_g, y)
         self._static_real.copy_(real)
+        if y is not None:
+            self._static_y.copy_(y)
         graph.replay()
 
-    def _capture(self, real: torch.Tensor, do_g: bool):
+    def _capture(self, real: torch.Tensor, do_g: bool, y: torch.Tensor | None = None):
         if self._static_real is None:
             self._static_real = torch.empty_like(real)
+            self._static_y = torch.empty_like(y) if y is not None else None
+        if y is not None:
+            self._static_y.copy_(y)
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):  # records only; the caller replays it for this batch
-            self._step(self._static_real, do_g)
+            self._step(self._static_real, do_g, self._static_y)
         self._graphs[do_g] = graph
         return graph
 
@@ -196,17 +245,23 @@ class GanTrainer:
         d, g = max(v["d_steps"], 1.0), v["g_steps"]
         return {"loss_D": v["loss_D"] / d, "loss_G": (v["loss_G"] / g) if g else None,
                 "D_x": v["D_x"] / d, "D_G_z": v["D_G_z"] / d, "nonfinite_D": int(v["nonfinite_D"]),
-                "nonfinite_G": int(v["nonfinite_G"]), "d_steps": int(v["d_steps"]), "g_steps": int(g)}
+                "nonfinite_G": int(v["nonfinite_G"]), "d_steps": int(v["d_steps"]), "g_steps": int(g),
+                "loss_G_fm": (v["loss_G_fm"] / g) if g else None,
+                "loss_G_perceptual": (v["loss_G_perceptual"] / g) if g else None}
 
     # ---- sampling and checkpoints ---------------------------------------------------------------------
-    def sample_uint8(self, n: int, seed: int | None = None) -> np.ndarray:
-        """n images from G_ema as uint8 (n, S, S, C); noise from `seed` (default: a fixed evaluation seed)."""
+    def sample_uint8(self, n: int, seed: int | None = None, class_index: int | None = None) -> np.ndarray:
+        """n images from G_ema as uint8 (n, S, S, C); noise from `seed` (default: a fixed evaluation seed).
+        Conditional: of class `class_index` (default: the main label's class)."""
+        if self.num_classes and class_index is None:
+            class_index = self.primary_class
         return generate_uint8(self.G_ema, n, self.cfg.latent_dim, self.cfg.seed + 777 if seed is None else seed,
-                              self.device)
+                              self.device, class_index=class_index)
 
     def fixed_samples(self) -> np.ndarray:
         with torch.no_grad():
-            x = self.G_ema(self.fixed_noise.to(self.device)).float().cpu().numpy()
+            cond = (self.fixed_labels.to(self.device),) if self.num_classes else ()
+            x = self.G_ema(self.fixed_noise.to(self.device), *cond).float().cpu().numpy()
         return denormalize(x)
 
     def state_dict(self) -> dict[str, Any]:
@@ -240,9 +295,15 @@ def check_checkpoint_format(state: Any, where: str) -> None:
 
 
 def iter_generated(G: torch.nn.Module, n: int, latent_dim: int, seed: int, device: str | torch.device = "cpu",
-                   batch_size: int = 256) -> Iterator[np.ndarray]:
+                   batch_size: int = 256, class_index: int | None = None) -> Iterator[np.ndarray]:
     """Yield n images from generator G (eval mode) as uint8 (b, S, S, C) batches. Noise is drawn on the CPU
-    from `seed`, so the same seed gives the same images on any device and with any batch_size."""
+    from `seed`, so the same seed gives the same images on any device and with any batch_size.
+    A conditional G needs `class_index` (0..K-1): every image is of that class (same noise for every class)."""
+    num_classes = getattr(G, "num_classes", 0)
+    if num_classes and class_index is None:
+        raise DataError(f"this generator is class-conditional ({num_classes} classes): pass the class to sample")
+    if num_classes and not 0 <= class_index < num_classes:
+        raise DataError(f"class index {class_index} out of range for a generator of {num_classes} classes")
     gen = torch.Generator().manual_seed(seed)
     was_training = G.training
     G.eval()
@@ -252,24 +313,29 @@ def iter_generated(G: torch.nn.Module, n: int, latent_dim: int, seed: int, devic
                 m = min(batch_size, n - start)
                 # one draw per image: the images do not depend on batch_size
                 z = torch.stack([torch.randn(latent_dim, generator=gen) for _ in range(m)])
-                yield denormalize(G(z.to(device)).float().cpu().numpy())
+                cond = (torch.full((m,), int(class_index), dtype=torch.long, device=device),) if num_classes else ()
+                yield denormalize(G(z.to(device), *cond).float().cpu().numpy())
     finally:
         G.train(was_training)
 
 
 def generate_uint8(G: torch.nn.Module, n: int, latent_dim: int, seed: int, device: str | torch.device = "cpu",
-                   batch_size: int = 256) -> np.ndarray:
+                   batch_size: int = 256, class_index: int | None = None) -> np.ndarray:
     """n images from generator G as one uint8 (n, S, S, C) array (see iter_generated)."""
-    return np.concatenate(list(iter_generated(G, n, latent_dim, seed, device, batch_size)))
+    return np.concatenate(list(iter_generated(G, n, latent_dim, seed, device, batch_size, class_index)))
 
 
 def array_batches(images: torch.Tensor, batch_size: int, seed: int, rank: int = 0,
-                  world_size: int = 1) -> Callable[[int], Iterable[torch.Tensor]]:
+                  world_size: int = 1, labels: torch.Tensor | None = None) -> Callable[[int], Iterable]:
     """Float images (N, C, S, S) -> batches(epoch): a seeded shuffle per epoch, this rank's share, full batches
-    (DCGAN drops the last partial batch; a set smaller than one batch is used as one batch)."""
+    (DCGAN drops the last partial batch; a set smaller than one batch is used as one batch).
+    With `labels` (N,) class indices, batches are (images, labels) pairs (conditional GAN)."""
     n = images.shape[0]
     if n == 0:
         raise DataError("no training images: the minority-class training split is empty")
+    if labels is not None and labels.shape[0] != n:
+        raise DataError(f"{n} images but {labels.shape[0]} labels")
+    take = (lambda idx: images[idx]) if labels is None else (lambda idx: (images[idx], labels[idx]))  # noqa: E731
 
     def batches(epoch: int):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
@@ -278,10 +344,10 @@ def array_batches(images: torch.Tensor, batch_size: int, seed: int, rank: int = 
         if m == 0:
             return
         if m < batch_size:
-            yield images[order]
+            yield take(order)
             return
         for start in range(0, m - batch_size + 1, batch_size):
-            yield images[order[start:start + batch_size]]
+            yield take(order[start:start + batch_size])
 
     return batches
 
@@ -318,7 +384,10 @@ def train_gan(cfg: GanConfig, batches: Callable[[int], Iterable[torch.Tensor]], 
         trainer.reset_stats()
         n_images = 0
         for real in batches(epoch):
-            trainer.train_step(real)
+            y = None
+            if isinstance(real, (tuple, list)):
+                real, y = real
+            trainer.train_step(real, y)
             n_images += int(real.shape[0])
         stats = trainer.epoch_stats()  # the epoch's only host sync (all-reduced under DDP)
         if stats["d_steps"] == 0:
@@ -333,6 +402,10 @@ def train_gan(cfg: GanConfig, batches: Callable[[int], Iterable[torch.Tensor]], 
         metrics = {"epoch": epoch, "loss_D": stats["loss_D"], "loss_G": stats["loss_G"], "D_x": stats["D_x"],
                    "D_G_z": stats["D_G_z"], "images_per_s": n_images * trainer.world_size / max(dt, 1e-9),
                    "epoch_time_s": dt, "status": "diverged" if reason else "running", "reason": reason}
+        if cfg.feature_matching > 0:
+            metrics["loss_G_fm"] = stats["loss_G_fm"]
+        if cfg.perceptual > 0:
+            metrics["loss_G_perceptual"] = stats["loss_G_perceptual"]
         metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
         if reason:  # no checkpoint of broken weights; the last good one stays the latest
             status, last = "diverged", metrics

@@ -76,3 +76,12 @@ def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor, generator: torch
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
     norms = grad.float().reshape(b, -1).norm(2, dim=1)
     return ((norms - 1.0) ** 2).mean()
+
+
+def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """Feature matching (Salimans et al. 2016): squared distance between the batch means of D's intermediate
+    features on real and on fake images, averaged over feature dimensions. Zero when the two batches have
+    the same mean features (e.g. identical batches); G's gradient flows through `fake_features` only."""
+    real = real_features.detach().float().reshape(real_features.shape[0], -1).mean(0)
+    fake = fake_features.float().reshape(fake_features.shape[0], -1).mean(0)
+    return ((real - fake) ** 2).mean()

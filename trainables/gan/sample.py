@@ -2,13 +2,21 @@
 
     python -m trainables.gan.sample --checkpoint RUN/checkpoints/checkpoint_000050.pt --num-samples 1000 \
         --batch-size 256 --output-dir runs/synthetic [--preview-only] [--seed S] [--device auto|cpu|cuda] [--overwrite]
+        [--label NAME ...]      (class-conditional generators: which trained classes; default all of them)
 
 writes DIR/synthetic_<label name>_000000.png ... and DIR/manifest.parquet (data_prep.manifest.write_synthetic_rows:
 image_id, source, label, label_name, sha256, generator, width, height, channels; split is always "train").
 --preview-only writes DIR/preview.png (an 8x8 grid) and nothing else. Existing files are never overwritten
 unless --overwrite is given (then the old synthetic_<label>_* files are removed first).
 
-Python: `load_generator(path, device)` -> (G_ema, GanConfig, meta); `generate_images(path, n, seed)` -> uint8 NHWC.
+A class-conditional generator writes --num-samples images PER CLASS, for each --label (repeatable or a
+comma list; default: every class it was trained on), each class with its name in the file names and its
+label in the rows; the noise depends on --seed only, so a class's images are the same whichever other
+classes are sampled with it. Asking for a class the generator was not trained on is an error naming the
+trained classes (an unconditional generator knows exactly one class).
+
+Python: `load_generator(path, device)` -> (G_ema, GanConfig, meta); `generate_images(path, n, seed[, label])`
+-> uint8 NHWC.
 """
 from __future__ import annotations
 
@@ -25,7 +33,7 @@ import torch
 from data_prep.errors import ConfigError, DataError, LeakageError
 from trainables.gan.config import GanConfig, gan_config_from_dict
 from trainables.gan.loop import iter_generated
-from trainables.gan.networks import Generator
+from trainables.gan.networks import Generator, num_classes_of
 from trainables.gan.run_files import check_writable_dir, image_grid, load_checkpoint, save_png
 
 
@@ -44,15 +52,22 @@ def load_generator(checkpoint_path: str | Path, device: str = "cpu") -> tuple[Ge
     device = resolve_device(device)
     state = load_checkpoint(checkpoint_path, "cpu")
     cfg = gan_config_from_dict(state["config"])
-    G = Generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.ngf)
+    G = Generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.ngf, num_classes=num_classes_of(cfg))
     try:
         G.load_state_dict(state["G_ema"])
     except RuntimeError as exc:  # the weights do not fit the architecture the saved config describes
         raise ConfigError(f"{checkpoint_path}: G_ema weights do not match its config (image_size={cfg.image_size}, "
-                          f"channels={cfg.channels}, latent_dim={cfg.latent_dim}, ngf={cfg.ngf}): {exc}") from exc
+                          f"channels={cfg.channels}, latent_dim={cfg.latent_dim}, ngf={cfg.ngf}, "
+                          f"conditional={cfg.conditional}, classes={list(cfg.classes)}): {exc}") from exc
     meta = dict(state.get("meta") or {})
     meta.setdefault("label", 1)
     meta.setdefault("label_name", str(meta["label"]))
+    meta["conditional"] = bool(cfg.conditional)
+    if cfg.conditional:
+        names = meta.get("trained_label_names") or [str(c) for c in cfg.classes]
+        meta["trained_labels"], meta["trained_label_names"] = [int(c) for c in cfg.classes], list(names)
+    else:
+        meta["trained_labels"], meta["trained_label_names"] = [int(meta["label"])], [str(meta["label_name"])]
     meta["epoch"] = int(state["epoch"])
     meta["checkpoint"] = str(Path(checkpoint_path).resolve())
     return G.to(device).eval(), cfg, meta
@@ -63,12 +78,44 @@ def _check_num_samples(num_samples: int) -> None:
         raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
 
 
+def sample_classes(meta: dict[str, Any], labels=None, where: str = "generator") -> list[tuple[int | None, int, str]]:
+    """Requested classes (names or labels; a comma list is split; None = every trained class) ->
+    [(class index for G or None when unconditional, manifest label, label name)]. A class the generator
+    was not trained on is a ConfigError naming it and the trained ones."""
+    names, ints = list(meta["trained_label_names"]), [int(x) for x in meta["trained_labels"]]
+    if labels is None:
+        wanted = names
+    else:
+        wanted = [w.strip() for item in ([labels] if isinstance(labels, (str, int)) else labels)
+                  for w in str(item).split(",") if w.strip()]
+        if not wanted:
+            raise ConfigError(f"no class given to sample; {where} was trained on {names}")
+    out = []
+    for w in wanted:
+        if w in names:
+            i = names.index(w)
+        elif w.lstrip("-").isdigit() and int(w) in ints:
+            i = ints.index(int(w))
+        else:
+            kind = "class-conditional generator" if meta["conditional"] else "unconditional generator"
+            raise ConfigError(f"cannot sample class {w!r}: the {kind} {where} was trained on "
+                              f"{names} (labels {ints}) only" + ("" if meta["conditional"] else
+                              "; train a GAN on that class (classes=[...]) or a conditional one"))
+        entry = (i if meta["conditional"] else None, ints[i], names[i])
+        if entry in out:
+            raise ConfigError(f"class {names[i]!r} requested more than once")
+        out.append(entry)
+    return out
+
+
 def generate_images(checkpoint_path: str | Path, num_samples: int, seed: int = 0, device: str = "cpu",
-                    batch_size: int = 256) -> np.ndarray:
-    """num_samples images from the checkpoint's G_ema as uint8 (N, H, W, C); same seed -> same images."""
+                    batch_size: int = 256, label: str | int | None = None) -> np.ndarray:
+    """num_samples images from the checkpoint's G_ema as uint8 (N, H, W, C); same seed -> same images.
+    A conditional generator samples class `label` (name or manifest label; default its main/minority label)."""
     _check_num_samples(num_samples)
-    G, cfg, _ = load_generator(checkpoint_path, device)
-    return np.concatenate(list(iter_generated(G, num_samples, cfg.latent_dim, seed, device, batch_size)))
+    G, cfg, meta = load_generator(checkpoint_path, device)
+    ((idx, _, _),) = sample_classes(meta, meta["label_name"] if label is None else [label], str(checkpoint_path))
+    return np.concatenate(list(iter_generated(G, num_samples, cfg.latent_dim, seed, device, batch_size, idx)))
 
 
 def _safe(name: str) -> str:
@@ -77,8 +124,10 @@ def _safe(name: str) -> str:
 
 def write_samples(checkpoint_path: str | Path, num_samples: int, output_dir: str | Path, batch_size: int = 256,
                   seed: int = 0, device: str = "auto", preview_only: bool = False, overwrite: bool = False,
-                  progress: bool = True) -> Path:
-    """Write PNGs + DIR/manifest.parquet (or only DIR/preview.png); returns the manifest/preview path."""
+                  progress: bool = True, labels=None) -> Path:
+    """Write PNGs + DIR/manifest.parquet (or only DIR/preview.png); returns the manifest/preview path.
+    labels: classes to sample from a conditional generator (names/labels; None = all it was trained on),
+    num_samples each; an unconditional generator accepts only its own class."""
     from tqdm import tqdm
 
     from data_prep.images import image_sha256
@@ -89,17 +138,20 @@ def write_samples(checkpoint_path: str | Path, num_samples: int, output_dir: str
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = resolve_device(device)
     G, cfg, meta = load_generator(checkpoint_path, device)
+    wanted = sample_classes(meta, labels, str(checkpoint_path))
     out = check_writable_dir(output_dir)
-    label, label_name = int(meta["label"]), str(meta["label_name"])
-    prefix = f"synthetic_{_safe(label_name)}_"
+    prefixes = [f"synthetic_{_safe(name)}_" for _, _, name in wanted]
     if preview_only:
         path = out / "preview.png"
         if path.exists() and not overwrite:
             raise DataError(f"{path} exists; pass --overwrite to replace it")
-        images = np.concatenate(list(iter_generated(G, min(num_samples, 64), cfg.latent_dim, seed, device, batch_size)))
+        per_class = max(1, min(num_samples, 64) // len(wanted))  # one block of rows per class
+        images = np.concatenate([np.concatenate(list(iter_generated(G, per_class, cfg.latent_dim, seed, device,
+                                                                    batch_size, idx))) for idx, _, _ in wanted])
         save_png(image_grid(images), path)
         return path
-    existing = sorted(out.glob(f"{prefix}*.png")) + ([out / "manifest.parquet"] if (out / "manifest.parquet").exists() else [])
+    existing = sorted(f for prefix in prefixes for f in out.glob(f"{prefix}*.png"))
+    existing += [out / "manifest.parquet"] if (out / "manifest.parquet").exists() else []
     if existing and not overwrite:
         raise DataError(f"{out} already holds {len(existing)} generated file(s) (e.g. {existing[0].name}); "
                         f"refusing to overwrite - pass --overwrite or choose another --output-dir")
@@ -107,18 +159,19 @@ def write_samples(checkpoint_path: str | Path, num_samples: int, output_dir: str
         old.unlink()
     rows = []
     generator_name = meta["checkpoint"]
-    i = 0
-    with tqdm(total=num_samples, desc="generating", unit="img", disable=not progress) as bar:
-        for batch in iter_generated(G, num_samples, cfg.latent_dim, seed, device, batch_size):
-            for img in batch:
-                path = out / f"{prefix}{i:06d}.png"
-                save_png(img, path)
-                digest = image_sha256(img)
-                rows.append({"image_id": f"{path.stem}-{digest[:12]}", "source": str(path), "label": label,
-                             "label_name": label_name, "sha256": digest, "generator": generator_name,
-                             "width": img.shape[1], "height": img.shape[0], "channels": img.shape[2]})
-                i += 1
-            bar.update(len(batch))
+    with tqdm(total=num_samples * len(wanted), desc="generating", unit="img", disable=not progress) as bar:
+        for (idx, label, label_name), prefix in zip(wanted, prefixes):
+            i = 0
+            for batch in iter_generated(G, num_samples, cfg.latent_dim, seed, device, batch_size, idx):
+                for img in batch:
+                    path = out / f"{prefix}{i:06d}.png"
+                    save_png(img, path)
+                    digest = image_sha256(img)
+                    rows.append({"image_id": f"{path.stem}-{digest[:12]}", "source": str(path), "label": label,
+                                 "label_name": label_name, "sha256": digest, "generator": generator_name,
+                                 "width": img.shape[1], "height": img.shape[0], "channels": img.shape[2]})
+                    i += 1
+                bar.update(len(batch))
     return write_synthetic_rows(pd.DataFrame(rows), out)
 
 
@@ -126,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainables.gan.sample", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="RUN/checkpoints/checkpoint_XXXXXX.pt")
-    p.add_argument("--num-samples", type=int, required=True, help="images to generate (> 0)")
+    p.add_argument("--num-samples", type=int, required=True, help="images to generate (> 0), per class")
+    p.add_argument("--label", action="append", metavar="NAME",
+                   help="class to sample (repeatable or comma list; conditional generators; default: all trained)")
     p.add_argument("--batch-size", type=int, default=256, help="images per generator forward pass")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--preview-only", action="store_true", help="write only DIR/preview.png (8x8 grid)")
@@ -137,11 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         path = write_samples(args.checkpoint, args.num_samples, args.output_dir, args.batch_size, args.seed,
-                             args.device, args.preview_only, args.overwrite, progress=not args.no_progress)
+                             args.device, args.preview_only, args.overwrite, progress=not args.no_progress,
+                             labels=args.label)
     except (ConfigError, DataError, LeakageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {path}" if args.preview_only else f"wrote {args.num_samples} images and {path}")
+    print(f"wrote {path}" if args.preview_only else f"wrote {args.num_samples} images per class and {path}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Entry points that train the GAN on a manifest's minority class and write the run directory.
+"""Entry points that train the GAN on a manifest's minority class (or cfg.classes) and write the run directory.
 
     run_gan_local(manifest_path, out_dir, cfg)                  # in-process: single-device sweep trials
     run_gan_ray(manifest_path, out_dir, cfg, num_workers=2)     # Ray Train TorchTrainer (DDP over workers)
@@ -7,6 +7,10 @@ Both run the same `train_gan` loop, write the same files (see trainables.gan.run
 checkpoint format, and resume from the latest checkpoint when the run directory already holds one
 (Ray: `ray.train.get_checkpoint()`, the Train run is named "gan" under RUN/ray so a restart finds it).
 Ray Train costs ~40 s per fit, so sweeps train single-device trials with `run_gan_local`.
+
+Which images: cfg.classes = () -> the minority class (unconditional, as always); one class -> a GAN of that
+class (one GAN per class); cfg.conditional -> one class-conditional GAN over cfg.classes (all classes when
+empty), trained on the real training images of those classes with their class indices.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 
 from data_prep.errors import DataError
@@ -44,9 +49,24 @@ def format_progress(m: Mapping[str, Any], num_epochs: int | None = None) -> str:
     return "  ".join(parts)
 
 
-def _minority_meta(manifest) -> dict[str, Any]:
-    return {"label": manifest.positive_label, "label_name": manifest.positive_class,
-            "classes": manifest.classes, "manifest": str(manifest.path)}
+def trained_labels(cfg: GanConfig, manifest) -> list[int]:
+    """Manifest labels the (resolved) config trains on: cfg.classes, or the minority class when empty."""
+    return [int(c) for c in cfg.classes] if cfg.classes else [manifest.positive_label]
+
+
+def _minority_meta(manifest, cfg: GanConfig | None = None) -> dict[str, Any]:
+    labels = trained_labels(cfg, manifest) if cfg is not None else [manifest.positive_label]
+    # the GAN's main label (evaluation samples, single-class file names): the minority class when learnt
+    label = manifest.positive_label if manifest.positive_label in labels else labels[0]
+    return {"label": label, "label_name": manifest.classes[label], "classes": manifest.classes,
+            "manifest": str(manifest.path), "conditional": bool(cfg is not None and cfg.conditional),
+            "trained_labels": labels, "trained_label_names": [manifest.classes[x] for x in labels]}
+
+
+def _run_extra(meta: dict) -> dict:
+    return {"manifest": meta["manifest"], "label": meta["label"], "label_name": meta["label_name"],
+            "conditional": meta["conditional"], "trained_labels": meta["trained_labels"],
+            "trained_label_names": meta["trained_label_names"], "num_train_images": meta["num_train_images"]}
 
 
 def _prepare(manifest_path, out_dir, cfg):
@@ -56,6 +76,16 @@ def _prepare(manifest_path, out_dir, cfg):
     cfg = resolve_config(as_config(cfg), manifest)
     files = RunFiles(out_dir)
     return manifest, cfg, files
+
+
+def _interleave(parts: list) -> np.ndarray:
+    """Per-class image arrays -> one array, 8 per class in turn (a real preview that shows every class)."""
+    out, k = [], 0
+    while len(out) < 64 and any(k < len(p) for p in parts):
+        for p in parts:
+            out.extend(p[k:k + 8])
+        k += 8
+    return np.stack(out[:64])
 
 
 def _finish(files: RunFiles, cfg: GanConfig, result: dict, preview, t0: float) -> dict:
@@ -76,29 +106,38 @@ def _finish(files: RunFiles, cfg: GanConfig, result: dict, preview, t0: float) -
 
 def run_gan_local(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig | Mapping[str, Any] | None = None,
                   report: Callable[[dict], Any] | None = None,
-                  evaluate: Callable[[Callable[[int], Any], int], dict] | None = None) -> dict[str, Any]:
-    """Train in this process on the manifest's minority-class real training images; resume from
-    out_dir/checkpoints if present. `report(metrics)` gets each epoch (default: print a progress line).
+                  evaluate: Callable[[Callable[[int], Any], int], dict] | None = None,
+                  vgg: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Train in this process on the manifest's minority-class real training images (or cfg.classes'); resume
+    from out_dir/checkpoints if present. `report(metrics)` gets each epoch (default: print a progress line);
+    `vgg`: a VGG-layout feature net for the perceptual term instead of loading cfg.vgg_weights (tests).
     Returns the final metrics (also in out_dir/metrics.json): status "finished" | "diverged", reason, ..."""
     from data_prep.arrays import load_split_arrays, normalize
 
     t0 = time.perf_counter()
     manifest, cfg, files = _prepare(manifest_path, out_dir, cfg)
-    meta = _minority_meta(manifest)
-    images, _ = load_split_arrays(manifest, "train", cfg.image_size, cfg.channels, label=manifest.positive_label,
-                                  include_synthetic=False)
-    if len(images) == 0:
-        raise DataError(f"manifest {manifest.path} has no real training images of the minority class "
-                        f"{manifest.positive_class!r} (label {manifest.positive_label}): nothing to train the GAN on")
+    meta = _minority_meta(manifest, cfg)
+    parts, class_idx = [], []
+    for i, label in enumerate(meta["trained_labels"]):
+        imgs, _ = load_split_arrays(manifest, "train", cfg.image_size, cfg.channels, label=label,
+                                    include_synthetic=False)
+        if len(imgs) == 0:
+            what = "minority class" if label == manifest.positive_label else "class"
+            raise DataError(f"manifest {manifest.path} has no real training images of the {what} "
+                            f"{manifest.classes[label]!r} (label {label}): nothing to train the GAN on")
+        parts.append(imgs)
+        class_idx.append(np.full(len(imgs), i, np.int64))
+    images = np.concatenate(parts)
     meta["num_train_images"] = int(len(images))
-    files.save_real_preview(images)
-    trainer = GanTrainer(cfg, cfg.device, meta=meta)
+    meta["num_train_images_per_class"] = {manifest.classes[x]: int(len(a)) for x, a in zip(meta["trained_labels"], parts)}
+    files.save_real_preview(images if not cfg.conditional else _interleave(parts))
+    trainer = GanTrainer(cfg, cfg.device, meta=meta, vgg=vgg)
     latest = files.latest_checkpoint()
     if latest is not None:
         trainer.load_state_dict(load_checkpoint(latest, trainer.device), where=str(latest))
     files.truncate_history(trainer.epoch)
-    files.write_config(cfg, {"manifest": str(manifest.path), "label": meta["label"], "label_name": meta["label_name"],
-                             "num_train_images": meta["num_train_images"], "resumed_from_epoch": trainer.epoch})
+    files.write_config(cfg, {**_run_extra(meta), "num_train_images_per_class": meta["num_train_images_per_class"],
+                             "resumed_from_epoch": trainer.epoch})
 
     def on_epoch(metrics: dict) -> None:
         files.append_history(metrics)
@@ -108,7 +147,8 @@ def run_gan_local(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig
             report(metrics)
 
     data = torch.from_numpy(normalize(images)).to(trainer.device)  # a minority class fits in device memory
-    result = train_gan(cfg, array_batches(data, cfg.batch_size, cfg.seed), on_epoch,
+    labels = torch.from_numpy(np.concatenate(class_idx)).to(trainer.device) if cfg.conditional else None
+    result = train_gan(cfg, array_batches(data, cfg.batch_size, cfg.seed, labels=labels), on_epoch,
                        trainer=trainer, checkpoint=lambda s, e: files.save_checkpoint(s, e, cfg.keep_checkpoints),
                        samples=files.save_samples, evaluate=evaluate)
     return _finish(files, cfg, result, trainer.fixed_samples(), t0)
@@ -141,12 +181,17 @@ def gan_train_loop_per_worker(config: dict) -> None:
     if files is not None:
         files.truncate_history(trainer.epoch)
     shard = ray.train.get_dataset_shard("train")
+    lut = None
+    if cfg.conditional:  # manifest label -> class index of the conditional networks
+        labels = config["meta"]["trained_labels"]
+        lut = torch.full((max(labels) + 1,), -1, dtype=torch.long, device=device)
+        lut[torch.tensor(labels, device=device)] = torch.arange(len(labels), device=device)
 
     def batches(epoch: int):
         for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, device=device,
                                               local_shuffle_buffer_size=4 * cfg.batch_size,
                                               local_shuffle_seed=cfg.seed * 100003 + epoch + rank):
-            yield batch["image"]
+            yield (batch["image"], lut[batch["label"].long()]) if lut is not None else batch["image"]
 
     pending: dict[str, Any] = {}
 
@@ -196,21 +241,22 @@ def run_gan_ray(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig |
     manifest, cfg, files = _prepare(manifest_path, out_dir, cfg)
     # Workers take their device from Ray (ray.train.torch.get_device); record what they will use.
     cfg = dataclasses.replace(cfg, device="cuda" if use_gpu else "cpu")
-    meta = _minority_meta(manifest)
-    n_train = len(manifest.split("train", manifest.positive_label).query("~is_synthetic"))
-    if n_train == 0:
-        raise DataError(f"manifest {manifest.path} has no real training images of the minority class "
-                        f"{manifest.positive_class!r}: nothing to train the GAN on")
+    meta = _minority_meta(manifest, cfg)
+    train_rows = manifest.split("train").query("~is_synthetic")
+    train_rows = train_rows[train_rows["label"].isin(meta["trained_labels"])]
+    for label in meta["trained_labels"]:
+        if not (train_rows["label"] == label).any():
+            raise DataError(f"manifest {manifest.path} has no real training images of the class "
+                            f"{manifest.classes[label]!r} (label {label}): nothing to train the GAN on")
+    n_train = len(train_rows)
     if n_train < num_workers:
         raise DataError(f"{n_train} minority-class training image(s) cannot be sharded over {num_workers} workers")
     meta["num_train_images"] = n_train
     if not ray.is_initialized():
         ray.init()
-    ds = split_dataset(manifest, "train", cfg.image_size, cfg.channels, label=manifest.positive_label,
-                       include_synthetic=False)
+    ds = split_dataset(manifest, "train", cfg.image_size, cfg.channels, rows=train_rows.reset_index(drop=True))
     latest = files.latest_checkpoint()
-    files.write_config(cfg, {"manifest": str(manifest.path), "label": meta["label"], "label_name": meta["label_name"],
-                             "num_train_images": n_train, "num_workers": num_workers, "use_gpu": use_gpu})
+    files.write_config(cfg, {**_run_extra(meta), "num_workers": num_workers, "use_gpu": use_gpu})
     (files.root / ".ray_result.json").unlink(missing_ok=True)
     storage = Path(storage_path or files.root / "ray").resolve()
     trainer = TorchTrainer(
