@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> dict:
         if n is None:  # as many synthetic images as real minority training images (FID bias is size-dependent)
             n = max(int(((manifest.df["split"] == "train") & (manifest.df["label"] == label)
                          & ~manifest.df["is_synthetic"]).sum()), 10)
-        fake = generate_images(args.checkpoint, n, seed=args.seed, device=device, batch_size=args.batch_size)
+        import inspect
+        kw = {"label": label} if "label" in inspect.signature(generate_images).parameters else {}
+        fake = generate_images(args.checkpoint, n, seed=args.seed, device=device, batch_size=args.batch_size, **kw)
         source = {"checkpoint": str(Path(args.checkpoint).resolve()), "seed": args.seed}
         out = Path(args.out or Path(args.checkpoint).resolve().parent.parent / "eval")
     out.mkdir(parents=True, exist_ok=True)
