@@ -12,11 +12,9 @@ resumed table never duplicates a trial, and `reconcile` adds finished trials the
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
-import pytest
 
 from faults_helpers import BASELINE
 
