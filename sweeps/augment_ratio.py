@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None) -> tuple[dict, dict]:
     p.add_argument("--top-k", type=int, help="GAN configs re-run with every seed")
     p.add_argument("--gan-epochs", type=int)
     p.add_argument("--clf-epochs", type=int)
+    p.add_argument("--vgg-weights", help="local VGG16 state_dict: also search the GAN's perceptual loss term")
     p.add_argument("--cpus-per-trial", type=float)
     p.add_argument("--gpus-per-trial", type=float)
     p.add_argument("--workers-per-trial", type=int)
@@ -101,7 +102,9 @@ def settings_for(cfg: SweepConfig, manifest: Path, work: Path) -> dict:
             "channels": cfg.channels, "gan_epochs": cfg.gan_epochs, "gan_batch_size": cfg.gan_batch_size,
             "gan_width": cfg.gan_width, "gan_eval_every": cfg.gan_eval_every, "clf_model": cfg.clf_model,
             "clf_epochs": cfg.clf_epochs, "clf_batch_size": cfg.clf_batch_size,
-            "synthetic_ratios": list(cfg.synthetic_ratios), "cpus_per_trial": cfg.cpus_per_trial,
+            "synthetic_ratios": list(cfg.synthetic_ratios), "gan_losses": list(cfg.gan_losses),
+            "vgg_weights": str(Path(cfg.vgg_weights).expanduser().resolve()) if cfg.vgg_weights else None,
+            "cpus_per_trial": cfg.cpus_per_trial,
             "gpus_per_trial": cfg.gpus_per_trial, "workers_per_trial": cfg.workers_per_trial}
 
 
@@ -278,11 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     if state["phase"] == "search":
         search_phase(cfg, settings, table, max_conc)
         best = pick_best(table.frame(), cfg.top_k)
-        state.update(phase="confirm", best=[{k: b.get(k) for k in ("config_id", "gan_loss", "gan_lr_g", "gan_lr_d",
-                                                                     "diffaugment", "n_critic", "synthetic_ratio",
-                                                                     "clf_lr", "arm", "seed", "imbalance_fix",
-                                                                     "augment", "val_f1", "val_sensitivity")}
-                                             for b in best])
+        from sweeps.space import TRIAL_KEYS
+
+        state.update(phase="confirm", best=[{k: b.get(k) for k in (*TRIAL_KEYS, "config_id", "val_f1",
+                                                                     "val_sensitivity")} for b in best])
         state_path.write_text(json.dumps(state, indent=2, default=float))
     if state["phase"] == "confirm":
         confirm_phase(cfg, settings, table, max_conc, state.get("best", []))

@@ -24,7 +24,7 @@ class SweepConfig:
     split_seed: int = 0  # seed of the data split (fixed for the whole sweep)
     image_size: int = 32  # px side the GAN and classifier train at
     channels: int = 3  # 1 or 3
-    demo_counts: tuple[int, int] = (600, 60)  # demo: majority, minority images
+    demo_counts: tuple[int, int] = (1000, 100)  # demo: majority, minority images
     # ---- where things go
     name: str = "augment_ratio"  # sweep name: results land in <storage_path>/<name>/
     storage_path: str = "results"  # local folder or s3://bucket/prefix (Tune storage)
@@ -39,15 +39,20 @@ class SweepConfig:
     synthetic_ratios: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)  # synthetic / real minority train images
     clf_lr_range: tuple[float, float] = (3e-4, 3e-3)  # classifier learning rate, log-uniform
     early_stop: bool = True  # ASHA stops weak GAN trials on KID (needs gan_eval_every > 0)
+    conditional_choices: tuple[bool, ...] = (False, True)  # GAN on the minority class only | class-conditional on all
+    feature_matching_choices: tuple[float, ...] = (0.0, 1.0)  # weight of G's feature-matching term (0 = off)
+    perceptual_choices: tuple[float, ...] = (0.0, 1.0)  # VGG16 perceptual term weights; searched only with vgg_weights
+    vgg_weights: str | None = None  # local VGG16 state_dict: enables the perceptual term (never downloaded)
+    mix_choices: tuple[str, ...] = ("single", "mix_losses")  # one GAN | equal mix of one GAN per loss in gan_losses
     # ---- controls and spread
     controls: tuple[str, ...] = ("baseline", "class_weight", "oversample", "augment")  # arms run with every sweep
     num_seeds: int = 3  # seeds for controls and for re-runs of the top GAN configs (>= 3 for a CI)
     top_k: int = 2  # best GAN configs (on real val) re-run with num_seeds seeds
     # ---- training budgets
-    gan_epochs: int = 60  # GAN epochs per GAN config
+    gan_epochs: int = 300  # GAN epochs per GAN config (the demo's 70 minority images: 3 steps an epoch)
     gan_batch_size: int = 32  # GAN images per step
     gan_width: int = 32  # ngf = ndf of the DCGAN
-    gan_eval_every: int = 20  # epochs between KID evaluations reported to the scheduler; 0 = off
+    gan_eval_every: int = 100  # epochs between KID evaluations reported to the scheduler; 0 = off
     clf_model: str = "small_cnn"  # "small_cnn" | "resnet18" | "resnet50"
     clf_epochs: int = 12  # classifier epochs
     clf_batch_size: int = 64  # classifier images per step
@@ -60,6 +65,11 @@ class SweepConfig:
     smoke_test: bool = False  # tiny, CPU, fast: checks the whole pipeline in a few minutes
 
     def __post_init__(self) -> None:
+        bad = [x for x in self.mix_choices if x not in ("single", "mix_losses")]
+        if bad or not self.mix_choices:
+            raise ConfigError(f"mix_choices {list(self.mix_choices)}: each must be 'single' or 'mix_losses'")
+        if any(w < 0 for w in (*self.feature_matching_choices, *self.perceptual_choices)):
+            raise ConfigError("feature_matching_choices and perceptual_choices must be >= 0")
         bad = [x for x in self.gan_losses if x not in GAN_LOSS_CHOICES]
         if bad or not self.gan_losses:
             raise ConfigError(f"gan_losses {list(self.gan_losses)}: each must be one of {list(GAN_LOSS_CHOICES)}")
@@ -99,7 +109,7 @@ class SweepConfig:
 
 
 # What --smoke-test changes: tiny data, tiny models, few trials; still every stage and every control.
-SMOKE = dict(demo_counts=(100, 24), image_size=32, num_samples=2, gan_epochs=2, gan_batch_size=16, gan_width=8,
+SMOKE = dict(demo_counts=(100, 24), mix_choices=("single",), image_size=32, num_samples=2, gan_epochs=2, gan_batch_size=16, gan_width=8,
              gan_eval_every=1, clf_epochs=2, clf_batch_size=32, synthetic_ratios=(1.0, 2.0), top_k=1,
              controls=("baseline", "class_weight", "oversample"), num_seeds=3)
 

@@ -22,18 +22,48 @@ CONTROL_ARMS: dict[str, dict[str, Any]] = {
     "oversample": {"synthetic_ratio": 0.0, "imbalance_fix": "oversample", "augment": "none"},
     "augment": {"synthetic_ratio": 0.0, "imbalance_fix": "none", "augment": "standard"},
 }
-GAN_KEYS = ("gan_loss", "gan_lr_g", "gan_lr_d", "diffaugment", "n_critic", "seed")
-TRIAL_KEYS = GAN_KEYS + ("arm", "synthetic_ratio", "clf_lr", "imbalance_fix", "augment")
+GAN_KEYS = ("gan_loss", "gan_lr_g", "gan_lr_d", "diffaugment", "n_critic", "conditional", "feature_matching",
+            "perceptual", "seed")
+TRIAL_KEYS = GAN_KEYS + ("arm", "synthetic_mix", "synthetic_ratio", "clf_lr", "imbalance_fix", "augment")
+MIX = "mix"  # gan_loss of a trial whose synthetic set mixes one GAN per loss in equal parts
 OBJECTIVES = ("val_f1", "val_sensitivity")  # both maximised, on REAL validation images only
 
 
+def _canonical(v: Any) -> Any:
+    """One spelling per value, whichever way it travelled (Tune config, parquet row, JSON state):
+    numpy scalars -> Python, NaN -> None, integral floats -> int (n_critic 5.0 == 5)."""
+    if hasattr(v, "item") and not isinstance(v, (list, tuple, dict)):
+        v = v.item()
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        if v.is_integer():
+            return int(v)
+    return v
+
+
 def _hash(values: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    canon = {k: _canonical(v) for k, v in values.items()}
+    return hashlib.sha256(json.dumps(canon, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def gan_key(config: Mapping[str, Any]) -> str:
-    """Identity of a trained GAN: loss, lrs, DiffAugment, n_critic, seed (budgets are fixed per sweep)."""
-    return "" if config.get("arm") != "gan" else _hash({k: config.get(k) for k in GAN_KEYS})
+    """Identity of a trained GAN: loss, lrs, DiffAugment, n_critic, conditioning, extra G terms, seed
+    (budgets are fixed per sweep). A mixed trial's own key is that of its mix; each member has its own."""
+    if config.get("arm") != "gan":
+        return ""
+    values = {k: config.get(k) for k in GAN_KEYS}
+    # keys added after the first sweeps: absent = their default, so earlier GAN caches keep their keys
+    for k, default in (("conditional", False), ("feature_matching", 0.0), ("perceptual", 0.0)):
+        if _canonical(values[k]) in (None, default):
+            values.pop(k)
+    return _hash(values)
+
+
+def mix_members(config: Mapping[str, Any], losses) -> list[dict[str, Any]]:
+    """The single-GAN configs whose synthetic sets a "mix_losses" trial combines (equal parts)."""
+    return [{**config, "gan_loss": loss, "n_critic": int(config.get("n_critic") or 5) if loss == "wgan-gp" else 1}
+            for loss in losses]
 
 
 def config_id(config: Mapping[str, Any]) -> str:
@@ -50,19 +80,39 @@ class SearchSpace:
         self.losses, self.lrs = list(sweep.gan_losses), list(sweep.gan_lrs)
         self.critics, self.ratios = list(sweep.n_critic_choices), list(sweep.synthetic_ratios)
         self.clf_lr_range = tuple(sweep.clf_lr_range)
+        self.mixes = list(sweep.mix_choices) if len(sweep.gan_losses) > 1 else ["single"]
+        self.conditional = [bool(c) for c in sweep.conditional_choices]
+        self.feature_matching = [float(w) for w in sweep.feature_matching_choices]
+        self.perceptual = [float(w) for w in sweep.perceptual_choices] if sweep.vgg_weights else [0.0]
+
+    def _choose(self, trial, name, choices):
+        # a single choice is a constant, not a search dimension
+        return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
 
     def __call__(self, trial) -> dict[str, Any]:
-        loss = trial.suggest_categorical("gan_loss", self.losses)
+        consts: dict[str, Any] = {"arm": "gan", "seed": 0, "imbalance_fix": "none", "augment": "none"}
+        mix = self._choose(trial, "synthetic_mix", self.mixes)
+        consts["synthetic_mix"] = mix
+        loss = self._choose(trial, "gan_loss", self.losses) if mix == "single" else MIX
+        if mix != "single":
+            consts["gan_loss"] = MIX
+        elif len(self.losses) == 1:
+            consts["gan_loss"] = loss
         trial.suggest_categorical("gan_lr_g", self.lrs)
         trial.suggest_categorical("gan_lr_d", self.lrs)
-        if loss == "wgan-gp":
+        if loss in ("wgan-gp", MIX) and "wgan-gp" in self.losses:
             trial.suggest_categorical("n_critic", self.critics)
+        else:
+            consts["n_critic"] = 1
         trial.suggest_categorical("diffaugment", [True, False])
+        for name, choices in (("conditional", self.conditional), ("feature_matching", self.feature_matching),
+                              ("perceptual", self.perceptual)):
+            value = self._choose(trial, name, choices)
+            if len(choices) == 1:
+                consts[name] = value
         trial.suggest_categorical("synthetic_ratio", self.ratios)
         trial.suggest_float("clf_lr", *self.clf_lr_range, log=True)
-        # constants of every search trial
-        return {"arm": "gan", "seed": 0, "imbalance_fix": "none", "augment": "none",
-                **({} if loss == "wgan-gp" else {"n_critic": 1})}
+        return consts
 
 
 def default_clf_lr(sweep) -> float:
@@ -77,10 +127,11 @@ def control_configs(sweep, seeds, clf_lr: float) -> list[dict[str, Any]]:
     for arm in sweep.controls:
         for seed in seeds:
             out.append({"arm": arm, "seed": seed, "gan_loss": "", "gan_lr_g": None, "gan_lr_d": None,
-                        "diffaugment": False, "n_critic": 0, "clf_lr": float(clf_lr), **CONTROL_ARMS[arm]})
+                        "diffaugment": False, "n_critic": 0, "synthetic_mix": "", "clf_lr": float(clf_lr),
+                        **CONTROL_ARMS[arm]})
     return out
 
 
 def repeat_configs(best: list[Mapping[str, Any]], seeds) -> list[dict[str, Any]]:
     """Top GAN configs again with more seeds (the GAN is retrained per seed: its variance counts too)."""
-    return [{**{k: cfg.get(k) for k in TRIAL_KEYS}, "seed": seed} for cfg in best for seed in seeds]
+    return [{**{k: _canonical(cfg.get(k)) for k in TRIAL_KEYS}, "seed": seed} for cfg in best for seed in seeds]

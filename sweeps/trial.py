@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from sweeps.space import config_id, gan_key
+from sweeps.space import MIX, config_id, gan_key, mix_members
 
 METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1", "macro_f1",
            "roc_auc", "pr_auc")
@@ -46,8 +46,13 @@ def gan_settings(config: Mapping[str, Any], s: Mapping[str, Any], device: str) -
             "diffaugment": "color,translation,cutout" if config.get("diffaugment") else "",
             "seed": int(config["seed"]), "num_epochs": s["gan_epochs"], "batch_size": s["gan_batch_size"],
             "ngf": s["gan_width"], "ndf": s["gan_width"], "image_size": s["image_size"], "channels": s["channels"],
-            "eval_every": s["gan_eval_every"], "checkpoint_every": max(1, min(5, s["gan_epochs"])),
-            "sample_every": max(1, s["gan_epochs"] // 4), "keep_checkpoints": 2, "device": device}
+            "eval_every": s["gan_eval_every"], "checkpoint_every": max(1, s["gan_epochs"] // 10),
+            "sample_every": max(1, s["gan_epochs"] // 4), "keep_checkpoints": 2, "device": device,
+            # conditional: one GAN over every class (sampled for the minority); else the minority class only
+            "conditional": bool(config.get("conditional", False)),
+            "feature_matching": float(config.get("feature_matching") or 0.0),
+            "perceptual": float(config.get("perceptual") or 0.0),
+            "vgg_weights": s.get("vgg_weights") if float(config.get("perceptual") or 0.0) > 0 else None}
 
 
 def classifier_settings(config: Mapping[str, Any], s: Mapping[str, Any], device: str) -> dict[str, Any]:
@@ -112,7 +117,7 @@ def ensure_gan(config: Mapping[str, Any], s: Mapping[str, Any], device: str, rep
         synthetic_dir = run_dir / "synthetic"
         ckpt = sorted((run_dir / "checkpoints").glob("*.pt"))[-1]
         write_samples(ckpt, n_samples, synthetic_dir, seed=int(config["seed"]), device=device, overwrite=True,
-                      progress=False)
+                      progress=False, labels=[manifest.positive_class] if gcfg["conditional"] else None)
         info.update(status="ok", reason="", synthetic_dir=str(synthetic_dir))
         if evaluator is not None:
             info.update(audit_gan(evaluator, synthetic_dir, run_dir / "quality"))
@@ -171,16 +176,28 @@ def run_trial(config: Mapping[str, Any], s: Mapping[str, Any], trial_id: str, re
                                                        "imbalance_fix", "augment")}
     row.update(trial_id=trial_id, config_id=config_id(config), gan_key=gan_key(config), status="ok", error="",
                image_size=s["image_size"], channels=s["channels"])
+    row.update({k: config.get(k) for k in ("conditional", "feature_matching", "perceptual", "synthetic_mix")
+                if k in config})
     synthetic_dir = None
     if config["arm"] == "gan":
-        gan = ensure_gan(config, s, device, report)
-        row.update({k: v for k, v in gan.items() if k not in ("status", "reason")})
-        if gan["status"] != "ok":
-            row.update(status="failed", error=gan["reason"], time_total_s=round(time.perf_counter() - t0, 2),
-                       phase="final")
+        members = mix_members(config, s["gan_losses"]) if config.get("gan_loss") == MIX else [config]
+        gans = [ensure_gan(m, s, device, report) for m in members]
+        bad = [g for g in gans if g["status"] != "ok"]
+        if len(gans) == 1:
+            row.update({k: v for k, v in gans[0].items() if k not in ("status", "reason")})
+        else:  # a mix: the row carries the mean quality of its members and every member's run dir
+            row.update(gan_run_dir=";".join(g["gan_run_dir"] for g in gans),
+                       gan_trained_here=any(g.get("gan_trained_here") for g in gans),
+                       time_gan_s=sum(g.get("time_gan_s", 0) for g in gans if g.get("gan_trained_here")),
+                       **{c: sum(g[c] for g in gans) / len(gans) for c in gans[0]
+                          if c.startswith("gan_") and isinstance(gans[0][c], float) and all(c in g for g in gans)})
+        if bad:
+            row.update(status="failed", error="; ".join(g["reason"] for g in bad),
+                       time_total_s=round(time.perf_counter() - t0, 2), phase="final")
             report(row)
             return row
-        synthetic_dir = gan["synthetic_dir"]
+        synthetic_dir = gans[0]["synthetic_dir"] if len(gans) == 1 else \
+            [(g["synthetic_dir"], 1.0 / len(gans)) for g in gans]
     t1 = time.perf_counter()
     clf_dir = Path(s["work_dir"]) / "classifiers" / trial_id
 
@@ -202,7 +219,9 @@ def run_trial(config: Mapping[str, Any], s: Mapping[str, Any], trial_id: str, re
         for k in METRICS:
             v = result[split].get(k)
             row[f"{split}_{k}"] = float(v) if v is not None else float("nan")
-    row.update(clf_run_dir=str(clf_dir), synthetic_dir=str(synthetic_dir or ""),
+    row.update(clf_run_dir=str(clf_dir),
+               synthetic_dir=";".join(d for d, _ in synthetic_dir) if isinstance(synthetic_dir, list)
+               else str(synthetic_dir or ""),
                clf_threshold=float(result.get("threshold", float("nan"))),
                clf_best_epoch=int(result.get("best_epoch", -1)), n_synthetic=int(result.get("n_synthetic", 0)),
                time_classifier_s=round(time.perf_counter() - t1, 2),

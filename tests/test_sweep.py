@@ -62,14 +62,19 @@ def test_search_space_is_conditional_and_picklable():
     space = pickle.loads(pickle.dumps(SearchSpace(SweepConfig())))
     study = optuna.create_study(directions=["maximize", "maximize"], sampler=optuna.samplers.RandomSampler(0))
     seen = set()
-    for _ in range(30):
+    for _ in range(60):
         t = study.ask()
         consts = space(t)
-        seen.add(t.params["gan_loss"])
-        assert ("n_critic" in t.params) == (t.params["gan_loss"] == "wgan-gp")
-        assert consts["arm"] == "gan" and 0 < t.params["synthetic_ratio"] <= 10
+        cfg = {**t.params, **consts}
+        seen.add(cfg["gan_loss"])
+        # n_critic is searched only where a wgan-gp GAN is trained (alone, or in a mix)
+        assert ("n_critic" in t.params) == (cfg["gan_loss"] in ("wgan-gp", "mix"))
+        assert (cfg["gan_loss"] == "mix") == (cfg["synthetic_mix"] == "mix_losses")
+        assert "perceptual" not in t.params and cfg["perceptual"] == 0.0  # no VGG weights given: not searched
+        assert cfg["arm"] == "gan" and 0 < cfg["synthetic_ratio"] <= 10
+        assert {"conditional", "feature_matching"} <= set(t.params)
         study.tell(t, [0.5, 0.5])
-    assert seen == {"bce", "hinge", "wgan-gp"}
+    assert seen == {"bce", "hinge", "wgan-gp", "mix"}
 
 
 def test_selection_uses_validation_not_test():
@@ -112,6 +117,18 @@ def test_gan_config_is_trained_once_for_two_ratios(tmp_path):
     assert second["n_synthetic"] == 2 * first["n_synthetic"] > 0
     for row in (first, second):
         assert row["status"] == "ok" and 0 <= row["test_f1"] <= 1 and 0 <= row["val_f1"] <= 1
+
+    # a "mix_losses" trial: one GAN per loss (the bce one is reused), equal parts, every image keeps its source
+    s["gan_losses"] = ["bce", "hinge"]
+    mixed = run_trial({**base, "gan_loss": "mix", "synthetic_mix": "mix_losses", "synthetic_ratio": 2.0,
+                       "conditional": True}, s, "t3", report=reports.append)
+    assert mixed["status"] == "ok", mixed.get("error")
+    run_dirs = mixed["gan_run_dir"].split(";")
+    assert len(run_dirs) == 2 and first["gan_run_dir"] not in run_dirs  # conditional GANs are other GANs
+    import json
+
+    sources = json.loads((Path(mixed["clf_run_dir"]) / "metrics.json").read_text())["data"]["synthetic_sources"]
+    assert sorted(src["n"] for src in sources) == [first["n_synthetic"]] * 2
 
 
 # ---------------------------------------------------------------- end to end, and resume after SIGKILL
@@ -163,3 +180,24 @@ def test_smoke_sweep_end_to_end_then_resume_after_killed_driver(tmp_path):
     assert len(clf) == len(df[df["stage"] == "classifier"])  # the same number of trials as an unbroken sweep
     for arm in ("baseline", "class_weight", "oversample"):
         assert sorted(clf.loc[clf["arm"] == arm, "seed"]) == [0, 1, 2], arm
+
+
+def test_config_ids_survive_the_round_trip_through_parquet_and_json():
+    """Seed repeats are grouped by config_id: a config read back from results.parquet must hash the same."""
+    import json
+
+    import numpy as np
+
+    from sweeps.space import config_id, gan_key, repeat_configs
+
+    cfg = {"arm": "gan", "seed": 0, "gan_loss": "wgan-gp", "gan_lr_g": 2e-4, "gan_lr_d": 1e-4, "diffaugment": True,
+           "n_critic": 5, "conditional": False, "feature_matching": 1.0, "synthetic_mix": "single",
+           "synthetic_ratio": 2.0, "clf_lr": 0.001, "imbalance_fix": "none", "augment": "none"}
+    row = pd.DataFrame([cfg, {"arm": "baseline", "seed": 1}]).iloc[0].to_dict()  # NaN-filled, numpy types
+    row = {k: (np.float64(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in row.items()}
+    again = repeat_configs([json.loads(json.dumps(row, default=float))], [1])[0]
+    assert config_id(again) == config_id(cfg) and again["seed"] == 1
+    assert gan_key({**again, "seed": 0}) == gan_key(cfg)
+    # new GAN options at their defaults do not change the key of a GAN made before they existed
+    old = {k: v for k, v in cfg.items() if k not in ("conditional", "feature_matching")}
+    assert gan_key({**old, "conditional": False, "feature_matching": 0.0}) == gan_key(old)

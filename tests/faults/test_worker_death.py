@@ -106,8 +106,6 @@ def _killing_evaluator(log: str, marker: str, kill_at: int):
 
 def test_gan_worker_killed_resumes_from_checkpoint_and_matches_unkilled_run(ray_with_kill_hook, fault_manifest,
                                                                            tmp_path):
-    import inspect
-
     from trainables.gan.run_files import load_checkpoint
     from trainables.gan.train import run_gan_ray
 
@@ -116,15 +114,8 @@ def test_gan_worker_killed_resumes_from_checkpoint_and_matches_unkilled_run(ray_
     log, marker = tmp_path / "epochs_killed.log", tmp_path / "gan_worker_killed"
     run = tmp_path / "killed"
     evaluate = _killing_evaluator(str(log), str(marker), KILL_AT)
-    retries_in_place = "max_failures" in inspect.signature(run_gan_ray).parameters
-    if retries_in_place:
-        killed = run_gan_ray(fault_manifest, run, cfg, num_workers=1, evaluate=evaluate)
-    else:
-        # run_gan_ray has no Train FailureConfig yet: the fit fails and the caller retries (in a sweep, Tune's
-        # FailureConfig re-runs the trial), which must resume from the Train run's last checkpoint.
-        with pytest.raises(Exception):
-            run_gan_ray(fault_manifest, run, cfg, num_workers=1, evaluate=evaluate)
-        killed = run_gan_ray(fault_manifest, run, cfg, num_workers=1, evaluate=evaluate)
+    # one call: Ray Train's FailureConfig restarts the killed worker, which resumes from the last checkpoint
+    killed = run_gan_ray(fault_manifest, run, cfg, num_workers=1, evaluate=evaluate)
     assert marker.is_file(), "the fault was not injected"
     epochs = [int(x) for x in log.read_text().split()]
     assert epochs[:KILL_AT] == list(range(1, KILL_AT + 1)), epochs

@@ -225,7 +225,8 @@ def gan_train_loop_per_worker(config: dict) -> None:
 
 def run_gan_ray(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig | Mapping[str, Any] | None = None,
                 num_workers: int = 1, use_gpu: bool = False, evaluate: Callable | None = None,
-                storage_path: str | Path | None = None, save_rank_weights: bool = False) -> dict[str, Any]:
+                storage_path: str | Path | None = None, save_rank_weights: bool = False,
+                max_failures: int = 2) -> dict[str, Any]:
     """Train with a Ray Train TorchTrainer (DDP across num_workers; gloo on CPU, NCCL on GPU) on the local or
     connected Ray cluster. The Train run is named "gan" under storage_path (default RUN/ray), so calling this
     again after an interruption resumes from the latest checkpoint. Returns the final metrics like run_gan_local.
@@ -266,6 +267,8 @@ def run_gan_ray(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig |
                            "save_rank_weights": save_rank_weights},
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
         run_config=ray.train.RunConfig(name=RAY_RUN_NAME, storage_path=str(storage),
+                                       # a lost worker (process or node) restarts from the last checkpoint
+                                       failure_config=ray.train.FailureConfig(max_failures=max_failures),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
         datasets={"train": ds})
     fit = trainer.fit()
