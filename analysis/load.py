@@ -23,10 +23,10 @@ CONTROL_ARMS = ("class_weight", "oversample", "augment")
 
 # dtype families of the contract's columns; anything not listed (extra config values) is left as read
 TEXT_COLUMNS = [c for c in ID_COLUMNS if c != "seed"] + [
-    "gan_loss", "gan_key", "imbalance_fix", "augment"] + PATH_COLUMNS
+    "gan_loss", "gan_key", "imbalance_fix", "augment", "synthetic_mix"] + PATH_COLUMNS
 INT_COLUMNS = ["seed", "n_critic", "image_size", "channels", "gan_epochs"]
-BOOL_COLUMNS = ["diffaugment"]
-FLOAT_COLUMNS = (["gan_lr_g", "gan_lr_d", "synthetic_ratio", "clf_lr"] + VAL_COLUMNS + TEST_COLUMNS
+BOOL_COLUMNS = ["diffaugment", "conditional"]
+FLOAT_COLUMNS = (["gan_lr_g", "gan_lr_d", "synthetic_ratio", "clf_lr", "feature_matching", "perceptual"] + VAL_COLUMNS + TEST_COLUMNS
                  + [c for c in GAN_COLUMNS if c not in INT_COLUMNS]
                  + [c for c in TIMING_COLUMNS if c != "finished_at"])
 TIME_COLUMNS = ["finished_at"]

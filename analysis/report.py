@@ -28,7 +28,7 @@ from analysis import plots
 from analysis.load import CONTROL_ARMS, ResultsFileError, load
 from analysis.schema import GAN_COLUMNS, METRIC_NAMES
 from analysis.tables import (HEADLINE_METRICS, fmt_p, METRIC_LABELS, classifier_rows, headline, not_ok, pareto_mask,
-                             per_loss, select_best, status_counts, summarize_configs)
+                             per_loss, per_variant, select_best, status_counts, summarize_configs)
 
 MAX_MD_ROWS = 40  # long tables are cut in the report; the CSV always has every row
 
@@ -309,6 +309,24 @@ def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
         if gan_missing:
             notes.append("Not in the results: " + ", ".join(gan_missing) + " (shown as n/a).")
         doc.bullets(notes)
+
+    # ---- per variant (conditioning, extra G terms, mixing)
+    pv = per_variant(configs) if not configs.empty else pd.DataFrame()
+    if not pv.empty and pv["gan_variant"].nunique() > 1:
+        doc.h(2, "Per GAN variant")
+        pv.to_csv(out / "per_variant.csv", index=False)
+        doc.table(pd.DataFrame({
+            "Variant": pv["gan_variant"], "Configs tried": pv["n_configs"].astype(int),
+            "Best config (by val F1)": pv["config_id"], "Loss": pv["gan_loss"],
+            "Ratio": pv["synthetic_ratio"].map(lambda x: fnum(x, 3)), "Seeds": pv["n_seeds"].astype(int),
+            "Val F1": pv["val_f1"].map(fnum), "Val sens.": pv["val_sensitivity"].map(fnum),
+            "Test F1": [fci(m, l, h, n) for m, l, h, n in zip(pv["test_f1"], pv["test_f1_lo"], pv["test_f1_hi"],
+                                                              pv["n_seeds"])],
+            "Test sens.": [fci(m, l, h, n) for m, l, h, n in zip(pv["test_sensitivity"], pv["test_sensitivity_lo"],
+                                                                 pv["test_sensitivity_hi"], pv["n_seeds"])],
+            "KID": pv["gan_kid"].map(lambda x: fnum(x, 4))}), "per_variant.csv")
+        doc.p("Variants: one GAN or an equal mix of one GAN per loss; a GAN of the minority class only or one "
+              "class-conditional GAN over all classes; optional feature-matching / perceptual terms in G's loss.")
 
     # ---- figures
     doc.h(2, "Figures")

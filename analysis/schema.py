@@ -25,6 +25,10 @@ CONFIG_COLUMNS = [
     "diffaugment",      # bool
     "n_critic",         # int (wgan-gp only, else 0)
     "gan_key",          # str: hash of the GAN config; the same GAN serves every row sharing it
+    "conditional",      # bool: one class-conditional GAN over all classes (else minority-only)
+    "feature_matching", # float: weight of G's feature-matching term (0 = off)
+    "perceptual",       # float: weight of G's VGG16 perceptual term (0 = off)
+    "synthetic_mix",    # "single" | "mix_losses" (equal parts of one GAN per loss; gan_loss "mix")
     "synthetic_ratio",  # float: synthetic / real minority train images (0 = none)
     "clf_lr",           # float
     "imbalance_fix",    # "none" | "class_weight" | "oversample"

@@ -21,7 +21,8 @@ HEADLINE_METRICS = ["accuracy", "sensitivity", "specificity", "f1", "roc_auc"]
 SMALL_N = 5  # below this many seeds the bootstrap verdicts get a caution
 SELECT_BY = [("val_f1", "max"), ("val_sensitivity", "max")]
 DESCRIPTIVE = ["arm", "gan_loss", "gan_key", "synthetic_ratio", "gan_lr_g", "gan_lr_d", "diffaugment",
-               "n_critic", "clf_lr", "imbalance_fix", "augment"]
+               "n_critic", "conditional", "feature_matching", "perceptual", "synthetic_mix", "clf_lr",
+               "imbalance_fix", "augment"]
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
                  "sensitivity": "Sensitivity", "specificity": "Specificity", "precision": "Precision",
                  "f1": "F1", "macro_f1": "Macro F1", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}
@@ -241,13 +242,38 @@ def verdict(h: Headline, metrics=("f1", "sensitivity")) -> list[str]:
 
 def per_loss(configs: pd.DataFrame) -> pd.DataFrame:
     """For each gan_loss among GAN configs: the best config by validation, with val/test/GAN metrics."""
+    return per_group(configs, "gan_loss")
+
+
+def gan_variant(row) -> str:
+    """A GAN config's variant in words: conditioning, extra G terms, one GAN or a mix of losses."""
+    cond = row.get("conditional")
+    cond = cond is not None and not pd.isna(cond) and bool(cond)
+    parts = ["mix of losses" if row.get("synthetic_mix") == "mix_losses" else "single GAN",
+             "conditional" if cond else "minority-only"]
+    for col, name in (("feature_matching", "feature matching"), ("perceptual", "perceptual")):
+        w = row.get(col)
+        if w is not None and w == w and w > 0:
+            parts.append(f"+{name} {w:g}")
+    return ", ".join(parts)
+
+
+def per_variant(configs: pd.DataFrame) -> pd.DataFrame:
+    """For each GAN variant (see gan_variant): the best config by validation, with val/test/GAN metrics."""
+    if configs.empty:
+        return pd.DataFrame()
+    return per_group(configs.assign(gan_variant=[gan_variant(r) for r in configs.to_dict("records")]), "gan_variant")
+
+
+def per_group(configs: pd.DataFrame, column: str) -> pd.DataFrame:
+    """For each value of `column` among GAN configs: the best config by validation."""
     gan = configs[configs["arm"] == "gan"] if len(configs) else configs
     rows = []
-    for loss, g in gan.groupby(gan["gan_loss"].replace("", "(unknown)"), sort=True) if len(gan) else []:
+    for value, g in gan.groupby(gan[column].replace("", "(unknown)"), sort=True) if len(gan) else []:
         best = select_best(g, "gan")
         if best is None:
             continue
-        rows.append({**best.to_dict(), "gan_loss": loss, "n_configs": len(g)})
+        rows.append({**best.to_dict(), column: value, "n_configs": len(g)})
     return rank_by_val(pd.DataFrame(rows)) if rows else pd.DataFrame()
 
 

@@ -1,12 +1,7 @@
-"""Shared fixtures: a tiny demo manifest, and where the read-only real data lives (may be absent)."""
+"""Shared fixtures: a tiny demo manifest and a local 2-CPU Ray."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-
-REAL_DATA = Path(os.environ.get("GANAUG_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")

@@ -331,3 +331,32 @@ def test_best_gan_prefers_configs_rerun_with_seeds():
     ])
     assert select_best(configs, "gan")["config_id"] == "confirmed"
     assert select_best(configs.iloc[:1], "gan")["config_id"] == "lucky"  # alone, it is the best there is
+
+
+def test_per_variant_table_has_a_row_per_gan_variant(tmp_path):
+    """Conditioning, extra G terms and loss mixing each get their own report row (best config by val)."""
+    import pandas as pd
+
+    from analysis.report import build_report
+    from analysis.tables import per_variant, summarize_configs, classifier_rows
+    from analysis.load import tidy
+
+    rows = []
+    variants = [dict(conditional=False, feature_matching=0.0, synthetic_mix="single", gan_loss="bce", val=0.7),
+                dict(conditional=True, feature_matching=0.0, synthetic_mix="single", gan_loss="hinge", val=0.8),
+                dict(conditional=False, feature_matching=1.0, synthetic_mix="mix_losses", gan_loss="mix", val=0.6)]
+    for i, v in enumerate(variants):
+        for seed in range(3):
+            rows.append({"sweep_name": "s", "trial_id": f"t{i}{seed}", "stage": "classifier", "arm": "gan",
+                         "config_id": f"c{i}", "seed": seed, "status": "ok", "error": "", "gan_loss": v["gan_loss"],
+                         "conditional": v["conditional"], "feature_matching": v["feature_matching"],
+                         "synthetic_mix": v["synthetic_mix"], "synthetic_ratio": 1.0,
+                         "val_f1": v["val"], "val_sensitivity": v["val"], "test_f1": v["val"] - 0.1 + 0.01 * seed,
+                         "test_sensitivity": 0.5})
+    df = tidy(pd.DataFrame(rows))
+    pv = per_variant(summarize_configs(classifier_rows(df)))
+    assert list(pv["gan_variant"]) == ["single GAN, conditional", "single GAN, minority-only",
+                                       "mix of losses, minority-only, +feature matching 1"]
+    pd.DataFrame(rows).to_parquet(tmp_path / "r.parquet")
+    md = (build_report(tmp_path / "r.parquet", tmp_path / "rep").parent / "report.md").read_text()
+    assert "## Per GAN variant" in md and "mix of losses" in md

@@ -14,7 +14,7 @@ from data_prep.images import to_uint8_channels
 from data_prep.manifest import add_synthetic_rows, check_no_leakage, read_synthetic_rows, write_synthetic_rows
 from data_prep.split import assign_splits
 
-from conftest import REAL_DATA
+from real_data import REAL_DATA
 
 
 def _write_folder(root, counts, size=16, mode="RGB", seed=0):
