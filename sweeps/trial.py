@@ -190,7 +190,7 @@ def run_trial(config: Mapping[str, Any], s: Mapping[str, Any], trial_id: str, re
                        gan_trained_here=any(g.get("gan_trained_here") for g in gans),
                        time_gan_s=sum(g.get("time_gan_s", 0) for g in gans if g.get("gan_trained_here")),
                        **{c: sum(g[c] for g in gans) / len(gans) for c in gans[0]
-                          if c.startswith("gan_") and isinstance(gans[0][c], float) and all(c in g for g in gans)})
+                          if c.startswith("gan_") and all(isinstance(g.get(c), float) for g in gans)})
         if bad:
             row.update(status="failed", error="; ".join(g["reason"] for g in bad),
                        time_total_s=round(time.perf_counter() - t0, 2), phase="final")
