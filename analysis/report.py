@@ -149,7 +149,9 @@ def fci(mean: float, lo: float, hi: float, n: int) -> str:
         return "n/a (no values)"
     if n == 1 or not np.isfinite(lo):
         return f"{fnum(mean)} (1 seed: no CI)"
-    return f"{fnum(mean)} ± {fnum((hi - lo) / 2)}"
+    # a half-width of float round-off (identical values over seeds) reads as 0, not "3.33e-16"
+    half = (hi - lo) / 2
+    return f"{fnum(mean)} ± {fnum(half) if abs(half) >= 5e-7 else fnum(0.0)}"
 
 
 def fdiff(mean: float, lo: float, hi: float, p: float) -> str:

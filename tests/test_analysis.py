@@ -360,3 +360,10 @@ def test_per_variant_table_has_a_row_per_gan_variant(tmp_path):
     pd.DataFrame(rows).to_parquet(tmp_path / "r.parquet")
     md = (build_report(tmp_path / "r.parquet", tmp_path / "rep").parent / "report.md").read_text()
     assert "## Per GAN variant" in md and "mix of losses" in md
+
+
+def test_ci_of_identical_seeds_prints_zero_not_roundoff():
+    from analysis.report import fci
+
+    assert fci(0.8, 0.8 - 3.3e-16, 0.8 + 3.3e-16, 3) == "0.800 ± 0.000"
+    assert fci(0.8, 0.7, 0.9, 3) == "0.800 ± 0.100"
