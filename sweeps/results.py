@@ -110,11 +110,10 @@ class ResultsCallback(Callback):
         prev.update({k: v for k, v in result.items() if not isinstance(v, dict)})
 
     def _base(self, trial) -> dict[str, Any]:
-        from sweeps.space import config_id, gan_key
+        from sweeps.space import TRIAL_KEYS, config_id, gan_key
 
         cfg = dict(trial.config.get("trial", trial.config))
-        return {**{k: cfg.get(k) for k in ("arm", "seed", "gan_loss", "gan_lr_g", "gan_lr_d", "diffaugment",
-                                           "n_critic", "synthetic_ratio", "clf_lr", "imbalance_fix", "augment")},
+        return {**{k: cfg[k] for k in TRIAL_KEYS if k in cfg},
                 "trial_id": trial.trial_id, "config_id": config_id(cfg), "gan_key": gan_key(cfg)}
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from sweeps.space import MIX, config_id, gan_key, mix_members
+from sweeps.space import MIX, TRIAL_KEYS, config_id, gan_key, mix_members
 
 METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1", "macro_f1",
            "roc_auc", "pr_auc")
@@ -171,13 +171,9 @@ def run_trial(config: Mapping[str, Any], s: Mapping[str, Any], trial_id: str, re
     torch.set_num_threads(max(1, int(s["cpus_per_trial"])))
     device = "cuda" if s["gpus_per_trial"] > 0 and torch.cuda.is_available() else "cpu"
     t0 = time.perf_counter()
-    row: dict[str, Any] = {k: config.get(k) for k in ("arm", "seed", "gan_loss", "gan_lr_g", "gan_lr_d",
-                                                       "diffaugment", "n_critic", "synthetic_ratio", "clf_lr",
-                                                       "imbalance_fix", "augment")}
+    row: dict[str, Any] = {k: config[k] for k in TRIAL_KEYS if k in config}
     row.update(trial_id=trial_id, config_id=config_id(config), gan_key=gan_key(config), status="ok", error="",
                image_size=s["image_size"], channels=s["channels"])
-    row.update({k: config.get(k) for k in ("conditional", "feature_matching", "perceptual", "synthetic_mix")
-                if k in config})
     synthetic_dir = None
     if config["arm"] == "gan":
         members = mix_members(config, s["gan_losses"]) if config.get("gan_loss") == MIX else [config]
