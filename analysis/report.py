@@ -185,7 +185,8 @@ def describe(c: pd.Series | None) -> str:
 def resolve_dir(value: str, base: Path) -> Path | None:
     if not value:
         return None
-    p = Path(value)
+    # a mixed-loss config lists its member GANs' run dirs joined by ";": show the first member
+    p = Path(value.split(";")[0])
     if p.is_absolute():
         return p
     return base / p if (base / p).exists() else p

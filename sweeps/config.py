@@ -49,10 +49,10 @@ class SweepConfig:
     num_seeds: int = 3  # seeds for controls and for re-runs of the top GAN configs (>= 3 for a CI)
     top_k: int = 2  # best GAN configs (on real val) re-run with num_seeds seeds
     # ---- training budgets
-    gan_epochs: int = 300  # GAN epochs per GAN config (the demo's 70 minority images: 3 steps an epoch)
+    gan_epochs: int = 150  # GAN epochs per GAN config (the demo's 70 minority images: 3 steps an epoch)
     gan_batch_size: int = 32  # GAN images per step
     gan_width: int = 32  # ngf = ndf of the DCGAN
-    gan_eval_every: int = 100  # epochs between KID evaluations reported to the scheduler; 0 = off
+    gan_eval_every: int = 50  # epochs between KID evaluations reported to the scheduler; 0 = off
     clf_model: str = "small_cnn"  # "small_cnn" | "resnet18" | "resnet50"
     clf_epochs: int = 12  # classifier epochs
     clf_batch_size: int = 64  # classifier images per step
