@@ -239,13 +239,10 @@ def main(argv: list[str] | None = None) -> int:
 
     work = cfg.local_work_dir
     state_path = work / "sweep_state.json"
-    if work.exists() and any(work.iterdir()) and not cfg.resume:
-        if not state_path.exists():
-            pass
-        else:
-            print(f"error: {work} already holds a sweep named {cfg.name!r}; pass --resume to continue it or "
-                  f"--name to start another", file=sys.stderr)
-            return 2
+    if state_path.exists() and not cfg.resume:
+        print(f"error: {work} already holds a sweep named {cfg.name!r}; pass --resume to continue it or "
+              f"--name to start another", file=sys.stderr)
+        return 2
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     try:

@@ -53,9 +53,9 @@ class ResultsTable:
             gan_row = {k: r.get(k) for k in ("trial_id", "arm", "seed", "gan_loss", "gan_lr_g", "gan_lr_d",
                                              "diffaugment", "n_critic", "gan_key", "gan_run_dir", "time_gan_s",
                                              "config_id", "image_size", "channels", "sweep_phase")}
+            gan_failed = (r.get("error") or "").startswith("GAN")  # trial.ensure_gan's reasons start so
             gan_row.update({c: r.get(c) for c in GAN_COLUMNS}, stage="gan", sweep_name=self.sweep_name,
-                           status="ok" if r.get("status") == "ok" or not r.get("error", "").startswith("GAN")
-                           else "failed", error=r.get("error", "") if r.get("error", "").startswith("GAN") else "",
+                           status="failed" if gan_failed else "ok", error=r["error"] if gan_failed else "",
                            finished_at=r["finished_at"])
             self.rows[(str(r["trial_id"]), "gan")] = gan_row
         if write:
@@ -101,7 +101,7 @@ def _error_text(trial) -> str:
 class ResultsCallback(Callback):
     """Tune callback: writes a row when a trial completes, errors, or is stopped by the scheduler."""
 
-    def __init__(self, table: ResultsTable, base: Mapping[str, Mapping[str, Any]] | None = None):
+    def __init__(self, table: ResultsTable):
         self.table = table
         self.last: dict[str, dict] = {}
 
