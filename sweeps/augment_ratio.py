@@ -97,6 +97,9 @@ def prepare_data(cfg: SweepConfig, work: Path) -> Path:
     return path
 
 
+DDP_TRIAL_CPU = 0.25  # what a --workers-per-trial N > 1 trial's own (coordinating) process reserves
+
+
 def settings_for(cfg: SweepConfig, manifest: Path, work: Path) -> dict:
     return {"manifest": str(manifest), "work_dir": str(work), "image_size": cfg.image_size,
             "channels": cfg.channels, "gan_epochs": cfg.gan_epochs, "gan_batch_size": cfg.gan_batch_size,
@@ -114,10 +117,11 @@ def concurrency(cfg: SweepConfig) -> int:
     if cfg.max_concurrent:
         return cfg.max_concurrent
     res = ray.cluster_resources()
-    by_cpu = int(res.get("CPU", 1) // cfg.cpus_per_trial) if cfg.workers_per_trial == 1 else \
-        max(1, int(res.get("CPU", 1) // (cfg.workers_per_trial + 1)))
+    n = cfg.workers_per_trial  # N > 1: N DDP workers of cpus/gpus_per_trial each, plus the trial's 0.25 CPU
+    cpu_need = cfg.cpus_per_trial if n == 1 else n * cfg.cpus_per_trial + DDP_TRIAL_CPU
+    by_cpu = int(res.get("CPU", 1) // cpu_need)
     if cfg.gpus_per_trial > 0:
-        return max(1, min(by_cpu, int(res.get("GPU", 0) / cfg.gpus_per_trial)))
+        return max(1, min(by_cpu, int(res.get("GPU", 0) / (cfg.gpus_per_trial * n))))
     return max(1, by_cpu)
 
 
@@ -129,7 +133,7 @@ def run_phase(cfg: SweepConfig, phase: str, settings: dict, table, tune_config, 
 
     resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
     if cfg.workers_per_trial > 1:  # the TorchTrainer inside the trial reserves the workers itself
-        resources = {"cpu": 0.25, "gpu": 0}
+        resources = {"cpu": DDP_TRIAL_CPU, "gpu": 0}
     fn = tune.with_resources(tune.with_parameters(trainable, settings=settings), resources)
     name = f"{cfg.name}-{phase}"
     storage = cfg.storage_path if "://" in cfg.storage_path else str(Path(cfg.storage_path).resolve())

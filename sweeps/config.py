@@ -57,8 +57,8 @@ class SweepConfig:
     clf_epochs: int = 12  # classifier epochs
     clf_batch_size: int = 64  # classifier images per step
     # ---- resources
-    cpus_per_trial: float = 1.0  # CPUs reserved by each trial (torch threads follow it)
-    gpus_per_trial: float = 0.0  # GPU fraction per trial, e.g. 0.25 packs 4 eager GAN trials on one GPU
+    cpus_per_trial: float = 1.0  # CPUs reserved by each trial (torch threads follow it); per worker if workers > 1
+    gpus_per_trial: float = 0.0  # GPU fraction per trial, e.g. 0.25 packs 4 eager GAN trials on one GPU; per worker
     workers_per_trial: int = 1  # > 1: the trial runs DDP through a TorchTrainer with this many workers
     max_concurrent: int = 0  # trials at once; 0 = as many as resources allow
     max_failures: int = 1  # retries of a trial that errors (worker/node loss); resumes from its checkpoints
@@ -89,6 +89,10 @@ class SweepConfig:
         if self.gpus_per_trial < 0 or self.cpus_per_trial <= 0:
             raise ConfigError(f"cpus_per_trial must be > 0 and gpus_per_trial >= 0, got "
                               f"{self.cpus_per_trial}, {self.gpus_per_trial}")
+        if self.workers_per_trial > 1 and 0 < self.gpus_per_trial < 1:
+            raise ConfigError(f"gpus_per_trial={self.gpus_per_trial} with workers_per_trial={self.workers_per_trial}: "
+                              "DDP workers need a whole GPU each (NCCL refuses two ranks on one GPU); use "
+                              "gpus_per_trial=1, or workers_per_trial=1 to pack fractional single-GPU trials")
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         lo, hi = self.clf_lr_range

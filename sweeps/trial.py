@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import math
 import os
@@ -50,6 +51,9 @@ def gan_settings(config: Mapping[str, Any], s: Mapping[str, Any], device: str) -
             "sample_every": max(1, s["gan_epochs"] // 4), "keep_checkpoints": 2, "device": device,
             # conditional: one GAN over every class (sampled for the minority); else the minority class only
             "conditional": bool(config.get("conditional", False)),
+            # a conditional GAN's epoch: all minority images + as many of each other class (its cost is K x a
+            # minority-only epoch, not the whole train set: 265 s vs 23 s per demo GAN). DDP trials: every image.
+            "balanced_epochs": bool(config.get("conditional", False)) and s["workers_per_trial"] == 1,
             "feature_matching": float(config.get("feature_matching") or 0.0),
             "perceptual": float(config.get("perceptual") or 0.0),
             "vgg_weights": s.get("vgg_weights") if float(config.get("perceptual") or 0.0) > 0 else None}
@@ -60,6 +64,48 @@ def classifier_settings(config: Mapping[str, Any], s: Mapping[str, Any], device:
             "batch_size": s["clf_batch_size"], "num_epochs": s["clf_epochs"], "lr": float(config["clf_lr"]),
             "synthetic_ratio": float(config["synthetic_ratio"]), "imbalance_fix": config["imbalance_fix"],
             "augment": config["augment"], "seed": int(config["seed"]), "device": device}
+
+
+def ddp_worker_resources(s: Mapping[str, Any]) -> dict[str, float]:
+    """Resources of each DDP worker of a --workers-per-trial N > 1 trial: --cpus-per-trial and --gpus-per-trial
+    are per worker there (the trial's own process only coordinates, on 0.25 CPU)."""
+    res = {"CPU": float(s["cpus_per_trial"])}
+    if s["gpus_per_trial"] > 0:
+        res["GPU"] = float(s["gpus_per_trial"])
+    return res
+
+
+def gan_progress(m: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A GAN epoch's metrics as the trial reports them to Tune (ASHA reads gan_epoch and gan_kid)."""
+    row = {f"gan_{k}" if not k.startswith("gan_") else k: v for k, v in m.items()}
+    return {**row, "gan_epoch": m.get("epoch"), "phase": "gan", "gan_key": key}
+
+
+def classifier_progress(m: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A classifier epoch's metrics as the trial reports them to Tune; None for a run's closing summary."""
+    if m.get("final"):
+        return None
+    return {**{f"clf_{k}" if not k.startswith(("val_", "clf_")) else k: v for k, v in m.items()},
+            "phase": "classifier"}
+
+
+def tune_forwarder(transform) -> list:
+    """Ray Train callbacks for a TorchTrainer run inside this Tune trial: each rank-0 report goes to the trial's
+    Tune results through `transform` (the keys the single-process path reports), so ASHA, the progress table and
+    the dashboard see DDP trials' epochs too. Ray's TuneReportCallback, with our keys. [] outside Tune."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+    if not _in_tune_session():
+        return []
+
+    class _Forward(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            row = transform(dict(metrics[0]))
+            if row:
+                self._training_actor_item_queue.put(row)
+
+    return [_Forward()]
 
 
 def _report(metrics: dict) -> None:
@@ -93,18 +139,16 @@ def ensure_gan(config: Mapping[str, Any], s: Mapping[str, Any], device: str, rep
             evaluator = make_gan_evaluator(manifest, s["image_size"], s["channels"],
                                            Path(s["work_dir"]) / "quality_cache", device=device)
 
-        def on_epoch(m: dict) -> None:
-            row = {f"gan_{k}" if not k.startswith("gan_") else k: v for k, v in m.items()}
-            row["gan_epoch"] = m.get("epoch")
-            report({**row, "phase": "gan", "gan_key": key})
-
         if s["workers_per_trial"] > 1:  # DDP over several workers: a TorchTrainer inside this trial
             from trainables.gan.train import run_gan_ray
 
             result = run_gan_ray(s["manifest"], run_dir, gcfg, num_workers=s["workers_per_trial"],
-                                 use_gpu=s["gpus_per_trial"] > 0, evaluate=evaluator)
+                                 use_gpu=s["gpus_per_trial"] > 0, evaluate=evaluator,
+                                 resources_per_worker=ddp_worker_resources(s),
+                                 callbacks=tune_forwarder(functools.partial(gan_progress, key=key)))
         else:
-            result = run_gan_local(s["manifest"], run_dir, gcfg, report=on_epoch, evaluate=evaluator)
+            result = run_gan_local(s["manifest"], run_dir, gcfg, report=lambda m: report(gan_progress(m, key)),
+                                   evaluate=evaluator)
         info: dict[str, Any] = {"gan_key": key, "gan_run_dir": str(run_dir), "gan_epochs": result.get("epochs"),
                                 "time_gan_s": round(time.perf_counter() - t0, 2)}
         if result.get("status") != "finished":
@@ -197,18 +241,20 @@ def run_trial(config: Mapping[str, Any], s: Mapping[str, Any], trial_id: str, re
     t1 = time.perf_counter()
     clf_dir = Path(s["work_dir"]) / "classifiers" / trial_id
 
-    def on_epoch(m: dict) -> None:
-        report({**{f"clf_{k}" if not k.startswith(("val_", "clf_")) else k: v for k, v in m.items()},
-                "phase": "classifier"})
-
     ccfg = classifier_settings(config, s, device)
     if s["workers_per_trial"] > 1:
         from trainables.classifier.ray_train import run_classifier_ray
 
         result = run_classifier_ray(s["manifest"], clf_dir, {**ccfg, "device": "auto"}, synthetic_dir=synthetic_dir,
                                     num_workers=s["workers_per_trial"], use_gpu=s["gpus_per_trial"] > 0,
-                                    name=f"clf-{trial_id}")
+                                    name=f"clf-{trial_id}", resources_per_worker=ddp_worker_resources(s),
+                                    callbacks=tune_forwarder(classifier_progress))
     else:
+        def on_epoch(m: dict) -> None:
+            row = classifier_progress(m)
+            if row:
+                report(row)
+
         result = run_classifier_local(s["manifest"], clf_dir, ccfg, synthetic_dir=synthetic_dir, report=on_epoch,
                                       resume=True)
     for split in ("val", "test"):

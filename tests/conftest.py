@@ -7,13 +7,9 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory):
     """Demo set of 60 benign + 12 malignant 32px images, split and written once per session."""
-    import data_prep
+    from demo_data import make_demo
 
-    out = tmp_path_factory.mktemp("tiny_demo")
-    cfg = data_prep.PrepConfig(source="demo", demo_num_majority=60, demo_num_minority=12, demo_image_size=32,
-                               image_size=32)
-    data_prep.prepare(cfg, out, progress=False)
-    return out / "manifest.parquet"
+    return make_demo(tmp_path_factory.mktemp("tiny_demo"), 60, 12)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from demo_data import make_demo
 import torch
 
 from data_prep.errors import ConfigError, DataError
@@ -29,12 +30,7 @@ def fake_images(n=12, size=32, channels=3, seed=0) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    import data_prep
-
-    out = tmp_path_factory.mktemp("gan_demo")
-    data_prep.prepare(data_prep.PrepConfig(source="demo", demo_num_majority=40, demo_num_minority=12,
-                                           demo_image_size=32, image_size=32), out, progress=False)
-    return out / "manifest.parquet"
+    return make_demo(tmp_path_factory.mktemp("gan_demo"), 40, 12)
 
 
 def weights_equal(a: dict, b: dict) -> bool:

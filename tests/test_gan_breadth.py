@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import data_prep
+from demo_data import make_demo
 from data_prep.errors import ConfigError, DataError
 from data_prep.manifest import read_manifest, write_synthetic_rows
 from trainables.classifier.config import ClassifierConfig
@@ -21,10 +22,7 @@ from trainables.classifier.data import build_classifier_data, mix_counts, parse_
 # ---- generator mixing ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    d = tmp_path_factory.mktemp("demo_mix")
-    data_prep.prepare(data_prep.PrepConfig(source="demo", demo_num_majority=60, demo_num_minority=30,
-                                           demo_image_size=16, image_size=16), d, progress=False)
-    return read_manifest(d / "manifest.parquet")
+    return read_manifest(make_demo(tmp_path_factory.mktemp("demo_mix"), 60, 30, size=16))
 
 
 def make_synthetic(out_dir, n, generator, labels=(1,)):
@@ -132,10 +130,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def demo32(tmp_path_factory):
-    d = tmp_path_factory.mktemp("demo32")
-    data_prep.prepare(data_prep.PrepConfig(source="demo", demo_num_majority=60, demo_num_minority=30,
-                                           demo_image_size=32, image_size=32), d, progress=False)
-    return d / "manifest.parquet"
+    return make_demo(tmp_path_factory.mktemp("demo32"), 60, 30)
 
 
 def _colour_features(a: np.ndarray) -> np.ndarray:
@@ -200,6 +195,69 @@ def test_conditional_gan_samples_are_class_distinguishable_on_demo(demo32, tmp_p
     mal = pd.read_parquet(only)
     assert set(mal["label_name"]) == {"malignant"}
     assert list(mal["sha256"]) == list(rows.loc[rows["label_name"] == "malignant", "sha256"])  # noise: seed only
+
+
+def test_balanced_epochs_take_every_minority_image_and_as_many_fresh_of_each_other_class():
+    from trainables.gan.config import GanConfig
+
+    ids = torch.arange(50, dtype=torch.float32)
+    images = ids.view(50, 1, 1, 1).expand(50, 1, 4, 4).contiguous()
+    labels = torch.tensor([0] * 40 + [1] * 10)
+    batches = array_batches(images, 5, seed=3, labels=labels, balanced=True)
+    seen = []
+    for epoch in (0, 1):
+        got = list(batches(epoch))
+        assert len(got) == 4 and all(x.shape[0] == 5 for x, _ in got)  # 10 + 10 images, not 50
+        x = torch.cat([b[0][:, 0, 0, 0] for b in got])
+        y = torch.cat([b[1] for b in got])
+        assert (y == 1).sum() == 10 and (y == 0).sum() == 10
+        assert sorted(x[y == 1].tolist()) == list(range(40, 50))  # every minority image, once
+        assert ((x[y == 0] < 40).all() and len(set(x[y == 0].tolist())) == 10)  # 10 distinct majority images
+        assert torch.equal(x, torch.cat([b[0][:, 0, 0, 0] for b in batches(epoch)]))  # seeded: same epoch, same draw
+        seen.append(set(x[y == 0].tolist()))
+    assert seen[0] != seen[1]  # the majority draw is fresh each epoch
+    # two ranks split one epoch's draw without overlap
+    ranks = [torch.cat([b[0][:, 0, 0, 0] for b in array_batches(images, 5, 3, rank=r, world_size=2, labels=labels,
+                                                                 balanced=True)(0)]) for r in (0, 1)]
+    assert not set(ranks[0].tolist()) & set(ranks[1].tolist()) and len(ranks[0]) + len(ranks[1]) == 20
+    with pytest.raises(DataError, match="class labels"):
+        array_batches(images, 5, 0, balanced=True)
+    with pytest.raises(ConfigError, match="conditional=True"):
+        GanConfig(balanced_epochs=True)
+
+
+def test_balanced_conditional_gan_trains_k_times_the_minority_per_epoch(demo32, tmp_path, one_thread, monkeypatch):
+    import trainables.gan.train as gan_train
+    from trainables.gan.train import run_gan_local, run_gan_ray
+
+    seen: list = []
+
+    def counting(*args, **kw):  # the real array_batches, recording the labels of every batch trained on
+        inner = array_batches(*args, **kw)
+        return lambda epoch: (seen.append(b[1]) or b for b in inner(epoch))
+
+    monkeypatch.setattr(gan_train, "array_batches", counting)
+    cfg = {"conditional": True, "balanced_epochs": True, "image_size": 32, "ngf": 8, "ndf": 8, "latent_dim": 16,
+           "batch_size": 4, "num_epochs": 1, "checkpoint_every": 1000, "sample_every": 0, "device": "cpu"}
+    res = run_gan_local(demo32, tmp_path / "bal", cfg, report=lambda r: None)
+    train = read_manifest(demo32).split("train").query("~is_synthetic")
+    n_min = int((train["label"] == 1).sum())
+    y = torch.cat(seen)
+    assert res["status"] == "finished" and len(train) > 2 * n_min
+    assert len(y) == (2 * n_min) // 4 * 4 and abs(int((y == 1).sum()) - n_min) <= 4  # K x minority, not all
+    with pytest.raises(ConfigError, match="single-process path"):
+        run_gan_ray(demo32, tmp_path / "bal_ray", cfg, num_workers=2)
+
+
+def test_sweep_gives_conditional_gans_balanced_epochs_on_the_single_process_path():
+    from sweeps.trial import gan_settings
+
+    s = {"gan_epochs": 10, "gan_batch_size": 8, "gan_width": 8, "image_size": 32, "channels": 3, "gan_eval_every": 0,
+         "workers_per_trial": 1}
+    trial = {"gan_loss": "bce", "gan_lr_g": 2e-4, "gan_lr_d": 2e-4, "seed": 0}
+    assert gan_settings({**trial, "conditional": True}, s, "cpu")["balanced_epochs"] is True
+    assert gan_settings({**trial, "conditional": False}, s, "cpu")["balanced_epochs"] is False
+    assert gan_settings({**trial, "conditional": True}, {**s, "workers_per_trial": 2}, "cpu")["balanced_epochs"] is False
 
 
 def _save_trainer_checkpoint(cfg, meta, path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from demo_data import make_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "sweeps" / "augment_ratio.py"
@@ -93,11 +94,9 @@ def test_selection_uses_validation_not_test():
 # ---------------------------------------------------------------- GAN reuse (no Tune: run_trial directly)
 
 def test_gan_config_is_trained_once_for_two_ratios(tmp_path):
-    import data_prep
     from sweeps.trial import run_trial
 
-    data_prep.prepare(data_prep.PrepConfig(source="demo", demo_num_majority=60, demo_num_minority=16,
-                                           demo_image_size=32, image_size=32), tmp_path / "data", progress=False)
+    make_demo(tmp_path / "data", 60, 16)
     s = {"manifest": str(tmp_path / "data" / "manifest.parquet"), "work_dir": str(tmp_path / "work"),
          "image_size": 32, "channels": 3, "gan_epochs": 1, "gan_batch_size": 8, "gan_width": 8, "gan_eval_every": 0,
          "clf_model": "small_cnn", "clf_epochs": 1, "clf_batch_size": 32, "synthetic_ratios": [1.0, 2.0],
@@ -129,6 +128,61 @@ def test_gan_config_is_trained_once_for_two_ratios(tmp_path):
 
     sources = json.loads((Path(mixed["clf_run_dir"]) / "metrics.json").read_text())["data"]["synthetic_sources"]
     assert sorted(src["n"] for src in sources) == [first["n_synthetic"]] * 2
+
+
+@pytest.mark.slow
+def test_ddp_trial_trains_its_gan_and_classifier_on_two_torchtrainer_workers(tmp_path):
+    """--workers-per-trial 2: the trial coordinates on 0.25 CPU and both stages run as 2-worker DDP
+    TorchTrainers (cpus_per_trial is per worker, so 2 x 0.5 + 0.25 fits this 2-CPU machine)."""
+    import json
+
+    import pandas as pd
+    import ray
+    from ray import tune
+
+    from sweeps.augment_ratio import concurrency, run_phase, settings_for
+    from sweeps.config import SweepConfig
+    from sweeps.results import ResultsTable
+
+    make_demo(tmp_path / "data", 60, 16)
+    cfg = SweepConfig(name="ddp", storage_path=str(tmp_path / "storage"), workers_per_trial=2, cpus_per_trial=0.5,
+                      image_size=32, gan_epochs=2, gan_batch_size=8, gan_width=8, gan_eval_every=0, clf_epochs=2,
+                      clf_batch_size=32, synthetic_ratios=(1.0,))
+    settings = settings_for(cfg, tmp_path / "data" / "manifest.parquet", tmp_path / "work")
+    table = ResultsTable(tmp_path / "work" / "results.parquet", "ddp", phase="confirm")
+    trial = {"arm": "gan", "seed": 0, "gan_loss": "hinge", "gan_lr_g": 2e-4, "gan_lr_d": 2e-4, "diffaugment": False,
+             "n_critic": 1, "synthetic_ratio": 1.0, "clf_lr": 1e-3, "imbalance_fix": "none", "augment": "none"}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert concurrency(cfg) == 1  # floor(2 / (2 x 0.5 + 0.25))
+        grid = run_phase(cfg, "confirm", settings, table, tune.TuneConfig(num_samples=1, max_concurrent_trials=1),
+                         {"trial": tune.grid_search([trial])})
+    finally:
+        ray.shutdown()
+    assert not grid.errors
+    # every DDP epoch reached Tune (ASHA, progress table, dashboard), with the single-process path's keys
+    reports = grid[0].metrics_dataframe
+    gan_epochs = reports.loc[reports["phase"] == "gan", "gan_epoch"].tolist()
+    assert gan_epochs == [1, 2] and reports.loc[reports["phase"] == "gan", "gan_loss_D"].notna().all()
+    assert reports.loc[reports["phase"] == "classifier", "clf_epoch"].tolist() == [1, 2]
+    df = pd.read_parquet(tmp_path / "work" / "results.parquet")
+    clf = df[df["stage"] == "classifier"]
+    assert len(clf) == 1 and clf.iloc[0]["status"] == "ok", clf[["status", "error"]]
+    row = clf.iloc[0]
+    assert 0 <= row["test_f1"] <= 1 and 0 <= row["val_f1"] <= 1
+    gan_run = json.loads((Path(row["gan_run_dir"]) / "config.json").read_text())["_run"]
+    assert gan_run["num_workers"] == 2 and gan_run["use_gpu"] is False
+    clf_metrics = json.loads((Path(row["clf_run_dir"]) / "metrics.json").read_text())
+    assert clf_metrics["num_workers"] == 2 and clf_metrics["n_synthetic"] > 0
+
+
+def test_ddp_trials_refuse_fractional_gpus():
+    from data_prep.errors import ConfigError
+    from sweeps.config import SweepConfig
+
+    with pytest.raises(ConfigError, match="whole GPU each"):
+        SweepConfig(workers_per_trial=2, gpus_per_trial=0.5)
+    assert SweepConfig(workers_per_trial=2, gpus_per_trial=1).gpus_per_trial == 1
 
 
 # ---------------------------------------------------------------- end to end, and resume after SIGKILL

@@ -5,13 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from demo_data import make_demo
 
 
 @pytest.fixture(scope="session")
 def fault_manifest(tmp_path_factory) -> Path:
-    import data_prep
-
-    out = tmp_path_factory.mktemp("fault_data")
-    data_prep.prepare(data_prep.PrepConfig(source="demo", demo_num_majority=60, demo_num_minority=16,
-                                           demo_image_size=32, image_size=32), out, progress=False)
-    return out / "manifest.parquet"
+    return make_demo(tmp_path_factory.mktemp("fault_data"), 60, 16)

@@ -147,12 +147,13 @@ def _train_loop_per_worker(config: dict) -> None:
 def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[str, Any] | None = None,
                        synthetic_dir=None, num_workers: int = 2, use_gpu: bool = False, storage_path=None,
                        name: str | None = None, callbacks: list | None = None,
-                       max_failures: int = MAX_FAILURES) -> dict:
+                       max_failures: int = MAX_FAILURES, resources_per_worker: Mapping[str, float] | None = None) -> dict:
     """TorchTrainer run of the classifier (DDP when num_workers > 1); writes the same RUN files as the local path.
 
     `name` names the Train run (use the Tune trial id, no timestamps) so a restarted run resumes from its
     last checkpoint under storage_path (default RUN/ray). A worker that dies (process killed, node lost) is
-    restarted up to `max_failures` times and resumes from the last reported checkpoint.
+    restarted up to `max_failures` times and resumes from the last reported checkpoint. resources_per_worker
+    (e.g. {"CPU": 0.5, "GPU": 1}) overrides Ray Train's default of 1 CPU (+1 GPU) per worker.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -175,7 +176,8 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
                    "num_val": len(data.val_rows), "num_test": len(data.test_rows)}
     trainer = TorchTrainer(
         _train_loop_per_worker, train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                               resources_per_worker=dict(resources_per_worker or {}) or None),
         datasets=datasets, dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(name=name or "classifier", storage_path=str(storage_path or out_dir / "ray"),
                                        callbacks=callbacks or [],

@@ -60,6 +60,9 @@ class GanConfig:
     max_abs_loss: float = 1e6  # |epoch-mean loss_D or loss_G| above this counts as divergence; 0 = off
     conditional: bool = False  # class-conditional DCGAN (label embedding in G, projection D) over `classes`
     classes: tuple[int | str, ...] = ()  # labels (or class names) trained on; () = minority only, or all if conditional
+    # conditional only: each epoch takes every image of the smallest class and an equal, freshly drawn (seeded) number
+    # of each other class, so classes are seen equally and an epoch costs K x the smallest class, not the whole set
+    balanced_epochs: bool = False
     feature_matching: float = 0.0  # weight of G's feature-matching term (D's penultimate features); 0 = off
     perceptual: float = 0.0  # weight of G's VGG16 perceptual term (relu1_2/2_2/3_3 feature means); 0 = off
     vgg_weights: str | None = None  # local VGG16 state_dict file (needed when perceptual > 0; never downloaded)
@@ -106,6 +109,9 @@ class GanConfig:
             raise ConfigError(f"classes must be a list of labels or class names, got {self.classes!r}")
         if len(set(self.classes)) != len(self.classes):
             raise ConfigError(f"classes lists a class more than once: {list(self.classes)}")
+        if self.balanced_epochs and not self.conditional:
+            raise ConfigError("balanced_epochs=True balances the classes of a conditional GAN; set conditional=True "
+                              "(an unconditional GAN trains on one class)")
         if not self.conditional and len(self.classes) > 1:
             raise ConfigError(f"an unconditional GAN learns one class, got classes={list(self.classes)}; set "
                               f"conditional=True for one generator over several classes, or train one GAN per class")

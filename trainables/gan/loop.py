@@ -326,19 +326,30 @@ def generate_uint8(G: torch.nn.Module, n: int, latent_dim: int, seed: int, devic
 
 
 def array_batches(images: torch.Tensor, batch_size: int, seed: int, rank: int = 0,
-                  world_size: int = 1, labels: torch.Tensor | None = None) -> Callable[[int], Iterable]:
+                  world_size: int = 1, labels: torch.Tensor | None = None,
+                  balanced: bool = False) -> Callable[[int], Iterable]:
     """Float images (N, C, S, S) -> batches(epoch): a seeded shuffle per epoch, this rank's share, full batches
     (DCGAN drops the last partial batch; a set smaller than one batch is used as one batch).
-    With `labels` (N,) class indices, batches are (images, labels) pairs (conditional GAN)."""
+    With `labels` (N,) class indices, batches are (images, labels) pairs (conditional GAN); `balanced` makes each
+    epoch every image of the smallest class plus as many of each other class, drawn afresh each epoch."""
     n = images.shape[0]
     if n == 0:
         raise DataError("no training images: the minority-class training split is empty")
     if labels is not None and labels.shape[0] != n:
         raise DataError(f"{n} images but {labels.shape[0]} labels")
+    if balanced and labels is None:
+        raise DataError("balanced epochs need the images' class labels (a conditional GAN)")
     take = (lambda idx: images[idx]) if labels is None else (lambda idx: (images[idx], labels[idx]))  # noqa: E731
+    by_class = [torch.nonzero(labels.cpu() == c).flatten() for c in torch.unique(labels.cpu())] if balanced else []
+    per_class = min((len(ix) for ix in by_class), default=0)
 
     def batches(epoch: int):
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        gen = torch.Generator().manual_seed(seed * 100003 + epoch)
+        if balanced:  # every class contributes per_class images this epoch (all of the smallest class)
+            pool = torch.cat([ix[torch.randperm(len(ix), generator=gen)[:per_class]] for ix in by_class])
+            order = pool[torch.randperm(len(pool), generator=gen)]
+        else:
+            order = torch.randperm(n, generator=gen)
         order = order[rank::world_size]
         m = len(order)
         if m == 0:

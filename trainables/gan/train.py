@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from data_prep.errors import DataError
+from data_prep.errors import ConfigError, DataError
 from trainables.gan.config import GanConfig, gan_config_from_dict, resolve_config
 from trainables.gan.loop import GanTrainer, array_batches, train_gan
 from trainables.gan.run_files import RunFiles, json_safe, load_checkpoint
@@ -148,7 +148,8 @@ def run_gan_local(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig
 
     data = torch.from_numpy(normalize(images)).to(trainer.device)  # a minority class fits in device memory
     labels = torch.from_numpy(np.concatenate(class_idx)).to(trainer.device) if cfg.conditional else None
-    result = train_gan(cfg, array_batches(data, cfg.batch_size, cfg.seed, labels=labels), on_epoch,
+    result = train_gan(cfg, array_batches(data, cfg.batch_size, cfg.seed, labels=labels, balanced=cfg.balanced_epochs),
+                       on_epoch,
                        trainer=trainer, checkpoint=lambda s, e: files.save_checkpoint(s, e, cfg.keep_checkpoints),
                        samples=files.save_samples, evaluate=evaluate)
     return _finish(files, cfg, result, trainer.fixed_samples(), t0)
@@ -226,11 +227,14 @@ def gan_train_loop_per_worker(config: dict) -> None:
 def run_gan_ray(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig | Mapping[str, Any] | None = None,
                 num_workers: int = 1, use_gpu: bool = False, evaluate: Callable | None = None,
                 storage_path: str | Path | None = None, save_rank_weights: bool = False,
-                max_failures: int = 2) -> dict[str, Any]:
+                max_failures: int = 2, resources_per_worker: Mapping[str, float] | None = None,
+                callbacks: list | None = None) -> dict[str, Any]:
     """Train with a Ray Train TorchTrainer (DDP across num_workers; gloo on CPU, NCCL on GPU) on the local or
     connected Ray cluster. The Train run is named "gan" under storage_path (default RUN/ray), so calling this
     again after an interruption resumes from the latest checkpoint. Returns the final metrics like run_gan_local.
-    save_rank_weights=True makes every rank write RUN/rank_weights/rank_<r>.pt (to check DDP replicas agree)."""
+    save_rank_weights=True makes every rank write RUN/rank_weights/rank_<r>.pt (to check DDP replicas agree).
+    resources_per_worker (e.g. {"CPU": 0.5, "GPU": 1}) overrides Ray Train's default of 1 CPU (+1 GPU) per worker;
+    callbacks are Ray Train callbacks (the sweep forwards each epoch's report to its Tune trial with one)."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -239,6 +243,9 @@ def run_gan_ray(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig |
     from data_prep.shards import split_dataset
 
     t0 = time.perf_counter()
+    if as_config(cfg).balanced_epochs:
+        raise ConfigError("balanced_epochs (a per-epoch class-balanced draw) runs on the single-process path "
+                          "(run_gan_local); a Ray Train run's shards are fixed, so it trains on every image")
     manifest, cfg, files = _prepare(manifest_path, out_dir, cfg)
     # Workers take their device from Ray (ray.train.torch.get_device); record what they will use.
     cfg = dataclasses.replace(cfg, device="cuda" if use_gpu else "cpu")
@@ -265,8 +272,9 @@ def run_gan_ray(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig |
         train_loop_config={"cfg": config_to_dict(cfg), "out_dir": str(files.root.resolve()), "meta": meta,
                            "evaluate": evaluate, "local_checkpoint": str(latest) if latest else None,
                            "save_rank_weights": save_rank_weights},
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
-        run_config=ray.train.RunConfig(name=RAY_RUN_NAME, storage_path=str(storage),
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                               resources_per_worker=dict(resources_per_worker or {}) or None),
+        run_config=ray.train.RunConfig(name=RAY_RUN_NAME, storage_path=str(storage), callbacks=callbacks or [],
                                        # a lost worker (process or node) restarts from the last checkpoint
                                        failure_config=ray.train.FailureConfig(max_failures=max_failures),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),
