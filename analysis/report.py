@@ -311,6 +311,7 @@ def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
                  f"near-copies of training images (privacy risk in medical data)." for _, r in flagged.iterrows()]
         if gan_missing:
             notes.append("Not in the results: " + ", ".join(gan_missing) + " (shown as n/a).")
+        notes += _loss_notes(df, pl)
         doc.bullets(notes)
 
     # ---- per variant (conditioning, extra G terms, mixing)
@@ -379,6 +380,29 @@ def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
     md.write_text(doc.markdown())
     (out / "report.html").write_text(doc.html(title))
     return md
+
+
+EXTRACTOR_NOTES = {
+    "domain": "a small CNN trained on this data set's real images (extractor 'domain', the default)",
+    "inception": "InceptionV3 from local weights (extractor 'inception')",
+}
+
+
+def _loss_notes(df: pd.DataFrame, pl: pd.DataFrame) -> list[str]:
+    """What the per-loss table cannot show: losses tried whose every config stopped or failed, and the feature
+    space FID/KID live in (a domain CNN's numbers rank GANs within a sweep, not against published values)."""
+    notes = []
+    gan = df[(df["arm"] == "gan") & (df["stage"] == "classifier")] if {"arm", "stage"} <= set(df.columns) else df[:0]
+    unfinished = sorted(set(gan["gan_loss"].dropna()) - set(pl["gan_loss"])) if "gan_loss" in gan else []
+    if unfinished:
+        notes.append(f"{', '.join(unfinished)}: tried, but every config stopped early or failed (listed at the "
+                     "end), so no row above.")
+    used = sorted(df["gan_extractor"].dropna().unique()) if "gan_extractor" in df.columns else []
+    if used:
+        what = " and ".join(EXTRACTOR_NOTES.get(e, f"extractor {e!r}") for e in used)
+        notes.append(f"FID and KID are computed on the features of {what}. They rank the GANs of this sweep; "
+                     "only Inception-space values compare with published FID/KID.")
+    return notes
 
 
 def _figures(doc: Doc, out: Path, clf, configs, hl, pl, base: Path):

@@ -367,3 +367,17 @@ def test_ci_of_identical_seeds_prints_zero_not_roundoff():
 
     assert fci(0.8, 0.8 - 3.3e-16, 0.8 + 3.3e-16, 3) == "0.800 ± 0.000"
     assert fci(0.8, 0.7, 0.9, 3) == "0.800 ± 0.100"
+
+
+def test_per_loss_notes_name_losses_with_no_finished_config_and_the_feature_space(tmp_path):
+    df = make_results()
+    df["gan_extractor"] = np.where(df["stage"] == "gan", "domain", None)
+    df.loc[df["gan_loss"] == "wgan-gp", "status"] = "stopped"
+    md = build_report(write(tmp_path, df), tmp_path / "rep").read_text()
+    section = md[md.index("## Per GAN loss type"):md.index("## Figures")]
+    assert "| wgan-gp |" not in section and "| bce |" in section
+    assert "wgan-gp: tried, but every config stopped early or failed" in section
+    assert "bce: tried" not in section
+    assert "computed on the features of a small CNN trained on this data set's real images" in section
+    md = build_report(write(tmp_path, make_results(), "plain.parquet"), tmp_path / "rep2").read_text()
+    assert "tried, but every config" not in md and "computed on the features" not in md

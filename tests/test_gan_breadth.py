@@ -415,11 +415,15 @@ def test_gan_cli_conditional_smoke_with_feature_matching(demo32, tmp_path, capsy
     from trainables.gan.__main__ import main as gan_main
 
     assert gan_main(["--manifest", str(demo32), "--out", str(tmp_path / "run"), "--smoke-test", "--conditional",
-                     "--classes", "benign,malignant", "--feature-matching", "0.5", "--epochs", "1"]) == 0
+                     "--classes", "benign,malignant", "--feature-matching", "0.5", "--epochs", "1",
+                     "--balanced-epochs"]) == 0
     cfg = __import__("json").loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["conditional"] is True and cfg["classes"] == [0, 1] and cfg["feature_matching"] == 0.5
+    assert cfg["balanced_epochs"] is True
     assert cfg["_run"]["trained_label_names"] == ["benign", "malignant"]
     assert gan_main(["--manifest", str(demo32), "--out", str(tmp_path / "bad"), "--smoke-test", "--classes", "cat"]) == 2
     assert "unknown class 'cat'" in capsys.readouterr().err
     assert gan_main(["--manifest", str(demo32), "--out", str(tmp_path / "bad"), "--smoke-test", "--perceptual", "1"]) == 2
     assert "IMAGENET1K_V1" in capsys.readouterr().err
+    assert gan_main(["--manifest", str(demo32), "--out", str(tmp_path / "bad"), "--smoke-test", "--balanced-epochs"]) == 2
+    assert "set conditional=True" in capsys.readouterr().err

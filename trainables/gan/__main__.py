@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ray", action="store_true", help="train through Ray Train TorchTrainer")
     p.add_argument("--gpu", action="store_true", help="Ray workers each use one GPU")
     p.add_argument("--conditional", action="store_true", help="one class-conditional GAN over --classes")
+    p.add_argument("--balanced-epochs", action="store_true",
+                   help="with --conditional: each epoch = every image of the smallest class + as many of each other "
+                        "class, drawn afresh (single-process path)")
     p.add_argument("--classes", help="comma list of class names or labels to learn (default: minority class; "
                                      "all classes with --conditional)")
     p.add_argument("--feature-matching", type=float, help="weight of the feature-matching G term (0 = off)")
@@ -71,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             values["num_epochs"] = args.epochs
         if args.conditional:
             values["conditional"] = True
+        if args.balanced_epochs:
+            values["balanced_epochs"] = True
         if args.classes is not None:
             values["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()]  # names or labels
         for flag, key in (("feature_matching", "feature_matching"), ("perceptual", "perceptual"),
