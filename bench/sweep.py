@@ -4,6 +4,7 @@ and the fixed overhead per trial from Tune's launch to its first training step.
     python bench/sweep.py                       # GPU: 4 trials x 0.25 GPU, 64px RGB, batch 64 (eager and graphed)
     python bench/sweep.py --cpu-small           # CPU: 2 trials x 1 CPU, 32px narrow nets (< 2 minutes)
     python bench/sweep.py --trials 8 --gpus-per-trial 0.125
+    python bench/sweep.py --cpu-small --rounds 3   # 3 trials per slot: shows what reusing trial processes saves
 
 One script, one device, side by side:
   naive : one process, the bare PyTorch eager fp32 DCGAN step at batch 64 (bench/gan_step.py's reference)
@@ -11,7 +12,9 @@ One script, one device, side by side:
           pending-trial limit = concurrency), each trial running our GAN step (GanTrainer via train_gan,
           GPU switches on "auto") on device-resident batches. Aggregate = all images trained by all trials
           / wall time from the first trial's first step to the last trial's last step.
-Overhead = first training step (trial-side clock) - trial start (driver-side on_trial_start), median.
+  twice : with trial processes reused (reuse_actors, the sweep's setting) and with a fresh process per trial.
+Overhead = first training step (trial-side clock) - trial start (driver-side on_trial_start), median; with
+rounds > 1 compare Tuner.fit wall times too (a fresh process pays its imports before or after that start).
 Goals (issue): aggregate >= 4x naive on one GPU; median overhead <= 3 s.
 """
 from __future__ import annotations
@@ -60,7 +63,7 @@ def gan_trial(config: dict, settings: dict) -> None:
     train_gan(cfg, batches, report, trainer=GanTrainer(cfg, device))
 
 
-def run_sweep(args, graphs: str) -> dict:
+def run_sweep(args, graphs: str, reuse: bool) -> dict:
     import ray
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -85,9 +88,9 @@ def run_sweep(args, graphs: str) -> dict:
                              {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     searcher = OptunaSearch(space={"lr": tune.choice([1e-4, 2e-4]), "seed": tune.randint(0, 1000)},
                             metric="images_per_s", mode="max")
-    tuner = tune.Tuner(fn, tune_config=tune.TuneConfig(search_alg=searcher, num_samples=args.trials,
-                                                       max_concurrent_trials=args.trials),
-                       run_config=tune.RunConfig(name=f"bench_sweep_{graphs}", storage_path=args.storage,
+    tuner = tune.Tuner(fn, tune_config=tune.TuneConfig(search_alg=searcher, num_samples=args.trials * args.rounds,
+                                                       max_concurrent_trials=args.trials, reuse_actors=reuse),
+                       run_config=tune.RunConfig(name=f"bench_sweep_{graphs}_{'reuse' if reuse else 'fresh'}", storage_path=args.storage,
                                                  callbacks=[cb], verbose=0))
     t0 = time.time()
     tuner.fit()
@@ -113,6 +116,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, help="steps per epoch")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="trials = concurrency x rounds: later rounds start on fresh worker processes (overhead "
+                        "median over all; the aggregate then includes the gaps between rounds)")
     p.add_argument("--storage", default=str(Path("/tmp") / "ganaug_bench_sweep"))
     args = p.parse_args()
     import ray
@@ -130,21 +136,24 @@ def main() -> None:
         if getattr(args, k) is None:
             setattr(args, k, v)
     device = torch.device("cuda" if gpu else "cpu")
-    ray.init(num_cpus=None if gpu else max(2, int(args.trials * args.cpus_per_trial)), include_dashboard=False,
-             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path[:2])}})
     cfg = GanConfig(image_size=args.size, channels=3, ngf=args.width, ndf=args.width)
     naive = bare_eager_images_per_s(cfg, args.batch, steps=args.steps * 2, warmup=5, device=device)
     print(f"device: {torch.cuda.get_device_name() if gpu else 'CPU'}; {args.size}px RGB, ngf=ndf={args.width}, "
           f"batch {args.batch}; {args.trials} trials x {args.gpus_per_trial if gpu else args.cpus_per_trial} "
           f"{'GPU' if gpu else 'CPU'}")
     print(f"naive: one eager fp32 trial alone            {naive:>10,.0f} img/s")
-    modes = ["off", "auto"] if gpu else ["off"]
-    for graphs in modes:
-        r = run_sweep(args, graphs)
-        label = "eager fp32" if graphs == "off" else "graphed bf16 (auto switches)"
-        print(f"sweep, {label:<30} aggregate {r['aggregate']:>10,.0f} img/s = {r['aggregate'] / naive:.2f}x naive "
+    # trial processes reused (the sweep's setting) vs a fresh process per trial, side by side
+    modes = [("off", True), ("off", False)] + ([("auto", True)] if gpu else [])
+    ray.init(num_cpus=None if gpu else max(2, int(args.trials * args.cpus_per_trial)), include_dashboard=False,
+             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path[:2])}})
+    for graphs, reuse in modes:
+        r = run_sweep(args, graphs, reuse)
+        label = ("eager fp32" if graphs == "off" else "graphed bf16 (auto switches)") + \
+            (", reused processes" if reuse else ", process per trial")
+        print(f"sweep, {label:<42} aggregate {r['aggregate']:>10,.0f} img/s = {r['aggregate'] / naive:.2f}x naive "
               f"(per trial median {r['per_trial_median']:,.0f}); overhead start->first step median "
-              f"{r['overhead_median']:.2f} s (start->trial code {r['entry_median']:.2f} s)")
+              f"{r['overhead_median']:.2f} s (start->trial code {r['entry_median']:.2f} s); {r['trials']} trials, "
+              f"Tuner.fit {r['wall_s']:.1f} s")
     ray.shutdown()
 
 

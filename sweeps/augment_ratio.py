@@ -97,6 +97,11 @@ def prepare_data(cfg: SweepConfig, work: Path) -> Path:
     return path
 
 
+# A finished trial's process runs the next trial: importing torch and (through the first optimizer) torch._dynamo
+# costs a fresh process ~3 s before its first step on 2 CPUs. bench/sweep.py --cpu-small --rounds 3: 6 trials
+# took 9.2 s of Tuner.fit reused vs 19.2 s with a process per trial. Tune falls back to a new process when the
+# old trial's thread does not stop within TUNE_FUNCTION_THREAD_TIMEOUT_S.
+REUSE_TRIAL_PROCESSES = True
 DDP_TRIAL_CPU = 0.25  # what a --workers-per-trial N > 1 trial's own (coordinating) process reserves
 
 
@@ -171,7 +176,7 @@ def search_phase(cfg: SweepConfig, settings: dict, table, max_conc: int):
         scheduler = ASHAScheduler(time_attr="gan_epoch", metric="gan_kid", mode="min",
                                   grace_period=cfg.gan_eval_every, max_t=cfg.gan_epochs + 1, reduction_factor=2)
     tc = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.num_samples,
-                         max_concurrent_trials=max_conc)
+                         max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES)
     return run_phase(cfg, "search", settings, table, tc, None)
 
 
@@ -201,7 +206,7 @@ def confirm_phase(cfg: SweepConfig, settings: dict, table, max_conc: int, best: 
     configs = control_configs(cfg, seeds, clf_lr) + repeat_configs(best, seeds[1:])
     print(f"[confirm] {len(configs)} trials: controls {list(cfg.controls)} x {len(seeds)} seeds"
           f" + top {len(best)} GAN config(s) x {len(seeds) - 1} more seeds", flush=True)
-    tc = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc)
+    tc = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES)
     return run_phase(cfg, "confirm", settings, table, tc, {"trial": tune.grid_search(configs)})
 
 
