@@ -19,6 +19,15 @@ from data_prep.errors import DataError
 _MAX_ROWS_PER_BLOCK = 4096  # decode work per task; measured: fewer, larger blocks beat many small ones
 
 
+def decode_in_parallel(ds):
+    """Let a from_pandas -> map_batches decode use every CPU at once. Ray Data's per-operator resource reservation
+    ran the decode tasks one after another on 2 CPUs (5,500 PNGs: 1.79 s serial vs 0.98 s with it off). Our
+    pipeline is one map over in-memory rows, then materialised, so no downstream operator needs that reserve.
+    Only this dataset's own context copy changes."""
+    ds.context.op_resource_reservation_enabled = False
+    return ds
+
+
 def split_dataset(manifest, split: str, image_size: int, channels: int, label: int | None = None,
                   include_synthetic: bool = True, materialize: bool = True, rows: pd.DataFrame | None = None):
     """Rows of `split` (optionally one class) -> materialised ray.data.Dataset with image and label."""
@@ -34,7 +43,8 @@ def split_dataset(manifest, split: str, image_size: int, channels: int, label: i
     # one block per CPU (each task pays a fixed cost), more only when blocks would get large
     cpus = int(ray.available_resources().get("CPU", 1)) or 1
     n_blocks = min(len(cols), max(cpus, int(np.ceil(len(cols) / _MAX_ROWS_PER_BLOCK))))
-    ds = ray.data.from_pandas([cols.iloc[idx] for idx in np.array_split(np.arange(len(cols)), n_blocks)])
+    ds = decode_in_parallel(ray.data.from_pandas([cols.iloc[idx] for idx in np.array_split(np.arange(len(cols)),
+                                                                                          n_blocks)]))
 
     def decode(batch: pd.DataFrame) -> dict:
         imgs = normalize(decode_rows(batch, image_size, channels))

@@ -38,3 +38,15 @@ def test_empty_selection_is_an_error(tiny_demo, ray_local):
     m = read_manifest(tiny_demo)
     with pytest.raises(DataError, match="no images for split 'train', class 'malignant'"):
         split_dataset(m, "train", 8, 3, label=m.positive_label, rows=m.split("train").iloc[:0])
+
+
+def test_decode_tasks_may_run_side_by_side_without_touching_the_global_context(tiny_demo, ray_local):
+    """Ray Data's per-operator reservation ran our two decode tasks one after another on 2 CPUs; split_dataset
+    turns it off for its own dataset only (bench/ingest.py measures the effect)."""
+    import ray.data
+
+    before = ray.data.DataContext.get_current().op_resource_reservation_enabled
+    ds = split_dataset(read_manifest(tiny_demo), "train", 16, 3)
+    assert ds.context.op_resource_reservation_enabled is False
+    assert ray.data.DataContext.get_current().op_resource_reservation_enabled == before
+    assert ds.count() == len(read_manifest(tiny_demo).split("train"))
