@@ -47,6 +47,6 @@ def test_decode_tasks_may_run_side_by_side_without_touching_the_global_context(t
 
     before = ray.data.DataContext.get_current().op_resource_reservation_enabled
     ds = split_dataset(read_manifest(tiny_demo), "train", 16, 3)
-    assert ds.context.op_resource_reservation_enabled is False
+    assert ds.context.op_resource_reservation_enabled is False and ds.context.execution_options.preserve_order
     assert ray.data.DataContext.get_current().op_resource_reservation_enabled == before
     assert ds.count() == len(read_manifest(tiny_demo).split("train"))
