@@ -25,10 +25,9 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots
-from analysis.load import CONTROL_ARMS, ResultsFileError, load
-from analysis.schema import GAN_COLUMNS, METRIC_NAMES
-from analysis.tables import (HEADLINE_METRICS, fmt_p, METRIC_LABELS, classifier_rows, headline, not_ok, pareto_mask,
-                             per_loss, per_variant, select_best, status_counts, summarize_configs)
+from analysis.load import ResultsFileError, load
+from analysis.tables import (fmt_p, METRIC_LABELS, classifier_rows, headline, not_ok, pareto_mask, per_loss,
+                             per_variant, status_counts, summarize_configs)
 
 MAX_MD_ROWS = 40  # long tables are cut in the report; the CSV always has every row
 

@@ -20,7 +20,6 @@ Goals (issue): aggregate >= 4x naive on one GPU; median overhead <= 3 s.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import statistics
 import sys

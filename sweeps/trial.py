@@ -18,7 +18,6 @@ import fcntl
 import functools
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Mapping

@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
-from demo_data import make_demo
 import torch
 
 from data_prep.errors import ConfigError, DataError
+from demo_data import make_demo
 from trainables.gan.config import GanConfig, gan_config_from_dict, resolve_config
 from trainables.gan.loop import GanTrainer, array_batches, train_gan
 from trainables.gan.losses import GAN_LOSSES, get_loss, gradient_penalty

@@ -340,7 +340,10 @@ def array_batches(images: torch.Tensor, batch_size: int, seed: int, rank: int = 
     if balanced and labels is None:
         raise DataError("balanced epochs need the images' class labels (a conditional GAN)")
     take = (lambda idx: images[idx]) if labels is None else (lambda idx: (images[idx], labels[idx]))  # noqa: E731
-    by_class = [torch.nonzero(labels.cpu() == c).flatten() for c in torch.unique(labels.cpu())] if balanced else []
+    by_class: list[torch.Tensor] = []  # balanced: each class's image indices
+    if balanced:
+        cpu_labels = labels.cpu()
+        by_class = [torch.nonzero(cpu_labels == c).flatten() for c in torch.unique(cpu_labels)]
     per_class = min((len(ix) for ix in by_class), default=0)
 
     def batches(epoch: int):
