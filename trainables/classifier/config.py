@@ -9,12 +9,15 @@ from data_prep.errors import ConfigError
 from trainables.metrics.classification import METRIC_KEYS, THRESHOLD_RULES
 
 MAX_SYNTHETIC_RATIO = 10.0  # more than 10x the real minority images is a known failure mode
+INPUT_NORMS = ("auto", "imagenet", "none")  # see models.input_normalisation
 
 
 @dataclass(frozen=True)
 class ClassifierConfig:
     model: str = "resnet18"  # "resnet18" | "resnet50" | "small_cnn" (see models.MODELS)
     weights: str | None = None  # local state-dict file to start from (never downloaded); None = random init
+    input_norm: str = "auto"  # "auto" (ImageNet mean/std when weights are given, else none) | "imagenet" | "none"
+    freeze_epochs: int = 0  # first N epochs train only the head (and any re-initialised stem); needs weights
     image_size: int | None = None  # input side in pixels; None = the manifest's image_size
     channels: int | None = None  # 1 or 3; None = the manifest's channels
     batch_size: int = 64  # images per optimiser step (per worker under DDP)
@@ -55,6 +58,13 @@ class ClassifierConfig:
             raise ConfigError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
         if not 0.0 < self.target_sensitivity <= 1.0:
             raise ConfigError(f"target_sensitivity must be in (0, 1], got {self.target_sensitivity}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ConfigError(f"unknown input_norm {self.input_norm!r}; valid: {sorted(INPUT_NORMS)}")
+        if not 0 <= self.freeze_epochs <= self.num_epochs:
+            raise ConfigError(f"freeze_epochs must be in [0, num_epochs = {self.num_epochs}], got {self.freeze_epochs}")
+        if self.freeze_epochs and self.weights is None:
+            raise ConfigError(f"freeze_epochs {self.freeze_epochs} needs weights: freezing a randomly initialised "
+                              f"backbone trains the head on random features; pass --weights PATH (a local state dict)")
         if self.num_folds == 1 or self.num_folds < 0:
             raise ConfigError(f"num_folds must be 0 (no CV) or >= 2, got {self.num_folds}")
 

@@ -8,7 +8,15 @@
 index = row position in the split. `gather(local, n)` merges (index, probs, labels) across DDP ranks; every rank
 then computes the same metrics over the whole split (`merge_predictions` drops padded duplicates and
 fails if a row is missing), so each val/test image counts exactly once. Per epoch `report(row)` gets
-epoch, train_loss, images_per_s, val_<metric> for every metric key, val_threshold and best_epoch.
+epoch, train_loss, val_loss, images_per_s, val_<metric> for every metric key, val_threshold, best_epoch and
+frozen (whether the backbone was frozen that epoch). val_loss is the training loss (cross-entropy, with the
+same class weights under imbalance_fix="class_weight") on the real val images, so the two curves compare.
+
+Transfer learning: cfg.weights (a local state dict) + cfg.freeze_epochs N: during the first N epochs only the
+head (and any layer the weights file could not fill) trains, and the frozen backbone's BatchNorm layers keep
+their loaded running statistics (eval mode). Without DDP the frozen parameters get requires_grad=False (no
+backward through the backbone); under DDP, whose gradient buckets are fixed when the model is wrapped, their
+gradients are dropped before the optimizer step instead (same result, AdamW skips parameters without grad).
 """
 from __future__ import annotations
 
@@ -23,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.classifier.data import AUGMENTS, loss_weights_for
-from trainables.classifier.models import build_model
+from trainables.classifier.models import build_model, trainable_when_frozen
 from trainables.metrics.classification import METRIC_KEYS, choose_threshold, classification_metrics
 
 Preds = tuple[np.ndarray, np.ndarray, np.ndarray]  # (row index, class probabilities (N, C), labels)
@@ -76,6 +84,27 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device, gather: 
     return gather(local, expected_n) if gather is not None else merge_predictions([local], expected_n)
 
 
+def mean_loss(probs: np.ndarray, labels: np.ndarray, class_weights: torch.Tensor | None) -> float:
+    """Cross-entropy of gathered class probabilities (the training loss, on val): weighted mean like
+    F.cross_entropy(weight=...), so train and val curves are on one scale."""
+    p = np.clip(np.asarray(probs, np.float64)[np.arange(len(labels)), np.asarray(labels, np.int64)], 1e-12, 1.0)
+    w = np.ones(len(labels)) if class_weights is None else class_weights.detach().cpu().numpy()[labels]
+    return float(np.sum(-np.log(p) * w) / max(np.sum(w), 1e-12))
+
+
+def set_backbone_frozen(model: nn.Module, frozen: bool, keep: set[str], use_requires_grad: bool) -> None:
+    """Freeze (or unfreeze) every parameter outside `keep`; frozen BatchNorm layers run in eval mode."""
+    model = _unwrap(model)
+    if use_requires_grad:
+        for name, p in model.named_parameters():
+            p.requires_grad_(not frozen or name in keep)
+    if frozen:
+        for name, m in model.named_modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
+                    f"{name}.{p}" in keep for p, _ in m.named_parameters(recurse=False)):
+                m.eval()
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -94,7 +123,13 @@ def train_classifier(cfg, train_data: Callable[[int], Iterable], val_data: Calla
     """Train cfg.num_epochs epochs; returns {"model", "best": {epoch, score, threshold, model}, "history"}."""
     device = device or resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, num_classes, channels, image_size, cfg.weights).to(device)
+    model = build_model(cfg.model, num_classes, channels, image_size, cfg.weights,
+                        input_norm=getattr(cfg, "input_norm", "none")).to(device)
+    freeze_epochs = int(getattr(cfg, "freeze_epochs", 0))
+    keep = trainable_when_frozen(model) if freeze_epochs else set()
+    if freeze_epochs and log is not None:
+        log(f"backbone frozen for {freeze_epochs} epoch(s); training {len(keep)} parameter tensor(s) of the head"
+            + (f" and re-initialised {sorted(model.reinitialised_keys)}" if model.reinitialised_keys else ""))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, history, best = 0, [], None
     if resume_state is not None:
@@ -105,8 +140,12 @@ def train_classifier(cfg, train_data: Callable[[int], Iterable], val_data: Calla
     weights = loss_weights_for(cfg.imbalance_fix, train_labels, num_classes)
     weights = weights.to(device) if weights is not None else None
     augment = AUGMENTS[cfg.augment]
+    frozen_names = {n for n, _ in model.named_parameters() if n not in keep}
     for epoch in range(start, cfg.num_epochs):
         net.train()
+        frozen = epoch < freeze_epochs
+        if freeze_epochs:
+            set_backbone_frozen(net, frozen, keep, use_requires_grad=wrap_model is None)
         g = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 31 + rank)
         t0, n_images, loss_sum = time.perf_counter(), 0, 0.0
         for x, y in train_data(epoch):
@@ -116,6 +155,10 @@ def train_classifier(cfg, train_data: Callable[[int], Iterable], val_data: Calla
             loss = F.cross_entropy(net(x), y, weight=weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if frozen and wrap_model is not None:  # DDP: drop the frozen backbone's (all-reduced) gradients
+                for name, p in _unwrap(net).named_parameters():
+                    if name in frozen_names:
+                        p.grad = None
             opt.step()
             loss_sum += float(loss.detach()) * len(y)
             n_images += len(y)
@@ -128,6 +171,7 @@ def train_classifier(cfg, train_data: Callable[[int], Iterable], val_data: Calla
         if is_best:
             best = {"epoch": epoch + 1, "score": float(score), "threshold": threshold, "model": _cpu_state(net)}
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_images, 1),
+               "val_loss": mean_loss(probs, labels, weights), "frozen": frozen,
                "images_per_s": n_images * world_size / max(seconds, 1e-9),
                **{f"val_{k}": float(m[k]) for k in METRIC_KEYS}, "val_threshold": threshold,
                "best_epoch": best["epoch"], f"best_val_{cfg.select_metric}": best["score"]}
@@ -136,7 +180,8 @@ def train_classifier(cfg, train_data: Callable[[int], Iterable], val_data: Calla
             save_state({"model": _cpu_state(net), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                         "history": history, "best": best}, is_best)
         if log is not None:
-            log(f"epoch {epoch + 1}/{cfg.num_epochs}  loss {row['train_loss']:.4f}  val f1 {m['f1']:.3f}  "
+            log(f"epoch {epoch + 1}/{cfg.num_epochs}  loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+                f"val f1 {m['f1']:.3f}  "
                 f"sens {m['sensitivity']:.3f}  spec {m['specificity']:.3f}  auc {m['roc_auc']:.3f}  "
                 f"thr {threshold:.3f}  {row['images_per_s']:.0f} img/s" + ("  *" if is_best else ""))
         report(row)
