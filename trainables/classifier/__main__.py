@@ -1,17 +1,29 @@
 """CLI: python -m trainables.classifier --manifest M --out RUN [--synthetic DIR --synthetic-ratio R]
        [--synthetic DIR_A:0.5 --synthetic DIR_B:0.25 --synthetic DIR_C:0.25]   (generator mix; sums to 1)
        [--imbalance-fix none|class_weight|oversample] [--augment none|standard] [--model resnet18|resnet50|small_cnn]
-       [--weights PATH] [--epochs E] [--seed N] [--folds K] [--smoke-test] [--ray --workers N [--gpu]]
+       [--weights PATH [--freeze-epochs N] [--input-norm auto|imagenet|none]] [--epochs E] [--seed N] [--folds K]
+       [--config FILE.yaml] [--smoke-test] [--ray --workers N [--gpu]]
 
 Writes RUN/metrics.json ({"val": {...}, "test": {...}, "threshold", "best_epoch", ...}), RUN/config.json,
-RUN/history.jsonl, RUN/confusion_matrix.png and RUN/checkpoints/; prints per-epoch progress and the final
-real val/test table. --smoke-test: small CNN, 32 px, 4 epochs, CPU (seconds on the demo set).
+RUN/history.jsonl + RUN/history.csv (train and val loss per epoch), RUN/confusion_matrix.png and
+RUN/checkpoints/; prints per-epoch progress and the final real val/test table. --smoke-test: small CNN,
+32 px, 4 epochs, CPU (seconds on the demo set).
+
+Transfer learning: --weights PATH loads a local torchvision-layout state dict (nothing is downloaded; a
+grayscale manifest gets the RGB stem summed over its channels), inputs are then normalised with ImageNet's
+mean/std (--input-norm auto), and --freeze-epochs N trains only the head for the first N epochs.
+ResNet-50 at 224 px, as in the X-ray studies: --model resnet50 --image-size 224 --weights resnet50.pth.
+
+--config FILE (YAML or JSON; `python -m analysis.export` writes one) holds ClassifierConfig keys, at the top
+level or under `classifier:`, and optionally `manifest`, `out` and `synthetic` (a folder, or a list of
+{dir, proportion}); relative paths are relative to the file. Flags given on the command line win.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from data_prep.errors import ConfigError, DataError, LeakageError
 from trainables.classifier.config import SMOKE_OVERRIDES, classifier_config
@@ -47,11 +59,66 @@ def synthetic_arg(specs: list[str] | None):
     return synthetic_sources(pairs)
 
 
+RUN_KEYS = ("manifest", "out", "synthetic")  # --config keys that are not ClassifierConfig fields
+
+
+def load_run_config(path: str) -> tuple[dict, dict]:
+    """--config FILE -> (run keys {manifest, out, synthetic}, ClassifierConfig values); paths made absolute
+    relative to the file. Unknown keys are an error naming them and the valid ones."""
+    import yaml
+
+    from trainables.classifier.config import ClassifierConfig
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML/JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of classifier settings, got {type(data).__name__}")
+    fields = {f.name for f in dataclasses.fields(ClassifierConfig)}
+    values = dict(data.pop("classifier", None) or {})
+    run = {k: data.pop(k) for k in RUN_KEYS if k in data}
+    values.update(data)
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ConfigError(f"{p}: unknown key(s) {unknown}; valid keys: {sorted(fields | set(RUN_KEYS) | {'classifier'})}")
+    base = p.resolve().parent
+
+    def absolute(x) -> str:
+        return str(base / Path(str(x)).expanduser())  # an absolute path stays as it is
+
+    for k in ("manifest", "out"):
+        if run.get(k):
+            run[k] = absolute(run[k])
+    syn = run.get("synthetic")
+    if syn:
+        if isinstance(syn, (str, Path)):
+            syn = [syn]
+        specs = []
+        for item in syn:
+            if isinstance(item, dict):
+                if set(item) - {"dir", "proportion"} or "dir" not in item:
+                    raise ConfigError(f"{p}: synthetic entry {item} must be a folder or {{dir, proportion}}")
+                specs.append(absolute(item["dir"]) + (f":{item['proportion']}" if "proportion" in item else ""))
+            else:
+                specs.append(absolute(item))
+        run["synthetic"] = specs
+    if values.get("weights"):
+        values["weights"] = absolute(values["weights"])
+    return run, values
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainables.classifier", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--manifest", required=True, help="manifest.parquet from python -m data_prep")
-    p.add_argument("--out", required=True, help="run folder for metrics.json, confusion_matrix.png, checkpoints")
+    p.add_argument("--manifest", help="manifest.parquet from python -m data_prep (required unless --config has it)")
+    p.add_argument("--out", help="run folder for metrics.json, confusion_matrix.png, checkpoints "
+                                 "(required unless --config has it)")
+    p.add_argument("--config", help="YAML/JSON file of ClassifierConfig keys (+ manifest, out, synthetic); "
+                                    "written by python -m analysis.export; flags override it")
     p.add_argument("--synthetic", action="append", metavar="DIR[:P]",
                    help="folder of synthetic PNGs + manifest.parquet (python -m trainables.gan.sample); repeat as "
                         "DIR:P to mix several generators in proportions P that sum to 1")
@@ -59,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--imbalance-fix", choices=("none", "class_weight", "oversample"))
     p.add_argument("--augment", choices=("none", "standard"))
     p.add_argument("--model", help="resnet18 | resnet50 | small_cnn")
-    p.add_argument("--weights", help="local state-dict file to start from (nothing is downloaded)")
+    p.add_argument("--weights", help="local state-dict file to start from, e.g. torchvision ImageNet weights saved "
+                                     "on another machine (nothing is downloaded)")
+    p.add_argument("--freeze-epochs", type=int, help="with --weights: train only the head for the first N epochs")
+    p.add_argument("--input-norm", choices=("auto", "imagenet", "none"),
+                   help="input normalisation: auto = ImageNet mean/std when --weights is given (default)")
     p.add_argument("--epochs", type=int, help="number of epochs")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -75,12 +146,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers with --ray")
     p.add_argument("--gpu", action="store_true", help="one GPU per Ray Train worker")
     args = p.parse_args(argv)
-    values = dict(SMOKE_OVERRIDES) if args.smoke_test else {}
+    try:
+        run, values = load_run_config(args.config) if args.config else ({}, {})
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.smoke_test:
+        values.update(SMOKE_OVERRIDES)
+    args.manifest = args.manifest or run.get("manifest")
+    args.out = args.out or run.get("out")
+    args.synthetic = args.synthetic or run.get("synthetic")
+    missing = [f"--{k}" for k in ("manifest", "out") if not getattr(args, k)]
+    if missing:
+        print(f"error: {' and '.join(missing)} required (on the command line or in --config)", file=sys.stderr)
+        return 2
     for flag, key in (("synthetic_ratio", "synthetic_ratio"), ("imbalance_fix", "imbalance_fix"), ("augment", "augment"),
                       ("model", "model"), ("weights", "weights"), ("epochs", "num_epochs"), ("batch_size", "batch_size"),
                       ("lr", "lr"), ("image_size", "image_size"), ("threshold_rule", "threshold_rule"),
                       ("target_sensitivity", "target_sensitivity"), ("select_metric", "select_metric"),
-                      ("seed", "seed"), ("device", "device"), ("folds", "num_folds")):
+                      ("seed", "seed"), ("device", "device"), ("folds", "num_folds"),
+                      ("freeze_epochs", "freeze_epochs"), ("input_norm", "input_norm")):
         if getattr(args, flag) is not None:
             values[key] = getattr(args, flag)
     if values.get("synthetic_ratio") and not args.synthetic:

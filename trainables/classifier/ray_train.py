@@ -34,7 +34,7 @@ from data_prep.shards import decode_in_parallel, split_dataset
 from trainables.classifier.config import ClassifierConfig, classifier_config
 from trainables.classifier.data import build_classifier_data, epoch_indices, sample_weights_for
 from trainables.classifier.loop import evaluate_best, merge_predictions, strip_models, train_classifier
-from trainables.classifier.run import as_config, write_run_files
+from trainables.classifier.run import as_config, name_per_class, run_sources, write_run_files
 
 _SHUFFLE_BUFFER = 1024  # rows per worker mixed between batches
 MAX_FAILURES = 2  # worker restarts (process or node loss) per run; each resumes from the last reported checkpoint
@@ -164,7 +164,8 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
         raise ConfigError("k-fold CV (num_folds > 0) runs on the local path (run_classifier_local / no --ray)")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = build_classifier_data(read_manifest(manifest_path), cfg, synthetic_dir)
+    manifest = read_manifest(manifest_path)
+    data = build_classifier_data(manifest, cfg, synthetic_dir)
     size, ch = data.image_size, data.channels
     train_rows = data.train_rows
     weights = sample_weights_for(cfg.imbalance_fix, train_rows["label"].to_numpy(), data.num_classes)
@@ -195,6 +196,7 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
            "best_epoch": final["best"]["epoch"], "select_metric": cfg.select_metric, "n_synthetic": data.n_synthetic,
            "data": data.summary(), "classes": data.classes, "positive_label": data.positive_label,
            "num_workers": num_workers, "run_dir": str(out_dir), "config": config_to_dict(cfg),
-           "history": final["history"]}
+           "history": final["history"], **run_sources(manifest, synthetic_dir)}
+    name_per_class(out, data.classes)
     write_run_files(out_dir, cfg, out, data.classes)
     return out

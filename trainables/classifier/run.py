@@ -4,9 +4,12 @@
                                synthetic_dir="runs/gan/samples")
     out["val"]["f1"], out["test"]["f1"], out["threshold"], out["best_epoch"]
 
-Writes RUN/config.json, RUN/history.jsonl, RUN/metrics.json ({"val", "test", "threshold", "best_epoch",
-"data", ...}), RUN/confusion_matrix.png and RUN/checkpoints/{best,last}.pt. With cfg.num_folds = k the
-folds go to RUN/fold_<i>/ and RUN/metrics.json holds the fold means (plus "val_std"/"test_std").
+Writes RUN/config.json, RUN/history.jsonl and RUN/history.csv (one row per epoch: train_loss, val_loss,
+every val metric; for loss curves), RUN/metrics.json ({"val", "test", "threshold", "best_epoch", "data",
+"manifest", "synthetic", ...}; val/test "per_class" keyed by class name), RUN/confusion_matrix.png and
+RUN/checkpoints/{best,last}.pt. With cfg.num_folds = k the folds go to RUN/fold_<i>/ and RUN/metrics.json
+holds the fold means (plus "val_std"/"test_std"); k-fold CV with synthetic images is refused (the GAN
+trained on images that become a fold's validation set).
 TorchTrainer costs ~40 s fixed per fit, so single-device trials use this path; `run_classifier_ray`
 (trainables.classifier.ray_train) runs the same loop under DDP.
 """
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 
 from data_prep.config import config_to_dict
+from data_prep.errors import ConfigError
 from data_prep.manifest import Manifest, read_manifest
 from trainables.classifier.config import ClassifierConfig, classifier_config
 from trainables.classifier.data import (build_classifier_data, epoch_indices, kfold_manifests, load_tensors,
@@ -61,12 +65,40 @@ def save_confusion_png(results: dict[str, dict], classes: list[str], path: Path,
     plt.close(fig)
 
 
+def name_per_class(result: dict, classes: list[str]) -> dict:
+    """val/test "per_class" keyed by class name (the metrics module keys them by label index)."""
+    for split in ("val", "test"):
+        pc = result.get(split, {}).get("per_class")
+        if isinstance(pc, dict):
+            result[split]["per_class"] = {classes[int(k)]: {**v, "label": int(k)} for k, v in pc.items()}
+    return result
+
+
+def run_sources(manifest, synthetic_dir) -> dict:
+    """Where a run's data came from (metrics.json "manifest", "synthetic"): what a re-run needs besides config."""
+    from trainables.classifier.data import synthetic_sources
+
+    return {"manifest": str(Path(manifest.path).resolve()) if manifest.path is not None else None,
+            "synthetic": [{"dir": str(Path(d).resolve()), "proportion": p} for d, p in synthetic_sources(synthetic_dir)]}
+
+
+def write_history(out_dir: Path, history: list[dict]) -> None:
+    """RUN/history.jsonl (every key) and RUN/history.csv (epoch, train_loss, val_loss first: the loss curves)."""
+    with open(out_dir / "history.jsonl", "w") as f:
+        for row in history:
+            f.write(json.dumps(row) + "\n")
+    if history:
+        import pandas as pd
+
+        df = pd.DataFrame(history)
+        first = [c for c in ("epoch", "train_loss", "val_loss") if c in df.columns]
+        df[first + [c for c in df.columns if c not in first]].to_csv(out_dir / "history.csv", index=False)
+
+
 def write_run_files(out_dir: Path, cfg: ClassifierConfig, result: dict, classes: list[str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n")
-    with open(out_dir / "history.jsonl", "w") as f:
-        for row in result.get("history", []):
-            f.write(json.dumps(row) + "\n")
+    write_history(out_dir, result.get("history", []))
     (out_dir / "metrics.json").write_text(json.dumps({k: v for k, v in result.items() if k != "history"},
                                                      indent=2, default=str) + "\n")
     save_confusion_png({"val": result["val"], "test": result["test"]}, classes, out_dir / "confusion_matrix.png",
@@ -117,7 +149,9 @@ def _fit_local(manifest: Manifest, out_dir: Path, cfg: ClassifierConfig, synthet
               "best_epoch": slim["best"]["epoch"], "select_metric": cfg.select_metric,
               "n_synthetic": data.n_synthetic, "data": data.summary(), "classes": data.classes,
               "positive_label": data.positive_label, "train_seconds": time.perf_counter() - t_start,
-              "run_dir": str(out_dir), "config": config_to_dict(cfg), "history": slim["history"]}
+              "run_dir": str(out_dir), "config": config_to_dict(cfg), "history": slim["history"],
+              **run_sources(manifest, synthetic_dir)}
+    name_per_class(result, data.classes)
     write_run_files(out_dir, cfg, result, data.classes)
     return result
 
@@ -135,6 +169,17 @@ def aggregate_folds(folds: list[dict]) -> dict:
     return out
 
 
+def check_folds_without_synthetic(cfg: ClassifierConfig, synthetic_dir) -> None:
+    """k-fold CV re-splits real train+val into folds, but a GAN trained on the manifest's train split has seen
+    images that land in a fold's validation set: its synthetic images would leak them into training."""
+    if cfg.num_folds and synthetic_dir is not None and cfg.synthetic_ratio > 0:
+        raise ConfigError(
+            f"k-fold CV ({cfg.num_folds} folds) with synthetic images is refused: the GAN that made them trained on "
+            f"real training images that the folds move into validation, so its images would leak validation "
+            f"images into training. Run the folds without --synthetic (baseline and controls), or drop --folds to "
+            f"judge synthetic images on the manifest's fixed split (a GAN trained per fold is not supported yet)")
+
+
 def run_classifier_local(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[str, Any] | None = None,
                          synthetic_dir=None, report: Callable[[dict], Any] | None = None,
                          log: Callable[[str], None] | None = None, resume: bool = False) -> dict:
@@ -142,6 +187,7 @@ def run_classifier_local(manifest_path, out_dir, cfg: ClassifierConfig | Mapping
     synthetic_dir: None, one folder, or a generator mix [(folder, proportion), ...] summing to 1
     (see trainables.classifier.data.build_classifier_data)."""
     cfg = as_config(cfg)
+    check_folds_without_synthetic(cfg, synthetic_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(manifest_path)
@@ -160,7 +206,7 @@ def run_classifier_local(manifest_path, out_dir, cfg: ClassifierConfig | Mapping
                                                    for f in folds],
               "n_synthetic": [f["n_synthetic"] for f in folds], "classes": folds[0]["classes"],
               "positive_label": folds[0]["positive_label"], "run_dir": str(out_dir), "config": config_to_dict(cfg),
-              "select_metric": cfg.select_metric}
+              "select_metric": cfg.select_metric, **run_sources(manifest, synthetic_dir)}
     (out_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2, sort_keys=True) + "\n")
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     save_confusion_png({"val": result["val"], "test": result["test"]}, result["classes"],
