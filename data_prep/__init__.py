@@ -4,6 +4,7 @@
     python -m data_prep --source ~/isic/ --out runs/isic       # one folder per class
     python -m data_prep --source labels.csv --out runs/x       # path,label[,group]
     python -m data_prep --source breastmnist.npz --use-given-split --out runs/breast
+    python -m data_prep --source ~/xray/ --use-given-split --out runs/xray   # ~/xray/{train,val,test}/<class>/
 """
 from data_prep.config import PrepConfig, config_from_dict, parse_label_map
 from data_prep.errors import ConfigError, DataError, LeakageError

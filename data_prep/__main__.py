@@ -34,11 +34,16 @@ def summary(m) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", required=True, help="'demo', a class-folder directory, a .csv (path,label[,group]) or a .npz")
+    p.add_argument("--source", required=True, help="'demo', a class-folder directory (or DIR/{train,val,test}/<class>/), "
+                                                   "a .csv (path,label[,group][,split]) or a .npz")
     p.add_argument("--out", help="output folder for manifest.parquet (required unless --dry-run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fractions", default="0.7,0.15,0.15", help="train,val,test (sum 1)")
-    p.add_argument("--use-given-split", action="store_true", help="npz with train/val/test keys: keep that split")
+    p.add_argument("--use-given-split", action="store_true",
+                   help="keep the source's split: npz train/val/test keys, DIR/{train,val,test}/<class>/ folders or a "
+                        "CSV split column (a missing val is carved from train)")
+    p.add_argument("--resplit", action="store_true",
+                   help="split folders / CSV split column: pool all images and split anew with --fractions, --seed")
     p.add_argument("--relabel", help="merge classes: SRC=TASK,SRC=TASK,... (e.g. MT_Crack=defect,MT_Free=good)")
     p.add_argument("--positive", help="task class that counts as positive (default: least frequent in train)")
     p.add_argument("--image-size", type=int, default=64)
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         cfg = PrepConfig(source=args.source, seed=args.seed, fractions=fractions,
-                         use_given_split=args.use_given_split, label_map=parse_label_map(args.relabel),
+                         use_given_split=args.use_given_split, resplit=args.resplit, label_map=parse_label_map(args.relabel),
                          positive_class=args.positive, channels=args.channels, image_size=args.image_size,
                          skip_bad=args.skip_bad, allow_outside_root=args.allow_outside_root,
                          demo_num_majority=maj, demo_num_minority=mino)

@@ -48,7 +48,8 @@ class PrepConfig:
     source: str = "demo"  # "demo", a class-folder dir, a CSV manifest (.csv) or an .npz file
     seed: int = 0  # split seed: same input + seed -> byte-identical manifest
     fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)  # train, val, test; must sum to 1
-    use_given_split: bool = False  # npz with train/val/test keys: keep its split (val carved from train if absent)
+    use_given_split: bool = False  # keep the source's split (npz keys, split folders, CSV split column); val carved from train if absent
+    resplit: bool = False  # split folders / CSV split column: pool their images and split anew (fractions, seed)
     label_map: tuple[tuple[str, str], ...] = ()  # (source class, task class) pairs; empty = keep classes
     positive_class: str | None = None  # task class treated as positive; None = least frequent in train
     channels: int = 3  # 1 (grayscale) or 3 (RGB): how images are decoded everywhere downstream
@@ -70,6 +71,9 @@ class PrepConfig:
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         if self.image_size < 8:
             raise ConfigError(f"image_size must be >= 8 pixels, got {self.image_size}")
+        if self.use_given_split and self.resplit:
+            raise ConfigError("use_given_split and resplit exclude each other: keep the source's split "
+                              "(--use-given-split) or pool and split anew (--resplit)")
         if self.demo_num_majority < 3 or self.demo_num_minority < 3:
             raise ConfigError("demo_num_majority and demo_num_minority must each be >= 3")
 

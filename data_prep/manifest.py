@@ -102,12 +102,26 @@ def build_manifest(scan: ScanResult, cfg: PrepConfig) -> Manifest:
     hashes = rec["sha256"].to_numpy(object)
     given = rec["given_split"].to_numpy(object)
     moved = 0
+    given_from = getattr(scan, "given_split_from", "") or ("npz keys" if np.all(np.isin(given, SPLITS)) else "")
+    if given_from in ("split folders", "split column") and not (cfg.use_given_split or cfg.resplit):
+        # never silently turn train/val/test folders into classes, nor silently drop a split the user wrote down
+        found = sorted(set(given) - {""}, key=SPLITS.index)
+        what = (f"split folders {', '.join(f'{s}/' for s in found)} (a pre-split tree {cfg.source}/<split>/<class>/)"
+                if given_from == "split folders" else f"a split column (values {found})")
+        raise DataError(f"{cfg.source}: holds {what}; pass --use-given-split to keep that split (a missing val is "
+                        f"carved from train), or --resplit to pool every image and split anew with --fractions "
+                        f"and --seed")
     if cfg.use_given_split:
-        if not np.all(np.isin(given, SPLITS)):
-            raise DataError(f"{cfg.source}: use_given_split needs an .npz with train_*/val_*/test_* keys; "
-                            f"this source has no given split")
-        if "test" not in set(given):
-            raise DataError(f"{cfg.source}: use_given_split needs a test split (test_images/test_labels)")
+        if not given_from:
+            raise DataError(f"{cfg.source}: use_given_split needs a source that carries a split: an .npz with "
+                            f"train_*/val_*/test_* keys, a folder tree {cfg.source}/{{train,val,test}}/<class>/, or "
+                            f"a CSV with a split column; this source has no given split")
+        for s in ("train", "test"):  # val may be missing: it is carved from train below
+            if s not in set(given):
+                how = {"npz keys": f"{s}_images/{s}_labels", "split folders": f"a folder {cfg.source}/{s}/<class>/",
+                       "split column": f"CSV rows with split={s}"}[given_from]
+                raise DataError(f"{cfg.source}: use_given_split needs a {s} split ({how}); found only "
+                                f"{sorted(set(given), key=SPLITS.index)}")
         split = given.copy()
         if "val" not in set(given):
             split = carve_val_from_train(labels, given, groups, hashes, cfg.fractions, cfg.seed, classes)
@@ -138,6 +152,7 @@ def build_manifest(scan: ScanResult, cfg: PrepConfig) -> Manifest:
         "format_version": 1, "classes": classes, "positive_class": positive,
         "positive_label": label_of[positive], "source": cfg.source, "source_kind": scan.kind,
         "seed": cfg.seed, "fractions": list(cfg.fractions), "use_given_split": cfg.use_given_split,
+        **({"resplit": True} if cfg.resplit else {}),
         "label_map": [list(p) for p in cfg.label_map], "channels": cfg.channels,
         "image_size": cfg.image_size,
         "skipped_files": [[f, why] for f, why in scan.skipped],

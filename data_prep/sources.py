@@ -2,10 +2,15 @@
 
 Four kinds, chosen by what `source` names:
   * "demo"                 the built-in demo set (written as DIR/demo.npz, see data_prep.demo)
-  * a directory            one sub-folder per class holding PNG/JPEG/BMP/TIFF files
-  * a .csv file            columns path,label[,group]; paths relative to the CSV's folder
+  * a directory            one sub-folder per class holding PNG/JPEG/BMP/TIFF files, or a pre-split tree
+                           DIR/{train,val,test}/<class>/ (val may be named valid or validation)
+  * a .csv file            columns path,label[,group][,split]; paths relative to the CSV's folder
   * a .npz file            MedMNIST-style {train,val,test}_{images,labels} (any subset) or flat
                            images, labels[, classes, groups]
+
+A source that carries a split (split folders, a CSV split column, npz split keys) records it per image in
+`given_split`; `ScanResult.given_split_from` says where it came from, and data_prep.manifest decides
+whether it is kept (--use-given-split) or pooled and re-split.
 
 `scan_source` decodes every image once to record its size, channel count and pixel hash, and
 collects every unreadable file before failing (or skipping them when asked), so nothing is
@@ -25,6 +30,8 @@ from data_prep.errors import DataError
 from data_prep.images import IMAGE_SUFFIXES, image_sha256, read_image_file, to_uint8_channels
 
 NPZ_SPLITS = ("train", "val", "test")
+# split names a pre-split folder tree or a CSV split column may use (case-insensitive) -> the manifest's name
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 RECORD_COLUMNS = ["image_id", "source", "source_key", "source_index", "source_label", "group", "given_split"]
 
 
@@ -33,25 +40,58 @@ class ScanResult:
     records: pd.DataFrame  # RECORD_COLUMNS + width, height, channels, sha256
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) skipped with skip_bad
     kind: str = ""  # demo | folder | csv | npz
+    given_split_from: str = ""  # "split folders" | "split column" | "npz keys" | "" (the source has no split)
 
 
 def _ref(path: Path) -> str:
     return str(path.resolve())
 
 
-def list_folder(root: Path) -> pd.DataFrame:
-    if not root.is_dir():
-        raise DataError(f"{root}: not a directory")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise DataError(f"{root}: no class sub-folders found; expected one folder per class, e.g. "
-                        f"{root}/benign/*.png and {root}/malignant/*.png")
+def _sub_dirs(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _class_rows(root: Path, class_dirs: list[Path], split: str) -> list[tuple]:
     rows = []
     for d in class_dirs:
         files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"class folder {d} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
-        rows += [(f.relative_to(root).as_posix(), _ref(f), "", -1, d.name, "", "") for f in files]
+        rows += [(f.relative_to(root).as_posix(), _ref(f), "", -1, d.name, "", split) for f in files]
+    return rows
+
+
+def list_folder(root: Path) -> pd.DataFrame:
+    """DIR/<class>/... (given_split "") or a pre-split tree DIR/{train,val,test}/<class>/... (given_split set)."""
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory")
+    top = _sub_dirs(root)
+    if not top:
+        raise DataError(f"{root}: no class sub-folders found; expected one folder per class, e.g. "
+                        f"{root}/benign/*.png and {root}/malignant/*.png")
+    split_dirs = [d for d in top if d.name.lower() in SPLIT_NAMES]
+    if not split_dirs:
+        return pd.DataFrame(_class_rows(root, top, ""), columns=RECORD_COLUMNS)
+    # split folders are never classes: a tree with train/ (val/, test/) holds one folder per class in each
+    others = [d.name for d in top if d not in split_dirs]
+    if others:
+        raise DataError(f"{root}: mixes split folders {[d.name for d in split_dirs]} with other folders {others}; "
+                        f"expected either one folder per class ({root}/<class>/*.png) or a pre-split tree "
+                        f"({root}/train/<class>/*.png, {root}/val/<class>/..., {root}/test/<class>/...)")
+    names = [SPLIT_NAMES[d.name.lower()] for d in split_dirs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"{root}: several folders name the {dup[0]} split: "
+                        f"{[d.name for d, n in zip(split_dirs, names) if n == dup[0]]}; keep one")
+    rows = []
+    for d, split in zip(split_dirs, names):
+        loose = sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        class_dirs = _sub_dirs(d)
+        if loose or not class_dirs:
+            raise DataError(f"split folder {d} " + (f"holds images directly (e.g. {loose[0]})" if loose else
+                            "holds no class folders") + f"; in a pre-split tree each split folder holds one "
+                            f"folder per class: {d}/<class>/*.png")
+        rows += _class_rows(root, class_dirs, split)
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
 
 
@@ -62,8 +102,9 @@ def list_csv(csv_path: Path, allow_outside_root: bool = False) -> pd.DataFrame:
         raise DataError(f"{csv_path}: cannot be read as CSV ({exc})") from exc
     missing = [c for c in ("path", "label") if c not in df.columns]
     if missing:
-        raise DataError(f"{csv_path}: missing column(s) {missing}; expected columns path,label[,group], "
+        raise DataError(f"{csv_path}: missing column(s) {missing}; expected columns path,label[,group][,split], "
                         f"found {list(df.columns)}")
+    has_split = "split" in df.columns
     if df.empty:
         raise DataError(f"{csv_path}: no rows")
     root = csv_path.parent.resolve()
@@ -84,8 +125,16 @@ def list_csv(csv_path: Path, allow_outside_root: bool = False) -> pd.DataFrame:
         if not p.is_file():
             problems.append(f"row {i}: file not found: {p}")
             continue
+        split = ""
+        if has_split:
+            value = r.split.strip()
+            split = SPLIT_NAMES.get(value.lower(), "")
+            if not split:
+                problems.append(f"row {i} ({rel}): split {value!r} is not a split name; expected one of "
+                                f"train, val, test (or valid/validation for val)")
+                continue
         group = getattr(r, "group", "") if "group" in df.columns else ""
-        rows.append((rel, str(p), "", -1, label, str(group).strip(), ""))
+        rows.append((rel, str(p), "", -1, label, str(group).strip(), split))
     if problems:
         raise DataError(f"{csv_path}: {len(problems)} bad row(s):\n  " + "\n  ".join(problems[:50])
                         + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""))
@@ -247,6 +296,9 @@ def scan_source(source: str, *, skip_bad: bool = False, allow_outside_root: bool
             heights.append(img3.shape[0]); widths.append(img3.shape[1]); chans.append(img3.shape[2])
             hashes.append(image_sha256(img3))
     records = records.assign(width=widths, height=heights, channels=chans, sha256=hashes)
+    given_from = ""
+    if (records["given_split"] != "").any():
+        given_from = {"folder": "split folders", "csv": "split column"}.get(kind, "npz keys")
     if bad and not skip_bad:
         listing = "\n  ".join(f"{f}: {why}" for f, why in bad[:100])
         more = f"\n  ... and {len(bad) - 100} more" if len(bad) > 100 else ""
@@ -255,4 +307,4 @@ def scan_source(source: str, *, skip_bad: bool = False, allow_outside_root: bool
     if bad:
         bad_files = {f for f, _ in bad}
         records = records[~records["source"].isin(bad_files)].reset_index(drop=True)
-    return ScanResult(records=records, skipped=bad, kind=kind)
+    return ScanResult(records=records, skipped=bad, kind=kind, given_split_from=given_from)

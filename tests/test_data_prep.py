@@ -285,3 +285,95 @@ def test_real_data_files(tmp_path, name, kw, positive):
 
     x, y = load_split_arrays(m, "val", 32, 1)
     assert x.shape == (len(m.split("val")), 32, 32, 1)
+
+
+# ---------------------------------------------------------------- pre-split sources (folder tree, CSV split column)
+
+def _write_split_tree(root, splits=("train", "val", "test"), counts=None, size=8):
+    """root/<split>/<class>/*.png with distinct random images; returns {relative path: split}."""
+    counts = counts or {"train": {"benign": 12, "malignant": 6}, "val": {"benign": 4, "malignant": 2},
+                        "valid": {"benign": 4, "malignant": 2}, "test": {"benign": 5, "malignant": 3}}
+    rng = np.random.default_rng(7)
+    where = {}
+    for s in splits:
+        for cls, n in counts[s].items():
+            d = root / s / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / f"{i:03d}.png")
+                where[f"{s}/{cls}/{i:03d}.png"] = {"valid": "val"}.get(s, s)
+    return where
+
+
+def test_presplit_folder_tree_needs_a_choice_and_keeps_the_split(tmp_path, capsys):
+    where = _write_split_tree(tmp_path / "tree")
+    src = str(tmp_path / "tree")
+    # detected, no choice given: refused, never read with train/val/test as classes
+    assert cli_main(["--source", src, "--out", str(tmp_path / "o0")]) == 2
+    err = capsys.readouterr().err
+    assert "split folders train/, val/, test/" in err and "--use-given-split" in err and "--resplit" in err
+    assert not (tmp_path / "o0" / "manifest.parquet").exists()
+
+    assert cli_main(["--source", src, "--out", str(tmp_path / "kept"), "--use-given-split"]) == 0
+    m = read_manifest(tmp_path / "kept" / "manifest.parquet")
+    assert m.classes == ["benign", "malignant"] and m.positive_class == "malignant"
+    assert dict(zip(m.df["image_id"], m.df["split"])) == where  # every image in the split its folder names
+
+    assert cli_main(["--source", src, "--out", str(tmp_path / "pooled"), "--resplit", "--seed", "3"]) == 0
+    p = read_manifest(tmp_path / "pooled" / "manifest.parquet")
+    assert p.classes == ["benign", "malignant"] and sorted(p.df["image_id"]) == sorted(where)
+    assert dict(zip(p.df["image_id"], p.df["split"])) != where  # split anew by fractions and seed
+    assert cli_main(["--source", src, "--out", str(tmp_path / "o1"), "--resplit", "--use-given-split"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+
+
+def test_presplit_tree_without_val_carves_it_from_train(tmp_path):
+    where = _write_split_tree(tmp_path / "tree", splits=("train", "test"))
+    m = prepare(PrepConfig(source=str(tmp_path / "tree"), use_given_split=True), tmp_path / "o", progress=False)
+    given = m.df["image_id"].map(where)
+    assert (m.df.loc[given == "test", "split"] == "test").all() and (given[m.df["split"] == "test"] == "test").all()
+    val = m.df[m.df["split"] == "val"]
+    assert len(val) > 0 and set(val["label_name"]) == {"benign", "malignant"}
+    assert (given[val.index] == "train").all()  # carved from the given train split, never from test
+    # "valid" is accepted for val
+    w2 = _write_split_tree(tmp_path / "tree2", splits=("train", "valid", "test"))
+    m2 = prepare(PrepConfig(source=str(tmp_path / "tree2"), use_given_split=True), tmp_path / "o2", progress=False)
+    assert dict(zip(m2.df["image_id"], m2.df["split"])) == w2
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("mixed", "mixes split folders ['train'] with other folders ['extra']"),
+    ("loose", "holds images directly (e.g. x.png)"),
+    ("no_test", "use_given_split needs a test split (a folder"),
+])
+def test_presplit_tree_bad_layouts_named(tmp_path, layout, message):
+    root = tmp_path / "tree"
+    if layout == "mixed":
+        _write_split_tree(root, splits=("train",))
+        _write_folder(root, {"extra": 3})
+    elif layout == "loose":
+        _write_split_tree(root, splits=("train", "test"))
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "test" / "x.png")
+    else:
+        _write_split_tree(root, splits=("train", "val"))
+    with pytest.raises(DataError) as e:
+        prepare(PrepConfig(source=str(root), use_given_split=True), tmp_path / "o", progress=False)
+    assert message in str(e.value)
+
+
+def test_csv_split_column_kept_and_bad_values_named(tmp_path, capsys):
+    where = _write_split_tree(tmp_path / "img")
+    rows = [f"img/{p},{p.split('/')[1]},{s.upper() if i % 5 == 0 else s}" for i, (p, s) in enumerate(where.items())]
+    (tmp_path / "l.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    assert cli_main(["--source", str(tmp_path / "l.csv"), "--out", str(tmp_path / "o0")]) == 2
+    assert "a split column (values ['train', 'val', 'test'])" in capsys.readouterr().err
+    assert cli_main(["--source", str(tmp_path / "l.csv"), "--out", str(tmp_path / "o"), "--use-given-split"]) == 0
+    m = read_manifest(tmp_path / "o" / "manifest.parquet")
+    assert dict(zip(m.df["image_id"], m.df["split"])) == {f"img/{p}": s for p, s in where.items()}
+    rows[3] = rows[3].rsplit(",", 1)[0] + ",holdout"
+    rows[9] = rows[9].rsplit(",", 1)[0] + ","
+    (tmp_path / "bad.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    assert cli_main(["--source", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o2"), "--use-given-split"]) == 2
+    err = capsys.readouterr().err
+    assert "2 bad row(s)" in err and "row 5 (img/train/benign/003.png): split 'holdout' is not a split name" in err
+    assert "row 11" in err and "split ''" in err and "expected one of train, val, test" in err
