@@ -1,6 +1,7 @@
 """GAN stage tests (CPU, tiny: 32 px, narrow nets, a few steps). The DDP test starts Ray Train (~40 s)."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -297,3 +298,100 @@ def test_ray_ddp_two_workers_ranks_identical(manifest, tmp_path, ray2):
     run = tmp_path / "ray"
     assert (run / "checkpoints" / "checkpoint_000002.pt").is_file() and (run / "preview.png").is_file()
     assert [json.loads(x)["epoch"] for x in (run / "history.jsonl").read_text().splitlines()] == [1, 2]
+
+
+# ---- checkpoints across devices and ranks, the random stream, bf16 spectral norm (issue 13) -------------------
+def _cuda_shaped(state: dict) -> dict:
+    """What a graphed CUDA worker's checkpoint holds, on a CPU: a 16-byte Philox RNG state (seed, offset) and
+    capturable Adam (param_groups flag; `step` as a float32 tensor on the parameter's device)."""
+    state = copy.deepcopy(state)
+    state["rng"] = torch.tensor([7, 0, 0, 0, 0, 0, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0], dtype=torch.uint8)
+    state["rng_device"] = "cuda"
+    for key in ("opt_G", "opt_D"):
+        for group in state[key]["param_groups"]:
+            group["capturable"] = True
+        for st in state[key]["state"].values():
+            st["step"] = st["step"].to(torch.float32)
+    return state
+
+
+def test_cuda_checkpoint_loads_into_cpu_trainer_and_trains_on(tmp_path):
+    from trainables.gan.loop import _resume_seed
+    from trainables.gan.run_files import load_checkpoint
+
+    cfg = tiny_cfg(num_epochs=1)
+    tr = GanTrainer(cfg)
+    train_gan(cfg, array_batches(fake_images(), cfg.batch_size, 0), lambda m: None, trainer=tr)
+    path = tmp_path / "gpu.pt"
+    torch.save(_cuda_shaped(tr.state_dict()), path)
+    with pytest.raises(RuntimeError):  # what load_state_dict used to do with it
+        torch.Generator().set_state(load_checkpoint(path)["rng"])
+    for drop_tag in (False, True):  # checkpoints written before rng_device existed: told apart by state size
+        state = load_checkpoint(path)
+        if drop_tag:
+            del state["rng_device"]
+        cpu = GanTrainer(cfg)
+        cpu.load_state_dict(state)
+        assert cpu.rng_restored is False
+        expect = torch.Generator().manual_seed(_resume_seed(cfg.seed, 0, tr.d_steps_total)).get_state()
+        assert torch.equal(cpu.rng.get_state(), expect)  # a deterministic fresh stream, not the seed's own
+        assert all(not g["capturable"] for o in (cpu.opt_G, cpu.opt_D) for g in o.param_groups)
+        assert weights_equal(cpu.G_module.state_dict(), tr.G_module.state_dict())
+        cpu.train_step(fake_images(4))  # a capturable CPU Adam would assert here
+        assert torch.isfinite(cpu.acc).all() and cpu.d_steps_total == tr.d_steps_total + 1
+
+
+@pytest.mark.parametrize("loss", sorted(GAN_LOSSES))
+def test_copied_state_takes_the_same_next_step(loss):
+    """Weights, buffers, Adam, EMA and the random stream all travel in state_dict: from a copy, the next step
+    (with DiffAugment, and the gradient penalty's random mix for wgan-gp) has bit-identical gradients.
+    On a GPU the same function compares a graph replay with an eager step (tests/test_gpu.py)."""
+    from trainables.gan.step_checks import graph_vs_eager_step
+
+    r = graph_vs_eager_step(tiny_cfg(loss=loss, diffaugment="color,translation,cutout"), "cpu")
+    assert r["ok"] and r["rng_restored"] and not r["graphed"] and r["num_tensors"] > 10
+    assert r["max_rel_grad_diff"] == 0.0 and r["loss_D"][0] == r["loss_D"][1] and r["loss_G"][0] == r["loss_G"][1]
+
+
+def test_resume_on_another_rank_does_not_replay_rank0s_stream():
+    cfg = tiny_cfg()
+    state = GanTrainer(cfg).state_dict()  # rank 0 writes checkpoints for every rank
+    same, other = GanTrainer(cfg, rank=0), GanTrainer(cfg, rank=1)
+    same.load_state_dict(copy.deepcopy(state))
+    other.load_state_dict(copy.deepcopy(state))
+    assert same.rng_restored and not other.rng_restored
+    assert torch.equal(same.rng.get_state(), state["rng"])
+    assert not torch.equal(other.rng.get_state(), state["rng"])
+
+
+def test_making_a_trainer_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expect = torch.rand(3)
+    torch.manual_seed(123)
+    GanTrainer(tiny_cfg(loss="hinge"))  # builds (spectral-norm) networks from its own seed
+    assert torch.equal(torch.rand(3), expect)
+    a, b = GanTrainer(tiny_cfg(seed=5)), GanTrainer(tiny_cfg(seed=5))
+    assert weights_equal(a.G_module.state_dict(), b.G_module.state_dict())
+
+
+def test_spectral_norm_power_iteration_runs_in_fp32_outside_autocast():
+    """Under bf16 autocast (CUDA casts torch.mv to bf16) the power iteration must still run in fp32: every
+    mv/vdot of the spectral-norm parametrisation sees autocast off and fp32 operands."""
+    from torch.overrides import TorchFunctionMode
+
+    seen = []
+
+    class Spy(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in (torch.mv, torch.vdot):
+                seen.append((func.__name__, torch.is_autocast_enabled("cpu"), {a.dtype for a in args}))
+            return func(*args, **(kwargs or {}))
+
+    _, D = build_networks(tiny_cfg(loss="hinge"))
+    x = fake_images(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16), Spy():
+        D(x)
+    assert len(seen) >= 3 * 4  # 4 convs + head: 2 mv per power iteration, 1 mv + 1 vdot for sigma
+    assert all(not autocast and dtypes == {torch.float32} for _, autocast, dtypes in seen), seen
+    sn = D.net[0].parametrizations.weight[0]
+    assert sn._u.dtype == torch.float32 and D.net[0].weight.dtype == torch.float32

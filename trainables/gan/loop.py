@@ -18,6 +18,13 @@ One step = one D update; every n_critic-th D update is followed by one G update 
 of G_ema. On CUDA the step can run as a captured CUDA graph (cfg.cuda_graphs), with bf16 autocast and
 channels_last; on CPU the loop is plain eager fp32 and bit-reproducible for a fixed seed.
 
+Random stream: the step draws noise, DiffAugment and the gradient-penalty mix from one generator
+(`GanTrainer.rng`): the trainer's own generator when eager, the device's default CUDA generator when graphed
+(graph replay advances that one). Both start from the same seed, so eager and graphed runs draw the same
+numbers; checkpoints save that generator's state with its device type and rank, and a resume restores it only
+on the same device type and rank (a CUDA state cannot enter a CPU generator). Elsewhere (GPU run finished
+on the CPU, another rank) the stream is reseeded from (seed, rank, D steps done): deterministic, but a new stream.
+
 Extra G terms, added to any base loss: cfg.feature_matching * ||mean D_feat(real) - mean D_feat(fake)||^2
 (D's last hidden features, trainables.gan.losses.feature_matching_loss) and cfg.perceptual * the VGG16
 feature-statistics loss (trainables.gan.perceptual). Their epoch means are reported as loss_G_fm and
@@ -54,6 +61,31 @@ def _rng_seed(seed: int, rank: int) -> int:
     return seed * 1000 + rank + 1
 
 
+def _resume_seed(seed: int, rank: int, d_steps: int) -> int:
+    """Seed of a resume that cannot restore the saved random stream (other device type or rank)."""
+    return (_rng_seed(seed, rank) * 1_000_003 + d_steps) % (2 ** 63)
+
+
+def rng_device_of(state: dict[str, Any]) -> str:
+    """Device type whose generator wrote a checkpoint's "rng" (older checkpoints: told apart by size, a CPU
+    Mersenne-Twister state is 5056 bytes, a CUDA Philox state 16)."""
+    if "rng_device" in state:
+        return str(state["rng_device"])
+    return "cpu" if state["rng"].numel() == torch.Generator().get_state().numel() else "cuda"
+
+
+def match_optimizer_to_trainer(opt: torch.optim.Optimizer, capturable: bool) -> None:
+    """After load_state_dict: the saved param_groups carry the writer's `capturable` flag, which must be this
+    trainer's (a graphed GPU checkpoint makes a CPU Adam assert; a CPU one makes graph capture call .item()),
+    and Adam keeps `step` on the parameter's device when capturable, on the CPU otherwise."""
+    for group in opt.param_groups:
+        group["capturable"] = capturable
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if st and torch.is_tensor(st.get("step")):
+                st["step"] = st["step"].to(p.device if capturable else "cpu")
+
+
 class GanTrainer:
     """G, D, G_ema, both Adam optimizers and the step; `state_dict()` is the checkpoint payload."""
 
@@ -68,8 +100,11 @@ class GanTrainer:
         self.loss = get_loss(cfg.loss)
         self.switches = gpu_switches(cfg, self.device.type, world_size)
         self.aug = parse_policy(cfg.diffaugment)
-        torch.manual_seed(cfg.seed)  # same init on every rank (DDP would broadcast rank 0's anyway)
-        G, D = build_networks(cfg)
+        # Same init on every rank (DDP would broadcast rank 0's anyway), from the CPU generator only, restored
+        # afterwards: making a trainer must not reseed another (graphed) trainer's default CUDA generator.
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(cfg.seed)
+            G, D = build_networks(cfg)
         self.num_classes = num_classes_of(cfg)
         # the class sampled for evaluation: the GAN's main (minority) label when it learnt it
         label = self.meta.get("label")
@@ -91,14 +126,15 @@ class GanTrainer:
         graphs = self.switches["cuda_graphs"]
         self.opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas), capturable=graphs)
         self.opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas), capturable=graphs)
-        # Eager steps draw noise/augmentation from an explicit generator (saved in checkpoints, so a resumed
-        # run continues the same random stream). Graphed steps use the default CUDA generator, which
-        # graph replay advances safely.
+        # Eager steps draw noise/augmentation from this trainer's generator. Graphed steps draw from the device's
+        # default CUDA generator (generator=None), the one graph replay advances. Both are seeded alike, so the
+        # two modes draw the same stream; `self.rng` is whichever the step uses, and what checkpoints save.
         self.gen = torch.Generator(device=self.device)
-        self.gen.manual_seed(_rng_seed(cfg.seed, rank))
-        if graphs:
-            torch.cuda.manual_seed(_rng_seed(cfg.seed, rank))
         self._step_gen = None if graphs else self.gen
+        self.rng = self.gen if not graphs else torch.cuda.default_generators[
+            self.device.index if self.device.index is not None else torch.cuda.current_device()]
+        self.rng.manual_seed(_rng_seed(cfg.seed, rank))
+        self.rng_restored: bool | None = None  # after load_state_dict: was the saved random stream restored?
         self.ema_step = torch.zeros((), device=self.device)
         self.acc = torch.zeros(len(_ACC), device=self.device, dtype=torch.float32)
         self.d_steps_total = 0
@@ -198,11 +234,20 @@ class GanTrainer:
             y = y.to(self.device, non_blocking=True).long()
         self.d_steps_total += 1
         do_g = self.d_steps_total % self.cfg.n_critic == 0
+        graph = self._graphs.get(do_g) if self.switches["cuda_graphs"] else None
+        if graph is not None and real.shape[0] == self.cfg.batch_size:
+            # Replay: the batch (a pinned host tensor from a Ray shard, or a device tensor) is copied into the
+            # static input on the stream that launches the replay, so the copy is ordered before the graph
+            # reads it (a copy made elsewhere, e.g. in a loader's prefetch thread, would not be).
+            self._static_real.copy_(real, non_blocking=True)
+            if y is not None:
+                self._static_y.copy_(y, non_blocking=True)
+            graph.replay()
+            return
         real = real.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         if not (self.switches["cuda_graphs"] and real.shape[0] == self.cfg.batch_size):
             self._step(real, do_g, y)
             return
-        graph = self._graphs.get(do_g)
         if graph is None:
             if self._side_stream is None:
                 self._side_stream = torch.cuda.Stream()
@@ -268,8 +313,8 @@ class GanTrainer:
         return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "config": config_to_dict(self.cfg),
                 "meta": self.meta, "G": self.G_module.state_dict(), "D": self.D_module.state_dict(),
                 "G_ema": self.G_ema.state_dict(), "opt_G": self.opt_G.state_dict(),
-                "opt_D": self.opt_D.state_dict(), "rng": self.gen.get_state(), "ema_step": self.ema_step.clone(),
-                "d_steps_total": self.d_steps_total}
+                "opt_D": self.opt_D.state_dict(), "rng": self.rng.get_state(), "rng_device": self.device.type,
+                "rng_rank": self.rank, "ema_step": self.ema_step.clone(), "d_steps_total": self.d_steps_total}
 
     def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
         from trainables.gan.config import check_same_architecture
@@ -281,10 +326,20 @@ class GanTrainer:
         self.G_ema.load_state_dict(state["G_ema"])
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
-        self.gen.set_state(state["rng"].cpu())
+        graphs = self.switches["cuda_graphs"]
+        match_optimizer_to_trainer(self.opt_G, graphs)
+        match_optimizer_to_trainer(self.opt_D, graphs)
         self.ema_step.copy_(state["ema_step"])
         self.d_steps_total = int(state["d_steps_total"])
         self.epoch = int(state["epoch"])
+        # The random stream continues only where it was written: same device type (a CUDA Philox state is not a
+        # CPU Mersenne-Twister state: set_state raises) and same rank (rank 0 writes the checkpoint for all).
+        self.rng_restored = (rng_device_of(state) == self.device.type
+                             and int(state.get("rng_rank", 0)) == self.rank)
+        if self.rng_restored:
+            self.rng.set_state(state["rng"].cpu())
+        else:
+            self.rng.manual_seed(_resume_seed(self.cfg.seed, self.rank, self.d_steps_total))
 
 
 def check_checkpoint_format(state: Any, where: str) -> None:

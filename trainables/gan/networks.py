@@ -42,6 +42,26 @@ def _mults(n: int) -> list[int]:
     return [min(2 ** (n - 1 - i), MAX_WIDTH_MULT) for i in range(n)]
 
 
+class _SpectralNormFP32(nn.utils.parametrizations._SpectralNorm):
+    """torch's spectral norm with the power iteration and sigma computed in fp32 with autocast off.
+
+    Under bf16 autocast torch.mv (the power iteration's matrix-vector product) runs in bf16 on CUDA: u and v lose
+    precision every step, and sigma = vdot(u, mv(W, v)) mixes an fp32 u with a bf16 product (an error in some
+    torch versions). The normalised weight comes out fp32; the conv that uses it is still autocast to bf16.
+    Same buffers and state_dict keys as nn.utils.parametrizations.spectral_norm."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(weight.device.type, enabled=False):
+            return super().forward(weight.float())
+
+
+def spectral_norm_fp32(module: nn.Module, name: str = "weight") -> nn.Module:
+    """nn.utils.parametrizations.spectral_norm (1 power iteration, eps 1e-12, dim 0) with an fp32 power iteration."""
+    weight = getattr(module, name)
+    nn.utils.parametrize.register_parametrization(module, name, _SpectralNormFP32(weight, 1, 0, 1e-12))
+    return module
+
+
 def _check_labels(y: torch.Tensor | None, num_classes: int, batch: int, who: str) -> torch.Tensor:
     if y is None:
         raise ConfigError(f"the class-conditional {who} needs class indices y (0..{num_classes - 1}) with the input")
@@ -88,7 +108,7 @@ class Discriminator(nn.Module):
             raise ConfigError(f"unknown discriminator norm {norm!r}; valid: {list(D_NORMS)}")
         n = _num_blocks(image_size)
         mults = list(reversed(_mults(n)))  # 64px -> [1, 2, 4, 8]
-        sn = nn.utils.parametrizations.spectral_norm if norm == "spectral" else (lambda m: m)
+        sn = spectral_norm_fp32 if norm == "spectral" else (lambda m: m)
         layers: list[nn.Module] = [sn(nn.Conv2d(channels, ndf * mults[0], 4, 2, 1, bias=norm != "batch")),
                                    nn.LeakyReLU(0.2, True)]
         for a, b in zip(mults[:-1], mults[1:]):

@@ -182,14 +182,19 @@ def gan_train_loop_per_worker(config: dict) -> None:
     if files is not None:
         files.truncate_history(trainer.epoch)
     shard = ray.train.get_dataset_shard("train")
+    # A graphed step reads static device buffers: Ray's device= copy would run in its prefetch thread, unordered
+    # with the replay, so graphed workers take pinned host batches and train_step copies them into the static
+    # buffers on the replaying stream. Eager workers let Ray move batches to the device.
+    host_batches = trainer.switches["cuda_graphs"]
+    batch_device = torch.device("cpu") if host_batches else device
     lut = None
     if cfg.conditional:  # manifest label -> class index of the conditional networks
         labels = config["meta"]["trained_labels"]
-        lut = torch.full((max(labels) + 1,), -1, dtype=torch.long, device=device)
-        lut[torch.tensor(labels, device=device)] = torch.arange(len(labels), device=device)
+        lut = torch.full((max(labels) + 1,), -1, dtype=torch.long, device=batch_device)
+        lut[torch.tensor(labels, device=batch_device)] = torch.arange(len(labels), device=batch_device)
 
     def batches(epoch: int):
-        for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, device=device,
+        for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, device=batch_device, pin_memory=host_batches,
                                               local_shuffle_buffer_size=4 * cfg.batch_size,
                                               local_shuffle_seed=cfg.seed * 100003 + epoch + rank):
             yield (batch["image"], lut[batch["label"].long()]) if lut is not None else batch["image"]
@@ -289,6 +294,7 @@ def run_gan_ray(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig |
         with fit.checkpoint.as_directory() as d:
             state = load_checkpoint(Path(d) / CHECKPOINT_FILE)
             files.save_checkpoint(state, int(state["epoch"]), cfg.keep_checkpoints)
+        # the workers' state may be CUDA's (RNG, capturable Adam): load_state_dict adapts it to this CPU trainer
         local = GanTrainer(cfg, "cpu", meta=meta)
         local.load_state_dict(state)
         preview = local.fixed_samples()
