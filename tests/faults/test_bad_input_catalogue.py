@@ -60,6 +60,11 @@ def _report(argv):
     return main(argv)
 
 
+def _export(argv):
+    from analysis.export import main
+    return main(argv)
+
+
 # ---- the cases: name -> fn(tmp, manifest) returning (cli, argv, substrings the message must contain) ----------
 
 def c_source_missing(t, m):
@@ -223,6 +228,40 @@ def c_results_not_ours(t, m):
     pd.DataFrame({"a": [1]}).to_parquet(t / "results.parquet")
     return _report, [str(t / "results.parquet"), "--out", str(t / "rep")], \
         [str(t / "results.parquet"), "lacks required column(s)", "trial_id"]
+
+
+def c_presplit_tree_no_choice(t, m):
+    for s in ("train", "test"):
+        _class_folders(t / "tree" / s)
+    return _prep, ["--source", str(t / "tree"), "--out", str(t / "o")], \
+        [str(t / "tree"), "split folders train/, test/", "--use-given-split", "--resplit"]
+
+
+def c_csv_bad_split_value(t, m):
+    _class_folders(t / "img")
+    rows = [f"img/benign/{i:03d}.png,benign,train" for i in range(12)] + ["img/malignant/000.png,malignant,tset"]
+    (t / "l.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    return _prep, ["--source", str(t / "l.csv"), "--out", str(t / "o"), "--use-given-split"], \
+        [str(t / "l.csv"), "row 14", "split 'tset'", "expected one of train, val, test"]
+
+
+def c_classifier_folds_with_synthetic(t, m):
+    return _clf, ["--manifest", str(m), "--out", str(t / "c"), "--smoke-test", "--folds", "3", "--synthetic", str(t)], \
+        ["k-fold CV (3 folds) with synthetic images", "leak", "without --synthetic", "drop --folds"]
+
+
+def c_classifier_config_unknown_key(t, m):
+    (t / "c.yaml").write_text("classifier:\n  learning_rate: 0.01\n")
+    return _clf, ["--manifest", str(m), "--out", str(t / "c"), "--config", str(t / "c.yaml")], \
+        [str(t / "c.yaml"), "['learning_rate']", "lr"]
+
+
+def c_export_no_gan_row(t, m):
+    pd.DataFrame({"sweep_name": ["s"], "trial_id": ["t1"], "stage": ["classifier"], "arm": ["baseline"],
+                  "config_id": ["c"], "seed": [0], "status": ["ok"], "error": [""], "val_f1": [0.9]}
+                 ).to_parquet(t / "results.parquet")
+    return _export, [str(t / "results.parquet"), "--out", str(t / "exp")], \
+        [str(t / "results.parquet"), "no successful GAN configuration"]
 
 
 CASES = {name[2:]: fn for name, fn in sorted(globals().items()) if name.startswith("c_")}
