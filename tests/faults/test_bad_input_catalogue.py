@@ -6,7 +6,6 @@ the CSV row, the key or the value. Every case takes well under a second (no trai
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
