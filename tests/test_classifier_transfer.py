@@ -166,3 +166,22 @@ def test_config_file_runs_and_flags_override(gray_manifest, tmp_path, capsys):
     assert main(["--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "['num_epoch']" in err and "num_epochs" in err
+
+
+def test_resume_accepts_a_run_written_before_the_new_config_keys(gray_manifest, tmp_path):
+    from trainables.classifier.run import run_classifier_local
+
+    cfg = {"model": "small_cnn", "image_size": 32, "batch_size": 32, "device": "cpu", "num_epochs": 1}
+    run_classifier_local(gray_manifest, tmp_path / "r", cfg)
+    last = tmp_path / "r" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    for k in ("input_norm", "freeze_epochs"):  # a last.pt from before these keys existed
+        del state["config"][k]
+    torch.save(state, last)
+    rows = []
+    out = run_classifier_local(gray_manifest, tmp_path / "r", cfg, resume=True, report=rows.append)
+    assert rows == [] and out["best_epoch"] == 1  # resumed at epoch 1 of 1: nothing left to train
+    with pytest.raises(RuntimeError, match="written with another config"):  # a real difference is still refused
+        run_classifier_local(gray_manifest, tmp_path / "r", {**cfg, "lr": 0.01}, resume=True)
+    with pytest.raises(RuntimeError, match="written with another config"):  # so is a new key set off its default
+        run_classifier_local(gray_manifest, tmp_path / "r", {**cfg, "input_norm": "imagenet"}, resume=True)

@@ -105,6 +105,15 @@ def write_run_files(out_dir: Path, cfg: ClassifierConfig, result: dict, classes:
                        title=f"{cfg.model}, ratio {cfg.synthetic_ratio:g}, {cfg.imbalance_fix}, {cfg.augment}")
 
 
+def same_config(saved: dict | None, cfg: ClassifierConfig) -> bool:
+    """A resume file's config equals cfg; keys the file predates (added to ClassifierConfig since) count as equal
+    while cfg leaves them at their defaults, so a sweep interrupted before an upgrade still resumes."""
+    if not isinstance(saved, dict):
+        return False
+    now, defaults = config_to_dict(cfg), config_to_dict(ClassifierConfig())
+    return {k: v for k, v in now.items() if k in saved or v != defaults.get(k)} == saved
+
+
 def _fit_local(manifest: Manifest, out_dir: Path, cfg: ClassifierConfig, synthetic_dir, report, log,
                resume: bool) -> dict:
     t_start = time.perf_counter()
@@ -127,7 +136,7 @@ def _fit_local(manifest: Manifest, out_dir: Path, cfg: ClassifierConfig, synthet
     resume_state = None
     if resume and (ckpt_dir / "last.pt").is_file():
         resume_state = torch.load(ckpt_dir / "last.pt", map_location="cpu", weights_only=True)
-        if resume_state.get("config") != config_to_dict(cfg):
+        if not same_config(resume_state.get("config"), cfg):
             raise RuntimeError(f"{ckpt_dir / 'last.pt'} was written with another config; use a new --out folder")
 
     def save_state(state: dict, is_best: bool) -> None:
