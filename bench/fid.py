@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="timings: best of this many interleaved runs")
     p.add_argument("--device", default="auto")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convs on GPU (both sides)")
+    p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     gpu = device.type == "cuda"
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             return time.perf_counter() - t0, v_fid, kid, time.process_time() - c0
 
         extract_features(net, fake[:8], args.batch_size)  # warm-up (cuDNN autotune, lazy init) for both sides
-        rows, ok = [], True
+        rows, ok, figures = [], True, {}
         for with_kid in (False, True):
             runs = [(tm_run(with_kid), ours_run(with_kid)) for _ in range(args.repeats)]  # interleaved: fair
             # GPU: wall time. CPU: process CPU time (other processes on a shared machine distort wall time)
@@ -157,9 +158,20 @@ def main(argv: list[str] | None = None) -> int:
                 line += f"   KID {ours[2][0]:.6g} vs {tm[2][0]:.6g} (rel {rel_kid:.1e}), std {ours[2][1]:.3g} vs {tm[2][1]:.3g}"
                 ok &= rel_kid < 1e-3
             rows.append((what, ours[key] / tm[key]))
+            figures[what] = {"torchmetrics_s": tm[key], "ours_s": ours[key], "ratio": ours[key] / tm[key],
+                             "time": "wall" if gpu else "cpu", "fid_ours": ours[1], "fid_torchmetrics": tm[1],
+                             "fid_rel_diff": rel_fid, **({"kid_ours": ours[2][0], "kid_torchmetrics": tm[2][0],
+                                                          "kid_rel_diff": rel_kid} if with_kid else {})}
             print(line)
     print(f"one-off real reference build (features, stats, sqrt, k-NN radii, NN distances) + save: {t_build:.3f} s")
     goal = all(r <= 0.55 for _, r in rows)
+    if args.json:
+        import json
+        Path(args.json).write_text(json.dumps({
+            "device": torch.cuda.get_device_name(device) if gpu else "cpu", "network": args.network,
+            "num_real": n_real, "num_fake": n_fake, "image_size": args.image_size, "tf32": args.tf32,
+            "reference_build_s": t_build, "values_within_1e-3": bool(ok), "time_ratio_goal_0.55_met": goal,
+            "figures": figures}, indent=2) + "\n")
     print(f"values within 1e-3 relative: {'yes' if ok else 'NO'};  time ratio <= 0.55: "
           + ", ".join(f"{w} {'yes' if r <= 0.55 else 'NO'} ({r:.3f})" for w, r in rows))
     return 0 if ok else 1

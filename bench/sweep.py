@@ -20,6 +20,7 @@ Goals (issue): aggregate >= 4x naive on one GPU; median overhead <= 3 s.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -119,6 +120,9 @@ def main() -> None:
                    help="trials = concurrency x rounds: later rounds start on fresh worker processes (overhead "
                         "median over all; the aggregate then includes the gaps between rounds)")
     p.add_argument("--storage", default=str(Path("/tmp") / "ganaug_bench_sweep"))
+    p.add_argument("--modes", help="comma-separated sweeps to run, from eager-reuse, eager-fresh, graphed-reuse "
+                                   "(default: all three on GPU, the eager two on CPU)")
+    p.add_argument("--json", help="write the figures here (after each sweep)")
     args = p.parse_args()
     import ray
     import torch
@@ -142,7 +146,16 @@ def main() -> None:
           f"{'GPU' if gpu else 'CPU'}")
     print(f"naive: one eager fp32 trial alone            {naive:>10,.0f} img/s")
     # trial processes reused (the sweep's setting) vs a fresh process per trial, side by side
-    modes = [("off", True), ("off", False)] + ([("auto", True)] if gpu else [])
+    names = {"eager-reuse": ("off", True), "eager-fresh": ("off", False), "graphed-reuse": ("auto", True)}
+    wanted = args.modes.split(",") if args.modes else ["eager-reuse", "eager-fresh"] + (["graphed-reuse"] if gpu else [])
+    unknown = [m for m in wanted if m not in names]
+    if unknown:
+        p.error(f"unknown --modes {unknown}; valid: {sorted(names)}")
+    modes = [names[m] for m in wanted]
+    out = {"device": torch.cuda.get_device_name() if gpu else "CPU", "settings": {k: getattr(args, k) for k in (
+        "trials", "gpus_per_trial", "cpus_per_trial", "size", "width", "batch", "steps", "epochs", "rounds")},
+        "naive_images_per_s": naive, "goals": {"aggregate_vs_naive_min": 4.0, "overhead_median_max_s": 3.0},
+        "sweeps": {}}
     ray.init(num_cpus=None if gpu else max(2, int(args.trials * args.cpus_per_trial)), include_dashboard=False,
              log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(sys.path[:2])}})
     for graphs, reuse in modes:
@@ -153,6 +166,10 @@ def main() -> None:
               f"(per trial median {r['per_trial_median']:,.0f}); overhead start->first step median "
               f"{r['overhead_median']:.2f} s (start->trial code {r['entry_median']:.2f} s); {r['trials']} trials, "
               f"Tuner.fit {r['wall_s']:.1f} s")
+        mode = next(k for k, v in names.items() if v == (graphs, reuse))
+        out["sweeps"][mode] = {**r, "aggregate_vs_naive": r["aggregate"] / naive}
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     ray.shutdown()
 
 
