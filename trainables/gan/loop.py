@@ -131,8 +131,12 @@ class GanTrainer:
         # two modes draw the same stream; `self.rng` is whichever the step uses, and what checkpoints save.
         self.gen = torch.Generator(device=self.device)
         self._step_gen = None if graphs else self.gen
-        self.rng = self.gen if not graphs else torch.cuda.default_generators[
-            self.device.index if self.device.index is not None else torch.cuda.current_device()]
+        if graphs:
+            torch.cuda.init()  # fills torch.cuda.default_generators
+            self.rng = torch.cuda.default_generators[
+                self.device.index if self.device.index is not None else torch.cuda.current_device()]
+        else:
+            self.rng = self.gen
         self.rng.manual_seed(_rng_seed(cfg.seed, rank))
         self.rng_restored: bool | None = None  # after load_state_dict: was the saved random stream restored?
         self.ema_step = torch.zeros((), device=self.device)
