@@ -23,8 +23,10 @@ CONTROL_ARMS = ("class_weight", "oversample", "augment")
 
 # dtype families of the contract's columns; anything not listed (extra config values) is left as read
 TEXT_COLUMNS = [c for c in ID_COLUMNS if c != "seed"] + [
-    "gan_loss", "gan_key", "imbalance_fix", "augment", "synthetic_mix"] + PATH_COLUMNS
-INT_COLUMNS = ["seed", "n_critic", "image_size", "channels", "gan_epochs"]
+    "gan_loss", "gan_key", "imbalance_fix", "augment", "synthetic_mix", "sweep_phase", "setup_id",
+    "gan_kid_reference"] + PATH_COLUMNS
+INT_COLUMNS = ["seed", "n_critic", "image_size", "channels", "gan_epochs", "confirm_rank", "n_val_positive",
+               "n_test_positive"]
 BOOL_COLUMNS = ["diffaugment", "conditional"]
 FLOAT_COLUMNS = (["gan_lr_g", "gan_lr_d", "synthetic_ratio", "clf_lr", "feature_matching", "perceptual"] + VAL_COLUMNS + TEST_COLUMNS
                  + [c for c in GAN_COLUMNS if c not in INT_COLUMNS]
@@ -104,7 +106,7 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
             df[c] = np.nan
     for c in TEXT_COLUMNS:
         df[c] = _to_text(df[c])
-    for c in ("stage", "arm", "status", "gan_loss"):
+    for c in ("stage", "arm", "status", "gan_loss", "sweep_phase"):
         df[c] = df[c].str.strip().str.lower().astype("str")
     for c in FLOAT_COLUMNS:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")

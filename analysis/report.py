@@ -26,7 +26,7 @@ import pandas as pd
 
 from analysis import plots
 from analysis.load import ResultsFileError, load
-from analysis.tables import (fmt_p, METRIC_LABELS, classifier_rows, headline, not_ok, pareto_mask, per_loss,
+from analysis.tables import (CLAIM_METRICS, fmt_p, METRIC_LABELS, classifier_rows, headline, not_ok, pareto_mask, per_loss,
                              per_variant, status_counts, summarize_configs)
 
 MAX_MD_ROWS = 40  # long tables are cut in the report; the CSV always has every row
@@ -153,13 +153,12 @@ def fci(mean: float, lo: float, hi: float, n: int) -> str:
     return f"{fnum(mean)} ± {fnum(half) if abs(half) >= 5e-7 else fnum(0.0)}"
 
 
-def fdiff(mean: float, lo: float, hi: float, p: float) -> str:
+def fdiff(mean: float, lo: float, hi: float) -> str:
     if not np.isfinite(mean):
         return "n/a"
     if not np.isfinite(lo):
         return f"{mean:+.3f} (no CI: too few seeds)"
-    ps = fmt_p(p)
-    return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}], p {ps if ps.startswith('<') else '= ' + ps}"
+    return f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
 def describe(c: pd.Series | None) -> str:
@@ -255,37 +254,15 @@ def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
         doc.p("No successful classifier results, so no headline table.")
         hl = None
     else:
-        hl = headline(clf, configs)
+        hl = headline(df)
         hl.table.to_csv(out / "headline.csv", index=False)
         hl.tests.to_csv(out / "comparisons.csv", index=False)
         doc.bullets(hl.messages)
-        rows = []
-        for _, r in hl.table.iterrows():
-            rows.append({"Metric": METRIC_LABELS[r["metric"]],
-                         "Baseline (no aug)": fci(r["baseline_mean"], r["baseline_lo"], r["baseline_hi"], r["baseline_n"]),
-                         "Best GAN aug": fci(r["gan_mean"], r["gan_lo"], r["gan_hi"], r["gan_n"]),
-                         "Improvement (GAN - baseline)": fdiff(r["improvement"], r["improvement_lo"],
-                                                               r["improvement_hi"], r["improvement_p"]),
-                         "Best classical control": fci(r["control_mean"], r["control_lo"], r["control_hi"],
-                                                       r["control_n"])})
-        doc.table(pd.DataFrame(rows))
-        doc.p("Real **test** metrics, mean ± half-width of the 95% t-interval over seeds. Every config was "
-              "chosen on real **validation** F1 (validation sensitivity breaks ties); test numbers never "
-              "entered the choice. Improvement: mean difference with its 95% bootstrap CI and two-sided "
-              "bootstrap p-value.")
-        doc.bullets([f"Baseline: {describe(hl.baseline)}", f"Best GAN aug: {describe(hl.gan)}",
-                     "Best classical control: " + (f"{plots.ARM_LABELS.get(hl.control['arm'], hl.control['arm'])}; "
-                                                   f"{describe(hl.control)}" if hl.control is not None else "none")])
-        doc.h(3, "Bootstrap tests")
-        t = hl.tests
-        doc.table(pd.DataFrame({"Comparison": t["comparison"], "Metric": t["metric"].map(METRIC_LABELS),
-                                "Mean difference": t["mean_diff"].map(lambda x: f"{x:+.3f}" if np.isfinite(x) else "n/a"),
-                                "95% bootstrap CI": [f"[{a:+.3f}, {b:+.3f}]" if np.isfinite(a) else "n/a"
-                                                     for a, b in zip(t["ci_lo"], t["ci_hi"])],
-                                "p-value": t["p_value"].map(fmt_p), "Method": t["method"]}), "comparisons.csv")
+        _headline_tables(doc, hl)
+        doc.bullets(hl.context)
 
     # ---- per loss
-    doc.h(2, "Per GAN loss type")
+    doc.h(2, "Per GAN loss type (exploratory)")
     pl = per_loss(configs) if not configs.empty else pd.DataFrame()
     if pl.empty:
         doc.p("No successful GAN-augmented configurations with validation metrics.")
@@ -316,7 +293,7 @@ def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
     # ---- per variant (conditioning, extra G terms, mixing)
     pv = per_variant(configs) if not configs.empty else pd.DataFrame()
     if not pv.empty and pv["gan_variant"].nunique() > 1:
-        doc.h(2, "Per GAN variant")
+        doc.h(2, "Per GAN variant (exploratory)")
         pv.to_csv(out / "per_variant.csv", index=False)
         doc.table(pd.DataFrame({
             "Variant": pv["gan_variant"], "Configs tried": pv["n_configs"].astype(int),
@@ -345,7 +322,8 @@ def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
             doc.p(f"{len(unranked)} configuration(s) have no validation F1 and cannot be ranked or chosen: "
                   + ", ".join(f"`{c}`" for c in unranked["config_id"]) + ".")
         doc.table(pd.DataFrame({
-            "Config": configs["config_id"], "Arm": configs["arm"], "Loss": configs["gan_loss"],
+            "Config": configs["config_id"], "Phase": configs["sweep_phase"].replace("", "n/a"),
+            "Arm": configs["arm"], "Loss": configs["gan_loss"],
             "Ratio": configs["synthetic_ratio"].map(lambda x: fnum(x, 3)), "Seeds": configs["n_seeds"].astype(int),
             "Val F1": configs["val_f1"].map(fnum), "Val sens.": configs["val_sensitivity"].map(fnum),
             "Test F1": [fci(m, l, h, n) for m, l, h, n in zip(configs["test_f1"], configs["test_f1_lo"],
@@ -368,9 +346,13 @@ def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
     doc.h(2, "Notes")
     notes = ["Rows are one per trial and stage; configurations group seed repeats by `config_id` "
              "(status ok, classifier stage). Several rows for one seed are averaged first.",
-             "95% CI: Student t-interval over seeds (mean ± t(0.975, n-1)·sd/√n). Bootstrap: 10,000 resamples "
-             "of seeds (paired by seed when seeds pair), percentile CI; p-value from the resampled differences "
-             "centred at zero."]
+             "95% CI: Student t-interval over seeds (mean ± t(0.975, n-1)·sd/√n), clipped to the metric's range. "
+             "Differences: paired by seed (every arm of the confirm phase runs the same seeds); paired t-test "
+             "(df = n - 1) with Holm's correction over the headline's claims; exact sign-flip test beside it. "
+             "Below 3 paired seeds nothing is tested.",
+             "Search-phase rows (one seed each, the runs the search chose on) appear only in the exploratory "
+             "tables and figures (per loss, per variant, ratio curves, Pareto front, all configurations); the "
+             "headline uses confirm-phase rows only."]
     if missing:
         notes.append("Columns absent from the results file (treated as empty): " + ", ".join(f"`{c}`" for c in missing) + ".")
     doc.bullets(notes)
@@ -385,6 +367,51 @@ EXTRACTOR_NOTES = {
     "domain": "a small CNN trained on this data set's real images (extractor 'domain', the default)",
     "inception": "InceptionV3 from local weights (extractor 'inception')",
 }
+
+
+def _pick_text(name: str, pick) -> str:
+    if pick is None:
+        return f"{name}: none"
+    label = f" ({plots.ARM_LABELS.get(pick.arm, pick.arm)})" if pick.arm != "gan" else ""
+    seeds = f"{len(pick.seeds_ok)} seed(s) ok" + (f", {len(pick.seeds_failed)} failed or stopped"
+                                                  if pick.seeds_failed else "")
+    return (f"{name}{label}: {describe(pick.summary) if 'arm' in pick.summary else pick.config_id}; "
+            f"LR chosen on validation among {pick.n_lrs}; {seeds}")
+
+
+def _headline_tables(doc: Doc, hl) -> None:
+    rows = []
+    for _, r in hl.table.iterrows():
+        rows.append({"Metric": METRIC_LABELS[r["metric"]] + ("" if r["metric"] in CLAIM_METRICS else " (descriptive)"),
+                     "Baseline (no aug)": fci(r["baseline_mean"], r["baseline_lo"], r["baseline_hi"], r["baseline_n"]),
+                     "GAN aug": fci(r["gan_mean"], r["gan_lo"], r["gan_hi"], r["gan_n"]),
+                     "Best classical control": fci(r["control_mean"], r["control_lo"], r["control_hi"],
+                                                   r["control_n"]),
+                     "GAN - baseline": fdiff(r["improvement"], r["improvement_lo"], r["improvement_hi"]),
+                     "Val: baseline / GAN / control": " / ".join(fnum(r[f"{a}_val_mean"])
+                                                                 for a in ("baseline", "gan", "control"))})
+    doc.table(pd.DataFrame(rows))
+    doc.p("Real **test** metrics of the confirm phase (fresh seeds), mean ± half-width of the 95% t-interval over "
+          "seeds, clipped to [0, 1]; the last column gives the same arms' mean real **validation** metric, on which "
+          "every choice was made (test numbers never entered a choice). GAN - baseline: mean of the per-seed "
+          "differences with its 95% t-interval. Only F1 and sensitivity carry claims; the other metrics are "
+          "descriptive.")
+    doc.bullets([_pick_text("GAN", hl.gan), _pick_text("Baseline", hl.baseline),
+                 _pick_text("Best classical control", hl.control)])
+    doc.h(3, "The claims and their tests")
+    t = hl.tests[hl.tests["claim"]]
+    doc.table(pd.DataFrame({
+        "Comparison": t["comparison"], "Metric": t["metric"].map(METRIC_LABELS),
+        "Mean difference": t["mean_diff"].map(lambda x: f"{x:+.3f}" if np.isfinite(x) else "n/a"),
+        "95% t-CI": [f"[{a:+.3f}, {b:+.3f}]" if np.isfinite(a) else "n/a" for a, b in zip(t["ci_lo"], t["ci_hi"])],
+        "Paired seeds": t["n_paired"].astype(int),
+        "Paired t p": t["p_value"].map(fmt_p), "Holm p": t["p_holm"].map(fmt_p),
+        "Sign-flip p (floor)": [f"{fmt_p(p)} ({f:.3g})" if np.isfinite(p) else "n/a"
+                                for p, f in zip(t["p_sign_flip"], t["p_floor"])],
+        "Verdict": t["verdict"], "Method": t["method"]}), "comparisons.csv")
+    doc.p("A claim is made when the Holm-adjusted paired t-test p-value is below 0.05 (family: F1 and sensitivity "
+          "x GAN vs baseline and vs the best control). The exact sign-flip p-value needs no normality but can never "
+          "fall below its floor 2/2^n: with 3 seeds 0.25, with 5 seeds 0.0625; it is a check, not the claim.")
 
 
 def _loss_notes(df: pd.DataFrame, pl: pd.DataFrame) -> list[str]:
@@ -452,8 +479,9 @@ def _figures(doc: Doc, out: Path, clf, configs, hl, pl, base: Path):
 
     # chosen GAN runs: the best per loss (the best overall is one of them)
     chosen = []
-    if hl is not None and hl.gan is not None:
-        chosen.append((f"{hl.gan['gan_loss']} (best GAN overall)", hl.gan["config_id"], hl.gan["gan_loss"]))
+    if hl is not None and hl.gan is not None and "gan_loss" in hl.gan.summary:
+        g = hl.gan.summary
+        chosen.append((f"{g['gan_loss']} (the headline's GAN)", g["config_id"], g["gan_loss"]))
     for _, r in (pl.iterrows() if not pl.empty else []):
         if not chosen or r["config_id"] != chosen[0][1]:
             chosen.append((f"{r['gan_loss']} (best for this loss)", r["config_id"], r["gan_loss"]))

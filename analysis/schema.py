@@ -41,6 +41,15 @@ GAN_COLUMNS = ["gan_fid", "gan_kid", "gan_kid_std", "gan_precision", "gan_recall
                "gan_diversity_ratio", "gan_memorised_fraction", "gan_epochs"]
 TIMING_COLUMNS = ["time_total_s", "time_gan_s", "time_classifier_s", "finished_at"]
 PATH_COLUMNS = ["gan_run_dir", "clf_run_dir", "synthetic_dir"]
+# how the row enters the verdict (sweeps/augment_ratio.py); empty in results written before they existed
+DESIGN_COLUMNS = [
+    "sweep_phase",       # "search" (exploratory: chosen on, never in the headline) | "confirm" (fresh seeds)
+    "setup_id",          # str: hash of the config without seed and classifier LR (an arm's setup across its LR grid)
+    "confirm_rank",      # int: GAN configs of the confirm phase, 1 = the search's best on val (the headline's GAN)
+    "gan_kid_reference", # "val" | "train": the real images the GAN's KID/FID were measured against
+    "n_val_positive", "n_test_positive",  # int: real minority (positive) images in val / test
+]
 
 REQUIRED_COLUMNS = ID_COLUMNS
-ALL_COLUMNS = ID_COLUMNS + CONFIG_COLUMNS + VAL_COLUMNS + TEST_COLUMNS + GAN_COLUMNS + TIMING_COLUMNS + PATH_COLUMNS
+ALL_COLUMNS = (ID_COLUMNS + CONFIG_COLUMNS + VAL_COLUMNS + TEST_COLUMNS + GAN_COLUMNS + TIMING_COLUMNS + PATH_COLUMNS
+               + DESIGN_COLUMNS)
