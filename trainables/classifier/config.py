@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 from data_prep.config import config_from_dict
 from data_prep.errors import ConfigError
+from trainables.arms import AUGMENT_NAMES, IMBALANCE_FIXES
 from trainables.metrics.classification import METRIC_KEYS, THRESHOLD_RULES
 
 MAX_SYNTHETIC_RATIO = 10.0  # more than 10x the real minority images is a known failure mode
@@ -35,11 +36,10 @@ class ClassifierConfig:
     num_folds: int = 0  # k-fold CV over train+val (test untouched); 0 = the manifest's split, no CV
 
     def __post_init__(self) -> None:
-        from trainables.classifier.data import AUGMENTS, IMBALANCE_FIXES
         from trainables.classifier.models import MODELS
 
         for name, value, table in (("model", self.model, MODELS), ("imbalance_fix", self.imbalance_fix,
-                                   IMBALANCE_FIXES), ("augment", self.augment, AUGMENTS),
+                                   IMBALANCE_FIXES), ("augment", self.augment, AUGMENT_NAMES),
                                    ("threshold_rule", self.threshold_rule, THRESHOLD_RULES),
                                    ("select_metric", self.select_metric, METRIC_KEYS)):
             if value not in table:

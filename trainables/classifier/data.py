@@ -15,7 +15,7 @@ ties to the earlier folder), so the counts sum to n exactly; each row keeps its 
 `data.summary()["synthetic_sources"]` lists the folder, proportion and count of every source. A folder
 from a class-conditional generator may hold several classes: only its minority-class rows are drawn.
 
-Controls (one table each, same code path as the synthetic runs, freely combined with them):
+Controls (tables in trainables.arms, same code path as the synthetic runs, freely combined with them):
 IMBALANCE_FIXES  none | class_weight (loss weights n / (C * n_c)) | oversample (draw N indices
                  per epoch with probability proportional to 1 / n_class: balanced in expectation)
 AUGMENTS         none | standard (random h/v flips, rotation within +-15 degrees, brightness and
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from data_prep.arrays import decode_rows, normalize
 from data_prep.errors import ConfigError, DataError
 from data_prep.manifest import Manifest, add_synthetic_rows, check_no_leakage, read_synthetic_rows
+from trainables.arms import AUGMENT_NAMES, IMBALANCE_FIXES
 from trainables.classifier.config import MAX_SYNTHETIC_RATIO
 
 
@@ -256,19 +257,6 @@ def _inverse_frequency_sample_weights(labels, num_classes: int) -> torch.Tensor:
     return torch.as_tensor(1.0 / counts[np.asarray(labels, np.int64)], dtype=torch.float64)
 
 
-@dataclass(frozen=True)
-class ImbalanceFix:
-    loss_weights: bool  # weight the cross-entropy by n / (C * n_class)
-    resample: bool  # draw each epoch's indices with probability 1 / n_class (with replacement)
-
-
-IMBALANCE_FIXES = {
-    "none": ImbalanceFix(loss_weights=False, resample=False),
-    "class_weight": ImbalanceFix(loss_weights=True, resample=False),
-    "oversample": ImbalanceFix(loss_weights=False, resample=True),
-}
-
-
 def loss_weights_for(fix: str, labels, num_classes: int) -> torch.Tensor | None:
     """Cross-entropy class weights for `fix` (None = unweighted)."""
     return _balanced_loss_weights(labels, num_classes) if IMBALANCE_FIXES[fix].loss_weights else None
@@ -305,7 +293,8 @@ def _standard_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return ((x - mean) * contrast + mean + brightness).clamp(-1, 1)
 
 
-AUGMENTS = {
+AUGMENTS = {  # the names and their meaning: trainables.arms.AUGMENT_NAMES
     "none": None,
     "standard": _standard_augment,
 }
+assert set(AUGMENTS) == set(AUGMENT_NAMES), "trainables.arms.AUGMENT_NAMES and AUGMENTS must name the same augments"

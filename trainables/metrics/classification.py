@@ -24,8 +24,9 @@ import torch
 from torchmetrics.functional.classification import (binary_auroc, binary_average_precision,
                                                     multiclass_confusion_matrix)
 
-METRIC_KEYS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1", "macro_f1",
-               "roc_auc", "pr_auc")
+from analysis.schema import METRIC_NAMES  # pure Python: the results contract owns the names
+
+METRIC_KEYS = METRIC_NAMES  # the one list of metric names (tests/test_house.py checks it is the same object)
 THRESHOLD_FREE = ("roc_auc", "pr_auc")  # metrics that do not depend on the decision threshold
 
 
