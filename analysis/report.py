@@ -372,7 +372,7 @@ EXTRACTOR_NOTES = {
 def _pick_text(name: str, pick) -> str:
     if pick is None:
         return f"{name}: none"
-    label = f" ({plots.ARM_LABELS.get(pick.arm, pick.arm)})" if pick.arm != "gan" else ""
+    label = f" ({plots.ARM_LABELS.get(pick.arm, pick.arm)})" if pick.arm not in ("gan", "baseline") else ""
     seeds = f"{len(pick.seeds_ok)} seed(s) ok" + (f", {len(pick.seeds_failed)} failed or stopped"
                                                   if pick.seeds_failed else "")
     return (f"{name}{label}: {describe(pick.summary) if 'arm' in pick.summary else pick.config_id}; "
@@ -423,6 +423,14 @@ def _loss_notes(df: pd.DataFrame, pl: pd.DataFrame) -> list[str]:
     if unfinished:
         notes.append(f"{', '.join(unfinished)}: tried, but every config stopped early or failed (listed at the "
                      "end), so no row above.")
+    refs = set(df["gan_kid_reference"].dropna()) - {""} if "gan_kid_reference" in df.columns else set()
+    if "train" in refs:
+        notes.append("FID/KID of some GANs were measured against the real TRAINING images (`gan_kid_reference` = "
+                     "train), because validation held too few minority images for a reference: such values reward "
+                     "memorisation, so the sweep did not prune GANs on them (ASHA off).")
+    elif refs == {"val"}:
+        notes.append("FID/KID (and the KID that ASHA pruned on) were measured against real VALIDATION minority "
+                     "images, never the training images the GANs fit; the memorisation audit uses the training images.")
     used = sorted(df["gan_extractor"].dropna().unique()) if "gan_extractor" in df.columns else []
     if used:
         what = " and ".join(EXTRACTOR_NOTES.get(e, f"extractor {e!r}") for e in used)

@@ -458,7 +458,8 @@ def context(h: Headline, df: pd.DataFrame) -> list[str]:
                    "which no number of seeds removes.")
     claims = h.tests[h.tests["claim"] & h.tests["tested"]]
     if len(claims):
-        parts = [f"{METRIC_LABELS[r.metric]} vs {r.comparison.split(' - ')[1]} {r.mde:.3f}"
+        parts = [f"{METRIC_LABELS[r.metric]} vs {r.comparison.split(' - ')[1]} "
+                 + (f"{r.mde:.3f}" if r.mde <= 1 else "none within the metric's range")
                  for r in claims.itertuples() if np.isfinite(r.mde)]
         m = len(CLAIM_METRICS) * len(COMPARISONS)
         out.append(f"Smallest true difference this sweep would detect with 80% power, from the observed spread of "

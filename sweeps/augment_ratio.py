@@ -10,8 +10,10 @@ Phases (each a Ray Tune run; results.parquet grows as trials finish):
   1. search  : OptunaSearch, multi-objective on real-val minority F1 and sensitivity, over GAN loss,
                G/D learning rates, DiffAugment, n_critic (wgan-gp), synthetic ratio, classifier LR;
                ASHA stops weak GANs on KID. Each GAN config is trained once and reused.
-  2. confirm : the controls (ratio 0 baseline, class weights, oversampling, standard augmentation) and
-               the top-k GAN configs (Pareto set on val, ranked by val F1), each with several seeds.
+  2. confirm : every arm - the controls (ratio 0 baseline, class weights, oversampling, standard augmentation)
+               and the top-k GAN configs of the search (Pareto set on val, ranked by val F1; rank 1 is the
+               headline's GAN) - x the same classifier-LR grid x the same fresh seeds (never a search seed;
+               every seed retrains the GAN). Each arm's LR is chosen on val; the verdict is a paired test.
 Real test metrics are recorded for every trial and never used to choose anything.
 Ends by printing the best configurations' real-test numbers against the baseline and controls, and
 writing <storage>/<name>/results.parquet and <storage>/<name>/report/report.{md,html}.
@@ -23,6 +25,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/augment_ratio.py` from a checkout
@@ -104,8 +107,21 @@ REUSE_TRIAL_PROCESSES = True
 DDP_TRIAL_CPU = 0.25  # what a --workers-per-trial N > 1 trial's own (coordinating) process reserves
 
 
-def settings_for(cfg: SweepConfig, manifest: Path, work: Path) -> dict:
-    return {"manifest": str(manifest), "work_dir": str(work), "image_size": cfg.image_size,
+def data_facts(manifest: Path) -> dict:
+    """What the sweep needs to know of the data before trials start: real minority images in val and test,
+    and so which split the GAN quality reference is built from (trial.reference_split)."""
+    import data_prep
+    from sweeps.trial import reference_split
+
+    m = data_prep.read_manifest(manifest)
+    real_pos = (m.df["label"] == m.positive_label) & ~m.df["is_synthetic"]
+    n_val, n_test = int((real_pos & (m.df["split"] == "val")).sum()), int((real_pos & (m.df["split"] == "test")).sum())
+    return {"n_val_positive": n_val, "n_test_positive": n_test, "gan_reference_split": reference_split(n_val)}
+
+
+def settings_for(cfg: SweepConfig, manifest: Path, work: Path, facts: dict | None = None) -> dict:
+    facts = facts if facts is not None else {"gan_reference_split": "val"}
+    return {**facts, "manifest": str(manifest), "work_dir": str(work), "image_size": cfg.image_size,
             "channels": cfg.channels, "gan_epochs": cfg.gan_epochs, "gan_batch_size": cfg.gan_batch_size,
             "gan_width": cfg.gan_width, "gan_eval_every": cfg.gan_eval_every, "clf_model": cfg.clf_model,
             "clf_epochs": cfg.clf_epochs, "clf_batch_size": cfg.clf_batch_size,
@@ -198,37 +214,42 @@ def pick_best(df, k: int) -> list[dict]:
 def confirm_phase(cfg: SweepConfig, settings: dict, table, max_conc: int, best: list[dict]):
     from ray import tune
 
-    from sweeps.space import control_configs, default_clf_lr, repeat_configs
+    from sweeps.space import confirm_configs, confirm_seeds
 
-    seeds = list(range(cfg.num_seeds))
-    clf_lr = float(best[0]["clf_lr"]) if best else default_clf_lr(cfg)
-    configs = control_configs(cfg, seeds, clf_lr) + repeat_configs(best, seeds[1:])
-    print(f"[confirm] {len(configs)} trials: controls {list(cfg.controls)} x {len(seeds)} seeds"
-          f" + top {len(best)} GAN config(s) x {len(seeds) - 1} more seeds", flush=True)
+    configs = confirm_configs(cfg, best)
+    seeds = confirm_seeds(cfg.num_seeds)
+    lrs = ", ".join(f"{lr:g}" for lr in cfg.clf_lr_grid)
+    print(f"[confirm] {len(configs)} trials: (controls {list(cfg.controls)} + top {len(best)} GAN config(s)) x "
+          f"classifier LRs [{lrs}] x seeds {seeds[0]}-{seeds[-1]} (fresh: the search ran seed 0); "
+          f"each GAN config retrained per seed", flush=True)
     tc = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES)
     return run_phase(cfg, "confirm", settings, table, tc, {"trial": tune.grid_search(configs)})
 
 
 def summarize(df) -> str:
-    """The answer in a few lines: best GAN configs vs baseline and controls, real test, mean over seeds."""
-    ok = df[(df["stage"] == "classifier") & (df["status"] == "ok")]
-    if ok.empty:
+    """The answer in a few lines: the headline's verdict and each arm's real-test numbers (confirm phase)."""
+    import analysis
+    from analysis.tables import METRIC_LABELS
+
+    tidy = analysis.tidy(df)
+    if analysis.classifier_rows(tidy).empty:
         return "no trial finished successfully; see the failed rows in results.parquet"
-    agg = ok.groupby(["arm", "config_id"]).agg(
-        n_seeds=("seed", "nunique"), val_f1=("val_f1", "mean"), test_f1=("test_f1", "mean"),
-        test_f1_sd=("test_f1", "std"), test_sensitivity=("test_sensitivity", "mean"),
-        test_specificity=("test_specificity", "mean"), test_roc_auc=("test_roc_auc", "mean"),
-        gan_loss=("gan_loss", "first"), ratio=("synthetic_ratio", "first")).reset_index()
-    gan = agg[agg["arm"] == "gan"].sort_values(["n_seeds", "val_f1"], ascending=False).head(3)
-    controls = agg[agg["arm"] != "gan"].sort_values("arm")
+    h = analysis.headline(tidy)
+    t = h.table.set_index("metric")
+    head = f"  {'arm':<34}{'seeds':>6}{'val F1':>9}{'test F1':>9}{'test sens':>11}{'test AUC':>10}"
     rows = []
-    for _, r in list(controls.iterrows()) + list(gan.iterrows()):
-        label = r["arm"] if r["arm"] != "gan" else f"GAN {r['gan_loss']} ratio {r['ratio']:g}"
-        rows.append(f"  {label:<30}{int(r['n_seeds']):>6}{r['val_f1']:>9.3f}{r['test_f1']:>9.3f}"
-                    f" ±{(r['test_f1_sd'] if r['test_f1_sd'] == r['test_f1_sd'] else 0):.3f}"
-                    f"{r['test_sensitivity']:>9.3f}{r['test_specificity']:>9.3f}{r['test_roc_auc']:>9.3f}")
-    head = f"  {'arm':<30}{'seeds':>6}{'val F1':>9}{'test F1':>9}{'(sd)':>7}{'sens':>9}{'spec':>9}{'AUC':>9}"
-    return "\n".join(["real-test metrics, mean over seeds (GAN configs chosen on val F1):", head] + rows)
+    for name, pick in (("baseline", h.baseline), ("gan", h.gan), ("control", h.control)):
+        if pick is None:
+            continue
+        label = "GAN " + str(pick.summary.get("gan_loss", "")) + f" ratio {pick.summary.get('synthetic_ratio', 0):g}" \
+            if name == "gan" else (pick.arm if name == "baseline" else f"best control: {pick.arm}")
+        rows.append(f"  {label:<34}{len(pick.seeds_ok):>6}{t.loc['f1', name + '_val_mean']:>9.3f}"
+                    f"{t.loc['f1', name + '_mean']:>9.3f}{t.loc['sensitivity', name + '_mean']:>11.3f}"
+                    f"{t.loc['roc_auc', name + '_mean']:>10.3f}")
+    verdict = [m.replace("**", "") for m in h.messages]
+    return "\n".join(["real-test metrics of the confirm phase, mean over seeds (every choice made on val):", head]
+                     + rows + [""] + verdict + [f"({METRIC_LABELS['f1']} and sensitivity carry the claims; "
+                                                "the report has the tests and what they cover.)"])
 
 
 def disk_use(path: Path) -> int:
@@ -264,7 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     from sweeps.results import ResultsTable
 
     table = ResultsTable(work / "results.parquet", cfg.name)
-    settings = settings_for(cfg, manifest, work)
+    facts = data_facts(manifest)
+    if facts["gan_reference_split"] != "val":
+        from sweeps.trial import MIN_VAL_REFERENCE_IMAGES
+
+        print(f"note: validation holds {facts['n_val_positive']} real minority image(s), fewer than "
+              f"{MIN_VAL_REFERENCE_IMAGES}: GAN quality (KID/FID) is measured against the training images instead "
+              f"(labelled gan_kid_reference=train), which rewards memorisation, so ASHA does not prune on it "
+              f"(early stopping off)", flush=True)
+        cfg = replace(cfg, early_stop=False)
+    settings = settings_for(cfg, manifest, work, facts)
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Trial workers import this checkout's packages even when it is not pip-installed.

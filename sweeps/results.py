@@ -52,7 +52,8 @@ class ResultsTable:
         if stage == "classifier" and row.get("gan_trained_here") and row.get("gan_key"):
             gan_row = {k: r.get(k) for k in ("trial_id", "arm", "seed", "gan_loss", "gan_lr_g", "gan_lr_d",
                                              "diffaugment", "n_critic", "gan_key", "gan_run_dir", "time_gan_s",
-                                             "config_id", "image_size", "channels", "sweep_phase")}
+                                             "config_id", "image_size", "channels", "sweep_phase",
+                                             "setup_id", "confirm_rank", "gan_kid_reference")}
             gan_failed = (r.get("error") or "").startswith("GAN")  # trial.ensure_gan's reasons start so
             gan_row.update({c: r.get(c) for c in GAN_COLUMNS}, stage="gan", sweep_name=self.sweep_name,
                            status="failed" if gan_failed else "ok", error=r["error"] if gan_failed else "",
@@ -110,11 +111,11 @@ class ResultsCallback(Callback):
         prev.update({k: v for k, v in result.items() if not isinstance(v, dict)})
 
     def _base(self, trial) -> dict[str, Any]:
-        from sweeps.space import TRIAL_KEYS, config_id, gan_key
+        from sweeps.space import ROW_KEYS, TRIAL_KEYS, config_id, gan_key, setup_id
 
         cfg = dict(trial.config.get("trial", trial.config))
-        return {**{k: cfg[k] for k in TRIAL_KEYS if k in cfg},
-                "trial_id": trial.trial_id, "config_id": config_id(cfg), "gan_key": gan_key(cfg)}
+        return {**{k: cfg[k] for k in (*TRIAL_KEYS, *ROW_KEYS) if k in cfg}, "trial_id": trial.trial_id,
+                "config_id": config_id(cfg), "setup_id": setup_id(cfg), "gan_key": gan_key(cfg)}
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = self.last.get(trial.trial_id, {})

@@ -5,8 +5,10 @@ GAN loss, G and D learning rates, DiffAugment, n_critic (wgan-gp only), syntheti
 classifier learning rate. GAN learning rates are categorical on purpose: a GAN config then recurs
 across trials, and the GAN cache (trial.py) trains it once and serves every ratio that asks for it.
 
-Confirm phase: the controls (baseline = ratio 0, class_weight, oversample, standard augmentation) and
-the top-k GAN configs by real-val F1, each with `num_seeds` seeds.
+Confirm phase: every arm (the controls: baseline = ratio 0, class_weight, oversample, standard augmentation;
+and the top-k GAN configs of the search, rank 1 = the headline's GAN) x the same classifier-LR grid x the same
+fresh seeds, which the search never used. Each arm's LR is then chosen on real validation, so every arm gets
+the same tuning budget, and every confirm seed retrains the GAN (its key holds the seed).
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ GAN_KEYS = ("gan_loss", "gan_lr_g", "gan_lr_d", "diffaugment", "n_critic", "cond
 TRIAL_KEYS = GAN_KEYS + ("arm", "synthetic_mix", "synthetic_ratio", "clf_lr", "imbalance_fix", "augment")
 MIX = "mix"  # gan_loss of a trial whose synthetic set mixes one GAN per loss in equal parts
 OBJECTIVES = ("val_f1", "val_sensitivity")  # both maximised, on REAL validation images only
+SEARCH_SEED = 0  # every search trial trains with this seed
+CONFIRM_SEED_BASE = 1000  # confirm seeds are 1000, 1001, ...: never a search seed, so no search run is reused
+ROW_KEYS = ("confirm_rank",)  # trial values carried into results rows that are not part of the config's identity
 
 
 def _canonical(v: Any) -> Any:
@@ -71,6 +76,11 @@ def config_id(config: Mapping[str, Any]) -> str:
     return _hash({k: config.get(k) for k in TRIAL_KEYS if k != "seed"})
 
 
+def setup_id(config: Mapping[str, Any]) -> str:
+    """Identity of an arm's setup across seeds and classifier LRs (the confirm phase tunes the LR per setup)."""
+    return _hash({k: config.get(k) for k in TRIAL_KEYS if k not in ("seed", "clf_lr")})
+
+
 class SearchSpace:
     """Define-by-run space for OptunaSearch (conditional: n_critic only for wgan-gp).
 
@@ -90,7 +100,7 @@ class SearchSpace:
         return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
 
     def __call__(self, trial) -> dict[str, Any]:
-        consts: dict[str, Any] = {"arm": "gan", "seed": 0, "imbalance_fix": "none", "augment": "none"}
+        consts: dict[str, Any] = {"arm": "gan", "seed": SEARCH_SEED, "imbalance_fix": "none", "augment": "none"}
         mix = self._choose(trial, "synthetic_mix", self.mixes)
         consts["synthetic_mix"] = mix
         loss = self._choose(trial, "gan_loss", self.losses) if mix == "single" else MIX
@@ -115,23 +125,37 @@ class SearchSpace:
         return consts
 
 
-def default_clf_lr(sweep) -> float:
-    lo, hi = sweep.clf_lr_range
-    return float(math.sqrt(lo * hi))  # geometric middle of the searched range
+def confirm_seeds(num_seeds: int) -> list[int]:
+    """The confirm phase's seeds: shared by every arm (so the test stays paired), never a search seed."""
+    return list(range(CONFIRM_SEED_BASE, CONFIRM_SEED_BASE + int(num_seeds)))
 
 
-def control_configs(sweep, seeds, clf_lr: float) -> list[dict[str, Any]]:
-    """The controls, each with every seed. They train with `clf_lr`, the classifier learning rate of
-    the best search config, so the GAN arm does not win merely by a tuned learning rate."""
+def control_configs(sweep, seeds, clf_lrs) -> list[dict[str, Any]]:
+    """The controls, each with every classifier LR of the grid and every seed."""
     out = []
     for arm in sweep.controls:
-        for seed in seeds:
-            out.append({"arm": arm, "seed": seed, "gan_loss": "", "gan_lr_g": None, "gan_lr_d": None,
-                        "diffaugment": False, "n_critic": 0, "synthetic_mix": "", "clf_lr": float(clf_lr),
-                        **CONTROL_ARMS[arm]})
+        for lr in clf_lrs:
+            for seed in seeds:
+                out.append({"arm": arm, "seed": seed, "gan_loss": "", "gan_lr_g": None, "gan_lr_d": None,
+                            "diffaugment": False, "n_critic": 0, "synthetic_mix": "", "clf_lr": float(lr),
+                            **CONTROL_ARMS[arm]})
     return out
 
 
-def repeat_configs(best: list[Mapping[str, Any]], seeds) -> list[dict[str, Any]]:
-    """Top GAN configs again with more seeds (the GAN is retrained per seed: its variance counts too)."""
-    return [{**{k: _canonical(cfg.get(k)) for k in TRIAL_KEYS}, "seed": seed} for cfg in best for seed in seeds]
+def repeat_configs(best: list[Mapping[str, Any]], seeds, clf_lrs=None) -> list[dict[str, Any]]:
+    """The top GAN configs of the search (in rank order) with every seed, and every classifier LR of the grid
+    (None: the config's own LR). The GAN is retrained per seed: its variance counts too. Each carries its
+    confirm_rank (1 = the search's best on validation: the headline's GAN, fixed before any confirm run)."""
+    out = []
+    for rank, cfg in enumerate(best, start=1):
+        base = {k: _canonical(cfg.get(k)) for k in TRIAL_KEYS}
+        for lr in (clf_lrs if clf_lrs is not None else [base["clf_lr"]]):
+            for seed in seeds:
+                out.append({**base, "clf_lr": float(lr), "seed": seed, "confirm_rank": rank})
+    return out
+
+
+def confirm_configs(sweep, best: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every confirm trial: (controls + top-k GAN configs) x sweep.clf_lr_grid x confirm_seeds(num_seeds)."""
+    seeds = confirm_seeds(sweep.num_seeds)
+    return control_configs(sweep, seeds, sweep.clf_lr_grid) + repeat_configs(best, seeds, sweep.clf_lr_grid)

@@ -10,6 +10,15 @@ enough for the largest ratio in the sweep; each classifier draws its own seeded 
 Reported to Tune: per GAN epoch (phase "gan": gan_epoch, losses, KID every gan_eval_every epochs, which
 ASHA uses to stop weak GANs), per classifier epoch (phase "classifier"), and a final row (phase
 "final") with every val_*/test_* metric, GAN quality metrics, timings and artifact paths.
+
+The KID that prunes (ASHA) and the quality that selects are measured against REAL VALIDATION minority images,
+never the training images the GAN fits (that would reward memorisation); the memorisation audit compares
+with the training images. Validation sets with fewer than MIN_VAL_REFERENCE_IMAGES minority images fall back
+to the training images, and the sweep then turns ASHA off (see reference_split).
+
+A "mix" trial (one GAN per loss, equal parts) is exempt from ASHA: its members report their epochs as
+gan_epoch_cumulative and member_gan_kid, not under the scheduler's keys, since ASHA would otherwise judge the
+mix by its first member alone. Its quality metrics are those of the mixed synthetic set.
 """
 from __future__ import annotations
 
@@ -22,10 +31,18 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from sweeps.space import MIX, TRIAL_KEYS, config_id, gan_key, mix_members
+from sweeps.space import MIX, ROW_KEYS, TRIAL_KEYS, config_id, gan_key, mix_members, setup_id
 
 METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1", "macro_f1",
            "roc_auc", "pr_auc")
+# Fewest real minority validation images a quality reference may have: KID from fewer is mostly noise, and
+# precision/recall need more than k = 3 neighbours. Below it the reference is the training images (stated).
+MIN_VAL_REFERENCE_IMAGES = 10
+
+
+def reference_split(n_val_positive: int) -> str:
+    """The split the GAN quality reference is built from: "val", or "train" when val is too small."""
+    return "val" if n_val_positive >= MIN_VAL_REFERENCE_IMAGES else "train"
 
 
 @contextlib.contextmanager
@@ -131,12 +148,7 @@ def ensure_gan(config: Mapping[str, Any], s: Mapping[str, Any], device: str, rep
         t0 = time.perf_counter()
         manifest = read_manifest(s["manifest"])
         gcfg = gan_settings(config, s, device)
-        evaluator = None
-        if s["gan_eval_every"]:
-            from trainables.metrics.generative import make_gan_evaluator
-
-            evaluator = make_gan_evaluator(manifest, s["image_size"], s["channels"],
-                                           Path(s["work_dir"]) / "quality_cache", device=device)
+        evaluator = quality_evaluator(manifest, s, device) if s["gan_eval_every"] else None
 
         if s["workers_per_trial"] > 1:  # DDP over several workers: a TorchTrainer inside this trial
             from trainables.gan.train import run_gan_ray
@@ -163,7 +175,7 @@ def ensure_gan(config: Mapping[str, Any], s: Mapping[str, Any], device: str, rep
                       progress=False, labels=[manifest.positive_class] if gcfg["conditional"] else None)
         info.update(status="ok", reason="", synthetic_dir=str(synthetic_dir))
         if evaluator is not None:
-            info.update(audit_gan(evaluator, synthetic_dir, run_dir / "quality"))
+            info.update(audit_gan(evaluator, [synthetic_dir], run_dir / "quality"))
         info["time_gan_s"] = round(time.perf_counter() - t0, 2)
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps(info, default=float))
@@ -171,21 +183,69 @@ def ensure_gan(config: Mapping[str, Any], s: Mapping[str, Any], device: str, rep
         return {**info, "gan_trained_here": True}
 
 
-def audit_gan(evaluator, synthetic_dir: Path, out_dir: Path) -> dict[str, float]:
-    """Final quality + memorisation audit of the sampled set against the real minority train images."""
+def quality_evaluator(manifest, s: Mapping[str, Any], device: str):
+    """The GAN evaluator of this sweep: domain features, reference = real minority images of
+    s["gan_reference_split"] ("val" unless val is too small), memorisation audit against real train."""
+    from trainables.metrics.generative import make_gan_evaluator
+
+    return make_gan_evaluator(manifest, s["image_size"], s["channels"], Path(s["work_dir"]) / "quality_cache",
+                              device=device, split=s.get("gan_reference_split", "val"))
+
+
+QUALITY_COLUMNS = {"fid": "gan_fid", "kid": "gan_kid", "kid_std": "gan_kid_std", "precision": "gan_precision",
+                   "recall": "gan_recall", "diversity_ratio": "gan_diversity_ratio",
+                   "memorised_fraction": "gan_memorised_fraction"}
+
+
+def audit_gan(evaluator, synthetic_dirs: list, out_dir: Path) -> dict[str, Any]:
+    """Final quality + memorisation audit of a sampled set (equal parts of each folder in synthetic_dirs)
+    against the evaluator's real reference; the memorisation audit compares with real train images."""
+    import pandas as pd
+
     from data_prep.arrays import decode_rows
     from data_prep.manifest import read_synthetic_rows
     from trainables.metrics.generative import evaluate_synthetic
 
-    rows = read_synthetic_rows(synthetic_dir)
+    sets = [read_synthetic_rows(d) for d in synthetic_dirs]
+    n_each = min(len(r) for r in sets)
+    rows = pd.concat([r.head(n_each) for r in sets], ignore_index=True)
     ref = evaluator.reference
     fake = decode_rows(rows, ref.pixels.shape[1], ref.pixels.shape[3])
     m = evaluate_synthetic(None, fake, None, evaluator.extractor, out_dir=out_dir, reference=ref)
     (out_dir / "metrics.json").write_text(json.dumps(m, indent=2, default=str))
-    names = {"fid": "gan_fid", "kid": "gan_kid", "kid_std": "gan_kid_std", "precision": "gan_precision",
-             "recall": "gan_recall", "diversity_ratio": "gan_diversity_ratio",
-             "memorised_fraction": "gan_memorised_fraction"}
-    return {col: float(m[k]) for k, col in names.items() if isinstance(m.get(k), (int, float))}
+    out: dict[str, Any] = {col: float(m[k]) for k, col in QUALITY_COLUMNS.items() if isinstance(m.get(k), (int, float))}
+    out["gan_kid_reference"] = str(ref.meta.get("split", ""))
+    return out
+
+
+def mix_progress(row: Mapping[str, Any], member: int, epochs_per_member: int) -> dict[str, Any]:
+    """A mix member's GAN epoch as the trial reports it: under keys ASHA does not read (a mix is exempt), with
+    the epoch counted across members so progress plots read left to right."""
+    out = {k: v for k, v in row.items() if k not in ("gan_epoch", "gan_kid")}
+    if row.get("gan_epoch") is not None:
+        out["gan_epoch_cumulative"] = member * epochs_per_member + int(row["gan_epoch"])
+    if row.get("gan_kid") is not None:
+        out["member_gan_kid"] = row["gan_kid"]
+    out["mix_member"] = member
+    return out
+
+
+def mix_quality(config: Mapping[str, Any], gans: list[dict], s: Mapping[str, Any], device: str) -> dict[str, Any]:
+    """Quality of a mix's synthetic set (equal parts of each member's), computed once per mix under a lock."""
+    from data_prep import read_manifest
+
+    key = gan_key(config)
+    out_dir = Path(s["work_dir"]) / "gans" / key
+    done = out_dir / "mix_quality.json"
+    with file_lock(out_dir.parent / f"{key}.lock"):
+        if done.exists():
+            return json.loads(done.read_text())
+        evaluator = quality_evaluator(read_manifest(s["manifest"]), s, device)
+        q = audit_gan(evaluator, [g["synthetic_dir"] for g in gans], out_dir / "quality")
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(q, default=float))
+        tmp.replace(done)
+        return q
 
 
 def _inject_test_fault(config: Mapping[str, Any]) -> None:
@@ -214,22 +274,28 @@ def run_trial(config: Mapping[str, Any], s: Mapping[str, Any], trial_id: str, re
     torch.set_num_threads(max(1, int(s["cpus_per_trial"])))
     device = "cuda" if s["gpus_per_trial"] > 0 and torch.cuda.is_available() else "cpu"
     t0 = time.perf_counter()
-    row: dict[str, Any] = {k: config[k] for k in TRIAL_KEYS if k in config}
-    row.update(trial_id=trial_id, config_id=config_id(config), gan_key=gan_key(config), status="ok", error="",
-               image_size=s["image_size"], channels=s["channels"])
+    row: dict[str, Any] = {k: config[k] for k in (*TRIAL_KEYS, *ROW_KEYS) if k in config}
+    row.update(trial_id=trial_id, config_id=config_id(config), setup_id=setup_id(config), gan_key=gan_key(config),
+               status="ok", error="", image_size=s["image_size"], channels=s["channels"],
+               **{k: s[k] for k in ("n_val_positive", "n_test_positive") if k in s})
     synthetic_dir = None
     if config["arm"] == "gan":
-        members = mix_members(config, s["gan_losses"]) if config.get("gan_loss") == MIX else [config]
-        gans = [ensure_gan(m, s, device, report) for m in members]
+        is_mix = config.get("gan_loss") == MIX
+        members = mix_members(config, s["gan_losses"]) if is_mix else [config]
+        gans = []
+        for i, member in enumerate(members):
+            member_report = (lambda r, i=i: report(mix_progress(r, i, s["gan_epochs"]))) if is_mix else report
+            gans.append(ensure_gan(member, s, device, member_report))
         bad = [g for g in gans if g["status"] != "ok"]
-        if len(gans) == 1:
+        if not is_mix:
             row.update({k: v for k, v in gans[0].items() if k not in ("status", "reason")})
-        else:  # a mix: the row carries the mean quality of its members and every member's run dir
+        else:  # a mix: every member's run dir; quality of the mixed set (below), not the members' mean
             row.update(gan_run_dir=";".join(g["gan_run_dir"] for g in gans),
                        gan_trained_here=any(g.get("gan_trained_here") for g in gans),
                        time_gan_s=sum(g.get("time_gan_s", 0) for g in gans if g.get("gan_trained_here")),
-                       **{c: sum(g[c] for g in gans) / len(gans) for c in gans[0]
-                          if c.startswith("gan_") and all(isinstance(g.get(c), float) for g in gans)})
+                       gan_epochs=sum(int(g.get("gan_epochs") or 0) for g in gans))
+            if not bad and s["gan_eval_every"]:
+                row.update(mix_quality(config, gans, s, device))
         if bad:
             row.update(status="failed", error="; ".join(g["reason"] for g in bad),
                        time_total_s=round(time.perf_counter() - t0, 2), phase="final")

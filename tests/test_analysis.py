@@ -365,3 +365,37 @@ def test_per_loss_notes_name_losses_with_no_finished_config_and_the_feature_spac
     assert "computed on the features of a small CNN trained on this data set's real images" in section
     md = build_report(write(tmp_path, make_results(), "plain.parquet"), tmp_path / "rep2").read_text()
     assert "tried, but every config" not in md and "computed on the features" not in md
+
+
+def test_headline_uses_confirm_rows_tunes_every_arm_on_val_and_counts_failed_seeds(tmp_path):
+    """Search rows (the lucky winner's own run) never enter the headline; each arm's LR is chosen on val within
+    the confirm phase; the pre-registered GAN (confirm_rank 1) is the headline's even if rank 2 looks better on
+    val; a failed confirm seed is counted and named, not silently dropped."""
+    rows = [row("g_search", "gan", 0, 0.99, 0.99, gan_loss="hinge", ratio=1.0, sweep_phase="search",
+                setup_id="G1")]
+    seeds = [1000, 1001, 1002, 1003, 1004]
+    for lr, val_shift in ((1e-3, 0.0), (3e-3, 0.05)):  # LR 3e-3 wins on val in every arm
+        for i, s in enumerate(seeds):
+            common = dict(sweep_phase="confirm", clf_lr=lr)
+            rows.append(row(f"b_{lr}", "baseline", s, 0.60 + i / 100 - val_shift, 0.60 + val_shift,
+                            setup_id="B", **common))
+            rows.append(row(f"c_{lr}", "class_weight", s, 0.62 + i / 100, 0.62 + val_shift, setup_id="C", **common))
+            failed = lr == 3e-3 and s == 1004
+            rows.append(row(f"g1_{lr}", "gan", s, np.nan if failed else 0.61 + i / 100, np.nan if failed else
+                            0.61 + val_shift, gan_loss="hinge", ratio=1.0, setup_id="G1", confirm_rank=1,
+                            status="failed" if failed else "ok", error="RuntimeError: boom" if failed else "",
+                            **common))
+            rows.append(row(f"g2_{lr}", "gan", s, 0.70, 0.90, gan_loss="bce", ratio=2.0, setup_id="G2",
+                            confirm_rank=2, **common))
+    p = write(tmp_path, rows)
+    hl = analysis.headline(analysis.load(p))
+    assert hl.gan.config_id == "g1_0.003" and hl.gan.seeds_ok == seeds[:4] and hl.gan.seeds_failed == [1004]
+    assert hl.baseline.config_id == "b_0.003" and hl.baseline.n_lrs == 2
+    assert hl.control.config_id == "c_0.003"
+    f1 = hl.table.set_index("metric").loc["f1"]
+    assert f1["gan_mean"] == pytest.approx(np.mean([0.61, 0.62, 0.63, 0.64]))  # no 0.99 search run, no NaN
+    t = hl.tests.set_index(["comparison", "metric"]).loc[("GAN - baseline", "f1")]
+    assert t["n_paired"] == 4  # the failed seed leaves the pairing
+    md = build_report(p, tmp_path / "rep").read_text()
+    assert "GAN: 1 seed(s) failed or stopped in the confirm phase" in md and "RuntimeError: boom" in md
+    assert "2 classifier LR(s) x 5 seed(s)" in md and "Caution" not in md

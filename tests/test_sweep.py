@@ -119,6 +119,7 @@ def test_gan_config_is_trained_once_for_two_ratios(tmp_path):
 
     # a "mix_losses" trial: one GAN per loss (the bce one is reused), equal parts, every image keeps its source
     s["gan_losses"] = ["bce", "hinge"]
+    n_before = len(reports)
     mixed = run_trial({**base, "gan_loss": "mix", "synthetic_mix": "mix_losses", "synthetic_ratio": 2.0,
                        "conditional": True}, s, "t3", report=reports.append)
     assert mixed["status"] == "ok", mixed.get("error")
@@ -128,6 +129,69 @@ def test_gan_config_is_trained_once_for_two_ratios(tmp_path):
 
     sources = json.loads((Path(mixed["clf_run_dir"]) / "metrics.json").read_text())["data"]["synthetic_sources"]
     assert sorted(src["n"] for src in sources) == [first["n_synthetic"]] * 2
+    # a mix is exempt from ASHA: its members' epochs come under other keys, counted across members
+    mix_epochs = [r for r in reports[n_before:] if r.get("phase") == "gan"]
+    assert [r["gan_epoch_cumulative"] for r in mix_epochs] == [1, 2] and [r["mix_member"] for r in mix_epochs] == [0, 1]
+    assert not any("gan_epoch" in r or "gan_kid" in r for r in mix_epochs)
+
+
+def test_confirm_plan_fresh_shared_seeds_same_lr_grid_for_every_arm():
+    """Confirm seeds are never search seeds and are shared by every arm (a paired test); every arm, the GAN
+    configs included, runs the same classifier-LR grid; the search's best GAN config is rank 1."""
+    from sweeps.config import SweepConfig
+    from sweeps.space import SEARCH_SEED, confirm_configs, gan_key, setup_id
+
+    cfg = SweepConfig(num_seeds=5, clf_lr_grid=(3e-4, 1e-3), controls=("baseline", "class_weight", "augment"))
+    best = [{"arm": "gan", "seed": SEARCH_SEED, "gan_loss": "hinge", "gan_lr_g": 2e-4, "gan_lr_d": 2e-4,
+             "diffaugment": True, "n_critic": 1, "synthetic_mix": "single", "synthetic_ratio": 2.0, "clf_lr": 7.7e-4,
+             "imbalance_fix": "none", "augment": "none"},
+            {"arm": "gan", "seed": SEARCH_SEED, "gan_loss": "bce", "gan_lr_g": 1e-4, "gan_lr_d": 4e-4,
+             "diffaugment": False, "n_critic": 1, "synthetic_mix": "single", "synthetic_ratio": 0.5, "clf_lr": 2e-3,
+             "imbalance_fix": "none", "augment": "none"}]
+    plan = pd.DataFrame(confirm_configs(cfg, best))
+    plan["setup"] = [setup_id(r) for r in plan.to_dict("records")]
+    assert plan["setup"].nunique() == 5  # 3 controls + 2 GAN configs
+    per_setup = plan.groupby("setup").apply(lambda g: (tuple(sorted(set(g["seed"]))), tuple(sorted(set(g["clf_lr"])))))
+    assert per_setup.nunique() == 1  # the same seeds and LRs everywhere
+    seeds, lrs = per_setup.iloc[0]
+    assert len(seeds) == 5 and SEARCH_SEED not in seeds and lrs == (3e-4, 1e-3)
+    assert len(plan) == 5 * 5 * 2 and not plan.duplicated(["setup", "seed", "clf_lr"]).any()
+    gan = plan[plan["arm"] == "gan"]
+    assert dict(zip(gan["gan_loss"], gan["confirm_rank"])) == {"hinge": 1, "bce": 2}
+    search_keys = {gan_key(b) for b in best}
+    assert not {gan_key(r) for r in gan.to_dict("records")} & search_keys  # every confirm seed: a fresh GAN
+
+
+def test_quality_reference_is_validation_and_a_mix_is_judged_on_its_mixed_set(tmp_path):
+    """The KID that prunes and selects GANs is measured against real VALIDATION minority images; a mix's
+    quality is that of its mixed synthetic set, not the mean of its members'."""
+    import json
+
+    from sweeps.augment_ratio import data_facts
+    from sweeps.trial import MIN_VAL_REFERENCE_IMAGES, reference_split, run_trial
+
+    assert reference_split(MIN_VAL_REFERENCE_IMAGES) == "val" and reference_split(MIN_VAL_REFERENCE_IMAGES - 1) == "train"
+    make_demo(tmp_path / "data", 160, 80)
+    facts = data_facts(tmp_path / "data" / "manifest.parquet")
+    assert facts["n_val_positive"] >= MIN_VAL_REFERENCE_IMAGES and facts["gan_reference_split"] == "val"
+    s = {**facts, "manifest": str(tmp_path / "data" / "manifest.parquet"), "work_dir": str(tmp_path / "work"),
+         "image_size": 32, "channels": 3, "gan_epochs": 1, "gan_batch_size": 16, "gan_width": 8, "gan_eval_every": 1,
+         "clf_model": "small_cnn", "clf_epochs": 1, "clf_batch_size": 32, "synthetic_ratios": [0.5],
+         "cpus_per_trial": 1, "gpus_per_trial": 0, "workers_per_trial": 1, "gan_losses": ["bce", "hinge"]}
+    cfg = {"arm": "gan", "seed": 0, "gan_loss": "mix", "synthetic_mix": "mix_losses", "gan_lr_g": 2e-4,
+           "gan_lr_d": 2e-4, "diffaugment": False, "n_critic": 1, "synthetic_ratio": 0.5, "clf_lr": 1e-3,
+           "imbalance_fix": "none", "augment": "none"}
+    reports: list[dict] = []
+    row = run_trial(cfg, s, "mix1", report=reports.append)
+    assert row["status"] == "ok", row.get("error")
+    assert row["gan_kid_reference"] == "val" and row["n_val_positive"] == facts["n_val_positive"]
+    refs = list((tmp_path / "work" / "quality_cache").glob("real_ref_*_val_*.npz"))
+    assert refs and not list((tmp_path / "work" / "quality_cache").glob("real_ref_*_train_*.npz"))
+    members = [json.loads((Path(d) / "done.json").read_text()) for d in row["gan_run_dir"].split(";")]
+    mixed = json.loads((tmp_path / "work" / "gans" / row["gan_key"] / "mix_quality.json").read_text())
+    assert row["gan_kid"] == pytest.approx(mixed["gan_kid"])
+    assert row["gan_fid"] != pytest.approx(sum(m["gan_fid"] for m in members) / 2)  # not the members' mean
+    assert all(m["gan_kid_reference"] == "val" for m in members)
 
 
 @pytest.mark.slow
@@ -202,12 +266,22 @@ def test_smoke_sweep_end_to_end_then_resume_after_killed_driver(tmp_path):
     assert not [c for c in EXPECTED if c not in df.columns]
     clf = df[df["stage"] == "classifier"]
     assert clf["trial_id"].is_unique
-    for arm in ("baseline", "class_weight", "oversample"):
-        assert sorted(clf.loc[clf["arm"] == arm, "seed"]) == [0, 1, 2], arm
-    gan = clf[clf["arm"] == "gan"]
-    assert gan.groupby("config_id")["seed"].nunique().max() == 3  # the top config re-run with 3 seeds
-    assert (df["stage"] == "gan").sum() >= 1 and df.loc[df["stage"] == "gan", "gan_kid"].notna().all()
-    assert "real-test metrics" in out and "results:" in out
+    confirm = clf[clf["sweep_phase"] == "confirm"]
+    search = clf[clf["sweep_phase"] == "search"]
+    # every arm, GAN included, ran the same 2 classifier LRs x the same 3 fresh seeds (the search ran seed 0)
+    for arm in ("baseline", "class_weight", "oversample", "gan"):
+        mine = confirm[confirm["arm"] == arm]
+        assert sorted(mine["seed"]) == [1000, 1000, 1001, 1001, 1002, 1002], arm
+        assert sorted(mine["clf_lr"].unique()) == [1e-3, 3e-3], arm
+    assert set(search["seed"]) == {0} and (confirm.loc[confirm["arm"] == "gan", "confirm_rank"] == 1).all()
+    # every confirm seed trained its own GAN: none of the search's GANs is reused
+    gan_rows = df[df["stage"] == "gan"]
+    confirm_keys = set(gan_rows.loc[gan_rows["sweep_phase"] == "confirm", "gan_key"])
+    assert len(confirm_keys) == 3 and not confirm_keys & set(gan_rows.loc[gan_rows["sweep_phase"] == "search", "gan_key"])
+    assert gan_rows["gan_kid"].notna().all()
+    # 4 minority val images in the smoke data: below the minimum, the reference is train, said, and ASHA is off
+    assert (gan_rows["gan_kid_reference"] == "train").all() and "fewer than 10" in out
+    assert "real-test metrics of the confirm phase" in out and "results:" in out and "Answer:" in out
     assert (tmp_path / "a" / "smoke_test" / "report" / "report.html").is_file()
 
     # 2) the same sweep, driver SIGKILLed mid-way (its whole process group: Ray dies with it)
@@ -233,7 +307,7 @@ def test_smoke_sweep_end_to_end_then_resume_after_killed_driver(tmp_path):
     assert before_ids <= set(clf["trial_id"])  # nothing lost
     assert len(clf) == len(df[df["stage"] == "classifier"])  # the same number of trials as an unbroken sweep
     for arm in ("baseline", "class_weight", "oversample"):
-        assert sorted(clf.loc[clf["arm"] == arm, "seed"]) == [0, 1, 2], arm
+        assert sorted(clf.loc[clf["arm"] == arm, "seed"]) == [1000, 1000, 1001, 1001, 1002, 1002], arm
 
 
 def test_config_ids_survive_the_round_trip_through_parquet_and_json():
@@ -250,7 +324,7 @@ def test_config_ids_survive_the_round_trip_through_parquet_and_json():
     row = pd.DataFrame([cfg, {"arm": "baseline", "seed": 1}]).iloc[0].to_dict()  # NaN-filled, numpy types
     row = {k: (np.float64(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in row.items()}
     again = repeat_configs([json.loads(json.dumps(row, default=float))], [1])[0]
-    assert config_id(again) == config_id(cfg) and again["seed"] == 1
+    assert config_id(again) == config_id(cfg) and again["seed"] == 1 and again["confirm_rank"] == 1
     assert gan_key({**again, "seed": 0}) == gan_key(cfg)
     # new GAN options at their defaults do not change the key of a GAN made before they existed
     old = {k: v for k, v in cfg.items() if k not in ("conditional", "feature_matching")}
