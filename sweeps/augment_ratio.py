@@ -36,33 +36,15 @@ from sweeps.config import SweepConfig  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> tuple[dict, dict]:
+    """-> (values from --config YAML, values of the flags given). Every SweepConfig field is a flag
+    (sweeps/flags.py generates them from the dataclass and its comments, so they cannot drift)."""
+    from sweeps.flags import add_config_flags
+
     p = argparse.ArgumentParser(prog="python sweeps/augment_ratio.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
-    p.add_argument("--config", help="YAML file of sweep settings (keys = the long flags, with _ or -)")
-    p.add_argument("--data", help="demo | class-folder dir | labels .csv | .npz")
-    p.add_argument("--manifest", help="use an existing manifest.parquet (from python -m data_prep)")
-    p.add_argument("--relabel", help="merge classes SRC=TASK,...")
-    p.add_argument("--positive", help="positive (minority) class name")
-    p.add_argument("--use-given-split", action="store_true")
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--channels", type=int, choices=(1, 3))
-    p.add_argument("--name", help="sweep name (folder under --storage-path)")
-    p.add_argument("--storage-path", help="local folder or s3://... (default ./results)")
-    p.add_argument("--work-dir", help="local/shared folder for the GAN cache and run files")
-    p.add_argument("--address", help="'auto' to join a running Ray cluster")
-    p.add_argument("--num-samples", type=int, help="search-phase trials")
-    p.add_argument("--num-seeds", type=int, help="seeds for controls and top configs")
-    p.add_argument("--top-k", type=int, help="GAN configs re-run with every seed")
-    p.add_argument("--gan-epochs", type=int)
-    p.add_argument("--clf-epochs", type=int)
-    p.add_argument("--vgg-weights", help="local VGG16 state_dict: also search the GAN's perceptual loss term")
-    p.add_argument("--cpus-per-trial", type=float)
-    p.add_argument("--gpus-per-trial", type=float)
-    p.add_argument("--workers-per-trial", type=int)
-    p.add_argument("--max-concurrent", type=int)
-    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep of this --name")
-    p.add_argument("--smoke-test", action="store_true", help="tiny, CPU, fast run of every stage")
+    p.add_argument("--config", help="YAML file of sweep settings (keys = the field names below, with _ or -)")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    add_config_flags(p, SweepConfig)
     args = vars(p.parse_args(argv))
     yaml_values = sweep_config.load_yaml(args.pop("config")) if "config" in args else {}
     return yaml_values, args

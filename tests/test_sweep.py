@@ -329,3 +329,28 @@ def test_config_ids_survive_the_round_trip_through_parquet_and_json():
     # new GAN options at their defaults do not change the key of a GAN made before they existed
     old = {k: v for k, v in cfg.items() if k not in ("conditional", "feature_matching")}
     assert gan_key({**old, "conditional": False, "feature_matching": 0.0}) == gan_key(old)
+
+
+def test_every_sweep_setting_is_a_flag_parsed_like_its_yaml_key(capsys):
+    import dataclasses
+
+    from sweeps import config as sc
+    from sweeps.augment_ratio import parse_args
+    from sweeps.config import SweepConfig
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = capsys.readouterr().out
+    missing = [f.name for f in dataclasses.fields(SweepConfig) if "--" + f.name.replace("_", "-") not in help_text]
+    assert not missing
+    _, cli = parse_args(["--synthetic-ratios", "0.5,2", "--demo-counts", "50,10", "--no-early-stop",
+                         "--conditional-choices", "false", "--positive", "none", "--clf-lr-grid", "1e-3"])
+    assert cli == {"synthetic_ratios": (0.5, 2.0), "demo_counts": (50, 10), "early_stop": False,
+                   "conditional_choices": (False,), "positive": None, "clf_lr_grid": (1e-3,)}
+    cfg = sc.resolve({"synthetic_ratios": [1.0]}, cli)  # flags win over YAML, which wins over defaults
+    assert cfg.synthetic_ratios == (0.5, 2.0) and cfg.gan_epochs == SweepConfig().gan_epochs
+    for bad in (["--demo-counts", "50"], ["--gan-epochs", "ten"], ["--early-stop", "x"]):
+        with pytest.raises(SystemExit) as exc:
+            parse_args(bad)
+        assert exc.value.code == 2
+    assert "expected 2 comma-separated values" in capsys.readouterr().err
