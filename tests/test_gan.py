@@ -12,7 +12,8 @@ import torch
 from data_prep.errors import ConfigError, DataError
 from demo_data import make_demo
 from trainables.gan.config import GanConfig, gan_config_from_dict, resolve_config
-from trainables.gan.loop import GanTrainer, array_batches, train_gan
+from trainables.gan.batching import array_batches
+from trainables.gan.loop import GanTrainer, train_gan
 from trainables.gan.losses import GAN_LOSSES, get_loss, gradient_penalty
 from trainables.gan.networks import Discriminator, Generator, build_networks, count_params
 
@@ -184,7 +185,7 @@ def test_evaluate_hook_merged_into_report():
 # ---- run directory, resume, CLIs ----------------------------------------------------------------------------
 def test_local_run_files_and_resume_matches_uninterrupted(manifest, tmp_path):
     from trainables.gan.run_files import load_checkpoint
-    from trainables.gan.train import run_gan_local
+    from trainables.gan.run import run_gan_local
 
     cfg = dict(TINY, num_epochs=4, checkpoint_every=2, keep_checkpoints=1, sample_every=2,
                diffaugment="translation,cutout")
@@ -266,7 +267,7 @@ def test_cli_smoke_then_sample_cli(manifest, tmp_path, capsys):
 
 def test_empty_minority_shard_is_reported(manifest, tmp_path):
     from data_prep.manifest import read_manifest, write_manifest
-    from trainables.gan.train import run_gan_local
+    from trainables.gan.run import run_gan_local
 
     m = read_manifest(manifest)
     m.df = m.df[~((m.df["split"] == "train") & (m.df["label"] == m.positive_label))].reset_index(drop=True)
@@ -286,10 +287,12 @@ def ray2():
 
 
 def test_ray_ddp_two_workers_ranks_identical(manifest, tmp_path, ray2):
-    from trainables.gan.train import run_gan_ray
+    from train_hooks import save_rank_weights, ship_by_value
+    from trainables.gan.ray_train import run_gan_ray
 
+    ship_by_value()
     out = run_gan_ray(manifest, tmp_path / "ray", dict(TINY, num_epochs=2, checkpoint_every=1, keep_checkpoints=2),
-                      num_workers=2, save_rank_weights=True)
+                      num_workers=2, after_training=save_rank_weights)
     assert out["status"] == "finished" and out["epochs"] == 2
     r0, r1 = (torch.load(tmp_path / "ray" / "rank_weights" / f"rank_{r}.pt", weights_only=True) for r in (0, 1))
     for key in ("G", "D"):
@@ -316,7 +319,7 @@ def _cuda_shaped(state: dict) -> dict:
 
 
 def test_cuda_checkpoint_loads_into_cpu_trainer_and_trains_on(tmp_path):
-    from trainables.gan.loop import _resume_seed
+    from trainables.gan.state import _resume_seed
     from trainables.gan.run_files import load_checkpoint
 
     cfg = tiny_cfg(num_epochs=1)

@@ -112,7 +112,8 @@ def test_classifier_cli_parses_a_mix(demo, tmp_path):
 
 # ---- class-conditional DCGAN ----------------------------------------------------------------------------------
 from trainables.gan.config import GanConfig, check_same_architecture, gan_config_from_dict  # noqa: E402
-from trainables.gan.loop import GanTrainer, array_batches, train_gan  # noqa: E402
+from trainables.gan.batching import array_batches  # noqa: E402
+from trainables.gan.loop import GanTrainer, train_gan  # noqa: E402
 from trainables.gan.losses import feature_matching_loss  # noqa: E402
 from trainables.gan.networks import Discriminator, Generator  # noqa: E402
 from trainables.gan.perceptual import PerceptualLoss, load_vgg16_features, vgg16_features  # noqa: E402
@@ -161,7 +162,7 @@ def _real_data_classifier(manifest):
 
 
 def test_conditional_gan_samples_are_class_distinguishable_on_demo(demo32, tmp_path, one_thread):
-    from trainables.gan.train import run_gan_local
+    from trainables.gan.run import run_gan_local
 
     m = read_manifest(demo32)
     cfg = {"conditional": True, "image_size": 32, "ngf": 16, "ndf": 16, "latent_dim": 32, "batch_size": 16,
@@ -228,7 +229,8 @@ def test_balanced_epochs_take_every_minority_image_and_as_many_fresh_of_each_oth
 
 def test_balanced_conditional_gan_trains_k_times_the_minority_per_epoch(demo32, tmp_path, one_thread, monkeypatch):
     import trainables.gan.train as gan_train
-    from trainables.gan.train import run_gan_local, run_gan_ray
+    from trainables.gan.ray_train import run_gan_ray
+    from trainables.gan.run import run_gan_local
 
     seen: list = []
 

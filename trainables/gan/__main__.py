@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vgg-weights", help="local VGG16 state_dict file for --perceptual (never downloaded)")
     args = p.parse_args(argv)
     try:
-        from trainables.gan.train import as_config, run_gan_local, run_gan_ray
+        from trainables.gan.ray_train import run_gan_ray
+        from trainables.gan.run import as_config, run_gan_local
 
         values = load_yaml(args.config) if args.config else {}
         if args.smoke_test:

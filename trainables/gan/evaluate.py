@@ -54,76 +54,92 @@ def _jsonable(x):
     return x
 
 
-def run(args: argparse.Namespace) -> dict:
-    import torch
-
-    from data_prep.manifest import read_manifest
-    from trainables.metrics.features import (InceptionUnavailableError, describe, find_packaged_inception,
-                                             load_inception_extractor, load_or_train_domain_extractor)
-    from trainables.metrics.generative import evaluate_synthetic, load_or_build_reference
-
-    t0 = time.perf_counter()
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    manifest = read_manifest(args.manifest)
-    label = manifest.positive_label if args.label is None else args.label
+def _synthetic_images(args: argparse.Namespace, manifest, label: int, device: str):
+    """(uint8 images, their class label, source description, output folder) from --synthetic-dir or --checkpoint."""
     if args.synthetic_dir:
         fake, dir_label = _load_synthetic_dir(args.synthetic_dir, args.num_samples, None)
         if args.label is None and dir_label is not None:
             label = dir_label
         source = {"synthetic_dir": str(Path(args.synthetic_dir).resolve())}
-        out = Path(args.out or Path(args.synthetic_dir) / "eval")
-    else:
-        from trainables.gan.sample import generate_images  # the GAN package; imported only when needed
+        return fake, label, source, Path(args.out or Path(args.synthetic_dir) / "eval")
+    from trainables.gan.sample import generate_images  # the GAN package; imported only when needed
 
-        n = args.num_samples
-        if n is None:  # as many synthetic images as real minority training images (FID bias is size-dependent)
-            n = max(int(((manifest.df["split"] == "train") & (manifest.df["label"] == label)
-                         & ~manifest.df["is_synthetic"]).sum()), 10)
-        import inspect
-        kw = {"label": label} if "label" in inspect.signature(generate_images).parameters else {}
-        fake = generate_images(args.checkpoint, n, seed=args.seed, device=device, batch_size=args.batch_size, **kw)
-        source = {"checkpoint": str(Path(args.checkpoint).resolve()), "seed": args.seed}
-        out = Path(args.out or Path(args.checkpoint).resolve().parent.parent / "eval")
-    out.mkdir(parents=True, exist_ok=True)
-    size, channels = int(fake.shape[1]), int(fake.shape[3])
-    cache_dir = Path(args.cache_dir or Path(args.manifest).resolve().parent / ".metrics_cache")
-    print(f"{len(fake)} synthetic images {size}x{size}x{channels}, class {manifest.classes[label]!r}; "
-          f"cache {cache_dir}", file=sys.stderr)
+    n = args.num_samples
+    if n is None:  # as many synthetic images as real minority training images (FID bias is size-dependent)
+        n = max(int(((manifest.df["split"] == "train") & (manifest.df["label"] == label)
+                     & ~manifest.df["is_synthetic"]).sum()), 10)
+    import inspect
+    kw = {"label": label} if "label" in inspect.signature(generate_images).parameters else {}
+    fake = generate_images(args.checkpoint, n, seed=args.seed, device=device, batch_size=args.batch_size, **kw)
+    source = {"checkpoint": str(Path(args.checkpoint).resolve()), "seed": args.seed}
+    return fake, label, source, Path(args.out or Path(args.checkpoint).resolve().parent.parent / "eval")
 
-    # Inception: requested, or "auto" with weights at hand
-    inception, inception_note = None, None
+
+def _inception_for(args: argparse.Namespace, device: str):
+    """(Inception extractor or None, note): requested, or "auto" with weights at hand."""
+    from trainables.metrics.features import (InceptionUnavailableError, find_packaged_inception,
+                                             load_inception_extractor)
+
     want_inception = args.extractor == "inception" or (
         args.extractor == "auto" and (args.inception_weights or find_packaged_inception() is not None))
     if args.inception_weights and not Path(args.inception_weights).expanduser().is_file():
         raise InceptionUnavailableError(f"Inception weights file not found: {args.inception_weights}")
     if want_inception:
         try:
-            inception = load_inception_extractor(args.inception_weights, device)
+            return load_inception_extractor(args.inception_weights, device), None
         except InceptionUnavailableError as exc:
-            inception_note = f"{exc} Reporting domain metrics only."
-            print(f"warning: {inception_note}", file=sys.stderr)
-    elif args.extractor == "auto":
-        inception_note = "no Inception weights given (--inception-weights PATH); domain metrics only"
+            note = f"{exc} Reporting domain metrics only."
+            print(f"warning: {note}", file=sys.stderr)
+            return None, note
+    if args.extractor == "auto":
+        return None, "no Inception weights given (--inception-weights PATH); domain metrics only"
+    return None, None
 
-    domain_epochs = 2 if args.smoke_test else 8
-    domain = load_or_train_domain_extractor(manifest, size, channels, cache_dir, epochs=domain_epochs, device=device)
-    kid_kw = {"kid_subsets": 10 if args.smoke_test else 100, "seed": args.seed}
+
+def _evaluate_with(manifest, fake, label: int, ext, where: Path, cache_dir: Path, args: argparse.Namespace) -> dict:
+    """The full audit of `fake` in one extractor's feature space, against the cached real-train reference."""
+    from trainables.metrics.generative import evaluate_synthetic, load_or_build_reference
+
+    size, channels = int(fake.shape[1]), int(fake.shape[3])
+    where.mkdir(parents=True, exist_ok=True)
+    ref, cached = load_or_build_reference(manifest, size, channels, cache_dir, ext, split="train", label=label,
+                                          batch_size=args.batch_size)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = evaluate_synthetic(ref.pixels, fake, ref.audit_pixels, ext, out_dir=where, reference=ref,
+                                     batch_size=args.batch_size, kid_subsets=10 if args.smoke_test else 100,
+                                     seed=args.seed)
+    metrics["warnings"] = [str(w.message) for w in caught]
+    metrics["real_reference_cached"] = cached
+    return metrics
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from data_prep.manifest import read_manifest
+    from trainables.metrics.features import describe, load_or_train_domain_extractor
+
+    t0 = time.perf_counter()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    manifest = read_manifest(args.manifest)
+    label = manifest.positive_label if args.label is None else args.label
+    fake, label, source, out = _synthetic_images(args, manifest, label, device)
+    out.mkdir(parents=True, exist_ok=True)
+    size, channels = int(fake.shape[1]), int(fake.shape[3])
+    cache_dir = Path(args.cache_dir or Path(args.manifest).resolve().parent / ".metrics_cache")
+    print(f"{len(fake)} synthetic images {size}x{size}x{channels}, class {manifest.classes[label]!r}; "
+          f"cache {cache_dir}", file=sys.stderr)
+    inception, inception_note = _inception_for(args, device)
+    domain = load_or_train_domain_extractor(manifest, size, channels, cache_dir, epochs=2 if args.smoke_test else 8,
+                                            device=device)
     result: dict = {"source": source, "manifest": str(Path(args.manifest).resolve()),
                     "manifest_fingerprint": manifest.fingerprint(), "label": int(label),
                     "label_name": manifest.classes[label], "image_size": size, "channels": channels,
                     "num_synthetic": int(len(fake)), "real_split": "train"}
     extractors = [("domain", domain, out)] + ([("inception", inception, out / "inception")] if inception else [])
     for name, ext, where in extractors:
-        where.mkdir(parents=True, exist_ok=True)
-        ref, cached = load_or_build_reference(manifest, size, channels, cache_dir, ext, split="train", label=label,
-                                              batch_size=args.batch_size)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            metrics = evaluate_synthetic(ref.pixels, fake, ref.audit_pixels, ext, out_dir=where, reference=ref,
-                                         batch_size=args.batch_size, **kid_kw)
-        metrics["warnings"] = [str(w.message) for w in caught]
-        metrics["real_reference_cached"] = cached
-        result[name] = metrics
+        result[name] = _evaluate_with(manifest, fake, label, ext, where, cache_dir, args)
     if inception is None:
         result["inception"] = None
     result["inception_note"] = inception_note

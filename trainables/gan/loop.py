@@ -18,12 +18,7 @@ One step = one D update; every n_critic-th D update is followed by one G update 
 of G_ema. On CUDA the step can run as a captured CUDA graph (cfg.cuda_graphs), with bf16 autocast and
 channels_last; on CPU the loop is plain eager fp32 and bit-reproducible for a fixed seed.
 
-Random stream: the step draws noise, DiffAugment and the gradient-penalty mix from one generator
-(`GanTrainer.rng`): the trainer's own generator when eager, the device's default CUDA generator when graphed
-(graph replay advances that one). Both start from the same seed, so eager and graphed runs draw the same
-numbers; checkpoints save that generator's state with its device type and rank, and a resume restores it only
-on the same device type and rank (a CUDA state cannot enter a CPU generator). Elsewhere (GPU run finished
-on the CPU, another rank) the stream is reseeded from (seed, rank, D steps done): deterministic, but a new stream.
+Random stream: one generator per trainer (`GanTrainer.rng`); how checkpoints keep it: trainables.gan.state.
 
 Extra G terms, added to any base loss: cfg.feature_matching * ||mean D_feat(real) - mean D_feat(fake)||^2
 (D's last hidden features, trainables.gan.losses.feature_matching_loss) and cfg.perceptual * the VGG16
@@ -37,7 +32,7 @@ import contextlib
 import copy
 import math
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -45,45 +40,18 @@ import torch
 from data_prep.arrays import denormalize
 from data_prep.config import config_to_dict
 from data_prep.errors import DataError
+from trainables.gan.batching import array_batches, generate_uint8, iter_generated  # noqa: F401  (their old home)
 from trainables.gan.config import GanConfig, gpu_switches
 from trainables.gan.diffaugment import diff_augment, parse_policy
 from trainables.gan.losses import feature_matching_loss, get_loss, gradient_penalty
 from trainables.gan.networks import build_networks, num_classes_of
+from trainables.gan.state import (CHECKPOINT_FORMAT, _resume_seed, _rng_seed,  # noqa: F401  (also their old home)
+                                   check_checkpoint_format, match_optimizer_to_trainer, rng_device_of)
 
-CHECKPOINT_FORMAT = "ganaug-gan-checkpoint-v1"
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before a CUDA graph is captured (cuDNN/allocator warm-up)
 NUM_FIXED_NOISE = 64  # the 8x8 sample grid
 _ACC = ("loss_D", "loss_G", "D_x", "D_G_z", "nonfinite_D", "nonfinite_G", "d_steps", "g_steps", "loss_G_fm",
         "loss_G_perceptual")
-
-
-def _rng_seed(seed: int, rank: int) -> int:
-    return seed * 1000 + rank + 1
-
-
-def _resume_seed(seed: int, rank: int, d_steps: int) -> int:
-    """Seed of a resume that cannot restore the saved random stream (other device type or rank)."""
-    return (_rng_seed(seed, rank) * 1_000_003 + d_steps) % (2 ** 63)
-
-
-def rng_device_of(state: dict[str, Any]) -> str:
-    """Device type whose generator wrote a checkpoint's "rng" (older checkpoints: told apart by size, a CPU
-    Mersenne-Twister state is 5056 bytes, a CUDA Philox state 16)."""
-    if "rng_device" in state:
-        return str(state["rng_device"])
-    return "cpu" if state["rng"].numel() == torch.Generator().get_state().numel() else "cuda"
-
-
-def match_optimizer_to_trainer(opt: torch.optim.Optimizer, capturable: bool) -> None:
-    """After load_state_dict: the saved param_groups carry the writer's `capturable` flag, which must be this
-    trainer's (a graphed GPU checkpoint makes a CPU Adam assert; a CPU one makes graph capture call .item()),
-    and Adam keeps `step` on the parameter's device when capturable, on the CPU otherwise."""
-    for group in opt.param_groups:
-        group["capturable"] = capturable
-        for p in group["params"]:
-            st = opt.state.get(p)
-            if st and torch.is_tensor(st.get("step")):
-                st["step"] = st["step"].to(p.device if capturable else "cpu")
 
 
 class GanTrainer:
@@ -100,6 +68,28 @@ class GanTrainer:
         self.loss = get_loss(cfg.loss)
         self.switches = gpu_switches(cfg, self.device.type, world_size)
         self.aug = parse_policy(cfg.diffaugment)
+        self._build_networks(cfg, wrap_model, vgg)
+        graphs = self.switches["cuda_graphs"]
+        betas = tuple(cfg.betas)
+        self.opt_G = torch.optim.Adam(self.G_module.parameters(), lr=cfg.lr_g, betas=betas, capturable=graphs)
+        self.opt_D = torch.optim.Adam(self.D_module.parameters(), lr=cfg.lr_d, betas=betas, capturable=graphs)
+        self._init_rng(cfg, rank, graphs)
+        self.ema_step = torch.zeros((), device=self.device)
+        self.acc = torch.zeros(len(_ACC), device=self.device, dtype=torch.float32)
+        self.d_steps_total = 0
+        self.epoch = 0  # epochs completed
+        self.fixed_noise = torch.randn(NUM_FIXED_NOISE, cfg.latent_dim,
+                                       generator=torch.Generator().manual_seed(cfg.seed + 12345))
+        # conditional sample grids: row r of the 8x8 grid shows class r mod K
+        self.fixed_labels = (torch.arange(NUM_FIXED_NOISE) // 8) % self.num_classes if self.num_classes else None
+        self._graphs: dict[bool, Any] = {}
+        self._graph_eager_steps = {True: 0, False: 0}
+        self._static_real: torch.Tensor | None = None
+        self._static_y: torch.Tensor | None = None
+        self._side_stream = None
+
+    def _build_networks(self, cfg: GanConfig, wrap_model: Callable | None, vgg: torch.nn.Module | None) -> None:
+        """G, D (wrapped for DDP when asked), G_ema and the perceptual net, on this trainer's device and layout."""
         # Same init on every rank (DDP would broadcast rank 0's anyway), from the CPU generator only, restored
         # afterwards: making a trainer must not reseed another (graphed) trainer's default CUDA generator.
         with torch.random.fork_rng(devices=[]):
@@ -123,9 +113,8 @@ class GanTrainer:
         self.G_module, self.D_module = G, D  # unwrapped: what is saved, and what the G step runs D through
         self.G = wrap_model(G) if wrap_model else G
         self.D = wrap_model(D) if wrap_model else D
-        graphs = self.switches["cuda_graphs"]
-        self.opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas), capturable=graphs)
-        self.opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas), capturable=graphs)
+
+    def _init_rng(self, cfg: GanConfig, rank: int, graphs: bool) -> None:
         # Eager steps draw noise/augmentation from this trainer's generator. Graphed steps draw from the device's
         # default CUDA generator (generator=None), the one graph replay advances. Both are seeded alike, so the
         # two modes draw the same stream; `self.rng` is whichever the step uses, and what checkpoints save.
@@ -139,19 +128,6 @@ class GanTrainer:
             self.rng = self.gen
         self.rng.manual_seed(_rng_seed(cfg.seed, rank))
         self.rng_restored: bool | None = None  # after load_state_dict: was the saved random stream restored?
-        self.ema_step = torch.zeros((), device=self.device)
-        self.acc = torch.zeros(len(_ACC), device=self.device, dtype=torch.float32)
-        self.d_steps_total = 0
-        self.epoch = 0  # epochs completed
-        self.fixed_noise = torch.randn(NUM_FIXED_NOISE, cfg.latent_dim,
-                                       generator=torch.Generator().manual_seed(cfg.seed + 12345))
-        # conditional sample grids: row r of the 8x8 grid shows class r mod K
-        self.fixed_labels = (torch.arange(NUM_FIXED_NOISE) // 8) % self.num_classes if self.num_classes else None
-        self._graphs: dict[bool, Any] = {}
-        self._graph_eager_steps = {True: 0, False: 0}
-        self._static_real: torch.Tensor | None = None
-        self._static_y: torch.Tensor | None = None
-        self._side_stream = None
 
     # ---- the step -------------------------------------------------------------------------------------
     def _autocast(self):
@@ -346,85 +322,6 @@ class GanTrainer:
             self.rng.manual_seed(_resume_seed(self.cfg.seed, self.rank, self.d_steps_total))
 
 
-def check_checkpoint_format(state: Any, where: str) -> None:
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        got = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise DataError(f"{where} is not a GAN checkpoint of this project (format {got!r}, "
-                        f"expected {CHECKPOINT_FORMAT!r}); make one with python -m trainables.gan")
-
-
-def iter_generated(G: torch.nn.Module, n: int, latent_dim: int, seed: int, device: str | torch.device = "cpu",
-                   batch_size: int = 256, class_index: int | None = None) -> Iterator[np.ndarray]:
-    """Yield n images from generator G (eval mode) as uint8 (b, S, S, C) batches. Noise is drawn on the CPU
-    from `seed`, so the same seed gives the same images on any device and with any batch_size.
-    A conditional G needs `class_index` (0..K-1): every image is of that class (same noise for every class)."""
-    num_classes = getattr(G, "num_classes", 0)
-    if num_classes and class_index is None:
-        raise DataError(f"this generator is class-conditional ({num_classes} classes): pass the class to sample")
-    if num_classes and not 0 <= class_index < num_classes:
-        raise DataError(f"class index {class_index} out of range for a generator of {num_classes} classes")
-    gen = torch.Generator().manual_seed(seed)
-    was_training = G.training
-    G.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, n, batch_size):
-                m = min(batch_size, n - start)
-                # one draw per image: the images do not depend on batch_size
-                z = torch.stack([torch.randn(latent_dim, generator=gen) for _ in range(m)])
-                cond = (torch.full((m,), int(class_index), dtype=torch.long, device=device),) if num_classes else ()
-                yield denormalize(G(z.to(device), *cond).float().cpu().numpy())
-    finally:
-        G.train(was_training)
-
-
-def generate_uint8(G: torch.nn.Module, n: int, latent_dim: int, seed: int, device: str | torch.device = "cpu",
-                   batch_size: int = 256, class_index: int | None = None) -> np.ndarray:
-    """n images from generator G as one uint8 (n, S, S, C) array (see iter_generated)."""
-    return np.concatenate(list(iter_generated(G, n, latent_dim, seed, device, batch_size, class_index)))
-
-
-def array_batches(images: torch.Tensor, batch_size: int, seed: int, rank: int = 0,
-                  world_size: int = 1, labels: torch.Tensor | None = None,
-                  balanced: bool = False) -> Callable[[int], Iterable]:
-    """Float images (N, C, S, S) -> batches(epoch): a seeded shuffle per epoch, this rank's share, full batches
-    (DCGAN drops the last partial batch; a set smaller than one batch is used as one batch).
-    With `labels` (N,) class indices, batches are (images, labels) pairs (conditional GAN); `balanced` makes each
-    epoch every image of the smallest class plus as many of each other class, drawn afresh each epoch."""
-    n = images.shape[0]
-    if n == 0:
-        raise DataError("no training images: the minority-class training split is empty")
-    if labels is not None and labels.shape[0] != n:
-        raise DataError(f"{n} images but {labels.shape[0]} labels")
-    if balanced and labels is None:
-        raise DataError("balanced epochs need the images' class labels (a conditional GAN)")
-    take = (lambda idx: images[idx]) if labels is None else (lambda idx: (images[idx], labels[idx]))  # noqa: E731
-    by_class: list[torch.Tensor] = []  # balanced: each class's image indices
-    if balanced:
-        cpu_labels = labels.cpu()
-        by_class = [torch.nonzero(cpu_labels == c).flatten() for c in torch.unique(cpu_labels)]
-    per_class = min((len(ix) for ix in by_class), default=0)
-
-    def batches(epoch: int):
-        gen = torch.Generator().manual_seed(seed * 100003 + epoch)
-        if balanced:  # every class contributes per_class images this epoch (all of the smallest class)
-            pool = torch.cat([ix[torch.randperm(len(ix), generator=gen)[:per_class]] for ix in by_class])
-            order = pool[torch.randperm(len(pool), generator=gen)]
-        else:
-            order = torch.randperm(n, generator=gen)
-        order = order[rank::world_size]
-        m = len(order)
-        if m == 0:
-            return
-        if m < batch_size:
-            yield take(order)
-            return
-        for start in range(0, m - batch_size + 1, batch_size):
-            yield take(order[start:start + batch_size])
-
-    return batches
-
-
 def _divergence_reason(cfg: GanConfig, epoch: int, stats: dict, collapsed_epochs: int) -> str:
     bad = stats["nonfinite_D"] + stats["nonfinite_G"]
     if cfg.stop_on_nonfinite and bad:
@@ -466,7 +363,7 @@ def train_gan(cfg: GanConfig, batches: Callable[[int], Iterable[torch.Tensor]], 
         if stats["d_steps"] == 0:
             raise DataError(f"epoch {epoch}: no training images reached the GAN (empty minority-class shard)")
         dt = time.perf_counter() - t0
-        if cfg.loss in ("bce", "hinge") and cfg.collapse_loss_d and math.isfinite(stats["loss_D"]) \
+        if trainer.loss.collapse_check and cfg.collapse_loss_d and math.isfinite(stats["loss_D"]) \
                 and stats["loss_D"] < cfg.collapse_loss_d:
             collapsed += 1
         else:

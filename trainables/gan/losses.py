@@ -25,6 +25,8 @@ class GanLoss:
     d_norm: str  # discriminator normalisation the loss needs: batch | spectral | none
     gradient_penalty: bool  # add gp_weight * gradient_penalty(D, real, fake) to D's loss
     to_prob: Callable[[torch.Tensor], torch.Tensor]  # scores -> reported D(x) / D(G(z))
+    collapse_check: bool  # a D loss near 0 means D won (bounded losses); the loop stops after collapse_patience
+    multi_critic: bool  # several D (critic) steps per G step pay off: the sweep searches n_critic, else n_critic = 1
 
 
 def _bce_d(real: torch.Tensor, fake: torch.Tensor, real_target: float) -> torch.Tensor:
@@ -50,9 +52,13 @@ def _neg_mean(fake: torch.Tensor) -> torch.Tensor:
 
 
 GAN_LOSSES: dict[str, GanLoss] = {
-    "bce": GanLoss(_bce_d, _bce_g, d_norm="batch", gradient_penalty=False, to_prob=torch.sigmoid),
-    "hinge": GanLoss(_hinge_d, _neg_mean, d_norm="spectral", gradient_penalty=False, to_prob=lambda s: s),
-    "wgan-gp": GanLoss(_wgan_d, _neg_mean, d_norm="none", gradient_penalty=True, to_prob=lambda s: s),
+    "bce": GanLoss(_bce_d, _bce_g, d_norm="batch", gradient_penalty=False, to_prob=torch.sigmoid,
+                   collapse_check=True, multi_critic=False),
+    "hinge": GanLoss(_hinge_d, _neg_mean, d_norm="spectral", gradient_penalty=False, to_prob=lambda s: s,
+                     collapse_check=True, multi_critic=False),
+    # the critic's loss is unbounded below: a small value is no collapse
+    "wgan-gp": GanLoss(_wgan_d, _neg_mean, d_norm="none", gradient_penalty=True, to_prob=lambda s: s,
+                       collapse_check=False, multi_critic=True),
 }
 
 

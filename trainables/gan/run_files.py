@@ -79,7 +79,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # truncated file, pickle with code, not a torch file at all
         raise DataError(f"{path}: not a loadable GAN checkpoint ({type(exc).__name__}: {exc})") from exc
-    from trainables.gan.loop import check_checkpoint_format
+    from trainables.gan.state import check_checkpoint_format
     check_checkpoint_format(state, str(path))
     return state
 

@@ -32,7 +32,7 @@ import torch
 
 from data_prep.errors import ConfigError, DataError, LeakageError
 from trainables.gan.config import GanConfig, gan_config_from_dict
-from trainables.gan.loop import iter_generated
+from trainables.gan.batching import iter_generated
 from trainables.gan.networks import Generator, num_classes_of
 from trainables.gan.run_files import check_writable_dir, image_grid, load_checkpoint, save_png
 
