@@ -20,16 +20,16 @@ EPOCHS = 4
 
 @pytest.fixture(scope="module")
 def ray_with_kill_hook(tmp_path_factory):
-    """Local 2-CPU Ray whose workers carry the classifier's test-only kill hook (epoch KILL_AT, once)."""
+    """Local 2-CPU Ray that can unpickle the tests' hooks (tests/train_hooks.py), and the kill's marker file."""
     import ray
 
-    from trainables.classifier.ray_train import KILL_AT_EPOCH_ENV, KILL_MARKER_ENV
+    import train_hooks
 
     if ray.is_initialized():
         ray.shutdown()
+    train_hooks.ship_by_value()
     marker = tmp_path_factory.mktemp("kill") / "classifier_worker_killed"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {KILL_AT_EPOCH_ENV: str(KILL_AT), KILL_MARKER_ENV: str(marker)}})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield marker
     ray.shutdown()
 
@@ -50,14 +50,16 @@ def _epoch_log_callback(path: Path):
 
 def test_classifier_worker_killed_resumes_from_checkpoint_and_matches_unkilled_run(
         ray_with_kill_hook, fault_manifest, tmp_path):
+    from train_hooks import kill_once_at
     from trainables.classifier.ray_train import run_classifier_ray
 
     marker = ray_with_kill_hook
     cfg = {"model": "small_cnn", "image_size": 32, "batch_size": 32, "num_epochs": EPOCHS, "lr": 1e-3, "seed": 0,
            "device": "cpu"}
     log = tmp_path / "reported.jsonl"
+    # the injected fault: rank 0 SIGKILLs its own process on its way to report epoch KILL_AT, once
     killed = run_classifier_ray(fault_manifest, tmp_path / "killed", cfg, num_workers=1, name="killed",
-                                callbacks=[_epoch_log_callback(log)])
+                                callbacks=[_epoch_log_callback(log)], before_report=kill_once_at(KILL_AT, marker))
     assert marker.is_file(), "the fault was not injected"
     reported = [json.loads(line) for line in log.read_text().splitlines()]
     epochs = [r["epoch"] for r in reported if not r["final"]]
@@ -107,7 +109,7 @@ def _killing_evaluator(log: str, marker: str, kill_at: int):
 def test_gan_worker_killed_resumes_from_checkpoint_and_matches_unkilled_run(ray_with_kill_hook, fault_manifest,
                                                                            tmp_path):
     from trainables.gan.run_files import load_checkpoint
-    from trainables.gan.train import run_gan_ray
+    from trainables.gan.ray_train import run_gan_ray
 
     cfg = {"image_size": 32, "ngf": 8, "ndf": 8, "batch_size": 8, "num_epochs": EPOCHS, "checkpoint_every": 1,
            "sample_every": EPOCHS, "eval_every": 1, "keep_checkpoints": 2, "device": "cpu", "seed": 0}

@@ -111,7 +111,9 @@ def load_run_config(path: str) -> tuple[dict, dict]:
     return run, values
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    from trainables.arms import AUGMENT_NAMES, IMBALANCE_FIXES
+
     p = argparse.ArgumentParser(prog="python -m trainables.classifier", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", help="manifest.parquet from python -m data_prep (required unless --config has it)")
@@ -123,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder of synthetic PNGs + manifest.parquet (python -m trainables.gan.sample); repeat as "
                         "DIR:P to mix several generators in proportions P that sum to 1")
     p.add_argument("--synthetic-ratio", type=float, help="synthetic / real minority train images, 0..10")
-    p.add_argument("--imbalance-fix", choices=("none", "class_weight", "oversample"))
-    p.add_argument("--augment", choices=("none", "standard"))
+    p.add_argument("--imbalance-fix", choices=tuple(IMBALANCE_FIXES))
+    p.add_argument("--augment", choices=tuple(AUGMENT_NAMES))
     p.add_argument("--model", help="resnet18 | resnet50 | small_cnn")
     p.add_argument("--weights", help="local state-dict file to start from, e.g. torchvision ImageNet weights saved "
                                      "on another machine (nothing is downloaded)")
@@ -145,7 +147,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ray", action="store_true", help="run under Ray Train (TorchTrainer, DDP over Ray Data shards)")
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers with --ray")
     p.add_argument("--gpu", action="store_true", help="one GPU per Ray Train worker")
-    args = p.parse_args(argv)
+    return p
+
+
+# flag -> ClassifierConfig key
+_FLAG_KEYS = (("synthetic_ratio", "synthetic_ratio"), ("imbalance_fix", "imbalance_fix"), ("augment", "augment"),
+              ("model", "model"), ("weights", "weights"), ("epochs", "num_epochs"), ("batch_size", "batch_size"),
+              ("lr", "lr"), ("image_size", "image_size"), ("threshold_rule", "threshold_rule"),
+              ("target_sensitivity", "target_sensitivity"), ("select_metric", "select_metric"),
+              ("seed", "seed"), ("device", "device"), ("folds", "num_folds"),
+              ("freeze_epochs", "freeze_epochs"), ("input_norm", "input_norm"))
+
+
+def _run(args: argparse.Namespace, cfg, synthetic) -> dict:
+    if args.ray:
+        from trainables.classifier.ray_train import run_classifier_ray
+        result = run_classifier_ray(args.manifest, args.out, cfg, synthetic_dir=synthetic,
+                                    num_workers=args.workers, use_gpu=args.gpu)
+        for row in result["history"]:
+            print(f"epoch {row['epoch']}  loss {row['train_loss']:.4f}  val f1 {row['val_f1']:.3f}  "
+                  f"{row['images_per_s']:.0f} img/s")
+        return result
+    from trainables.classifier.run import run_classifier_local
+    return run_classifier_local(args.manifest, args.out, cfg, synthetic_dir=synthetic,
+                                log=lambda s: print(s, flush=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         run, values = load_run_config(args.config) if args.config else ({}, {})
     except ConfigError as exc:
@@ -160,12 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: {' and '.join(missing)} required (on the command line or in --config)", file=sys.stderr)
         return 2
-    for flag, key in (("synthetic_ratio", "synthetic_ratio"), ("imbalance_fix", "imbalance_fix"), ("augment", "augment"),
-                      ("model", "model"), ("weights", "weights"), ("epochs", "num_epochs"), ("batch_size", "batch_size"),
-                      ("lr", "lr"), ("image_size", "image_size"), ("threshold_rule", "threshold_rule"),
-                      ("target_sensitivity", "target_sensitivity"), ("select_metric", "select_metric"),
-                      ("seed", "seed"), ("device", "device"), ("folds", "num_folds"),
-                      ("freeze_epochs", "freeze_epochs"), ("input_norm", "input_norm")):
+    for flag, key in _FLAG_KEYS:
         if getattr(args, flag) is not None:
             values[key] = getattr(args, flag)
     if values.get("synthetic_ratio") and not args.synthetic:
@@ -177,17 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         synthetic = synthetic_arg(args.synthetic)
         cfg = classifier_config(values)
         print(f"config: {dataclasses.asdict(cfg)}")
-        if args.ray:
-            from trainables.classifier.ray_train import run_classifier_ray
-            result = run_classifier_ray(args.manifest, args.out, cfg, synthetic_dir=synthetic,
-                                        num_workers=args.workers, use_gpu=args.gpu)
-            for row in result["history"]:
-                print(f"epoch {row['epoch']}  loss {row['train_loss']:.4f}  val f1 {row['val_f1']:.3f}  "
-                      f"{row['images_per_s']:.0f} img/s")
-        else:
-            from trainables.classifier.run import run_classifier_local
-            result = run_classifier_local(args.manifest, args.out, cfg, synthetic_dir=synthetic,
-                                          log=lambda s: print(s, flush=True))
+        result = _run(args, cfg, synthetic)
     except (ConfigError, DataError, LeakageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

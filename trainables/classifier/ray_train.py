@@ -15,16 +15,12 @@ Each epoch rank 0 reports train_loss, val metrics, images_per_s with a checkpoin
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
-import torch
 
 from data_prep.arrays import decode_rows, normalize
 from data_prep.config import config_to_dict
@@ -34,20 +30,11 @@ from data_prep.shards import decode_in_parallel, split_dataset
 from trainables.classifier.config import ClassifierConfig, classifier_config
 from trainables.classifier.data import build_classifier_data, epoch_indices, sample_weights_for
 from trainables.classifier.loop import evaluate_best, merge_predictions, strip_models, train_classifier
-from trainables.classifier.run import as_config, name_per_class, run_sources, write_run_files
+from trainables.classifier.run import as_config, best_checkpoint, name_per_class, run_sources, write_run_files
+from trainables.ray_worker import CheckpointReporter, fit, load_from_ray_checkpoint, trainer_kwargs
 
 _SHUFFLE_BUFFER = 1024  # rows per worker mixed between batches
 MAX_FAILURES = 2  # worker restarts (process or node loss) per run; each resumes from the last reported checkpoint
-# TEST-ONLY fault injection (tests/faults): with both variables set, the rank-0 worker SIGKILLs itself when about
-# to report epoch K, once per marker file, to prove a killed worker resumes from its last checkpoint. Unset in use.
-KILL_AT_EPOCH_ENV, KILL_MARKER_ENV = "GANAUG_TEST_KILL_WORKER_AT_EPOCH", "GANAUG_TEST_KILL_WORKER_MARKER"
-
-
-def _test_only_kill_hook(epoch: int) -> None:
-    at, marker = os.environ.get(KILL_AT_EPOCH_ENV), os.environ.get(KILL_MARKER_ENV)
-    if at and marker and int(at) == epoch and not os.path.exists(marker):
-        Path(marker).write_text(str(os.getpid()))
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def indexed_dataset(rows: pd.DataFrame, image_size: int, channels: int):
@@ -65,12 +52,57 @@ def indexed_dataset(rows: pd.DataFrame, image_size: int, channels: int):
                                                                        batch_size=256).materialize()
 
 
-def _train_loop_per_worker(config: dict) -> None:
+def _eval_batches(name: str, batch_size: int, rank: int, world: int):
+    """Val/test batches of this rank: every rank reads the whole split and keeps the rows with index % world == rank."""
     import ray.train
-    import ray.train.torch
+
+    it = ray.train.get_dataset_shard(name)
+
+    def gen():
+        for b in it.iter_torch_batches(batch_size=batch_size):
+            keep = b["index"] % world == rank
+            if bool(keep.any()):
+                yield b["image"][keep], b["label"][keep], b["index"][keep]
+    return gen
+
+
+def _gatherer(world: int):
+    """gather(local predictions, expected_n): all ranks' predictions, each val/test image exactly once."""
     import torch.distributed as dist
 
+    def gather(local, expected_n):
+        parts = [local]
+        if world > 1:
+            parts = [None] * world
+            dist.all_gather_object(parts, local)
+        return merge_predictions(parts, expected_n)
+    return gather
+
+
+def _worker_hooks(config: dict, rank: int) -> tuple[CheckpointReporter, Callable[[dict, bool], None]]:
+    """report (each epoch's row + the checkpoint staged since) and save_state (rank 0 stages last.pt + best.pt)."""
+    before = config.get("before_report")
+
+    def before_report(row: dict) -> None:  # an injection point: tests kill the worker here
+        if before is not None and rank == 0 and not row.get("final"):
+            before(int(row["epoch"]))
+
+    reporter = CheckpointReporter("clf_ckpt_", before_report=before_report)
+
+    def save_state(state: dict, is_best: bool) -> None:
+        if rank == 0:
+            reporter.stage({"last.pt": state, "best.pt": _best(state["best"], config)})
+    return reporter, save_state
+
+
+def _best(best: dict, config: dict) -> dict:
+    return best_checkpoint(best, config["cfg"], config["classes"], config["positive_label"])
+
+
+def _train_loop_per_worker(config: dict) -> None:
     import ray.data
+    import ray.train
+    import ray.train.torch
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # one bar per eval pass per worker is noise
     cfg = classifier_config(config["cfg"])
@@ -84,77 +116,42 @@ def _train_loop_per_worker(config: dict) -> None:
                                                 local_shuffle_seed=cfg.seed * 1000 + epoch):
             yield b["image"], b["label"]
 
-    def eval_batches(name: str):
-        it = ray.train.get_dataset_shard(name)
+    def batches(name: str):
+        return _eval_batches(name, cfg.batch_size, rank, world)
 
-        def gen():
-            for b in it.iter_torch_batches(batch_size=cfg.batch_size):
-                keep = b["index"] % world == rank
-                if bool(keep.any()):
-                    yield b["image"][keep], b["label"][keep], b["index"][keep]
-        return gen
-
-    def gather(local, expected_n):
-        parts = [local]
-        if world > 1:
-            parts = [None] * world
-            dist.all_gather_object(parts, local)
-        return merge_predictions(parts, expected_n)
-
-    resume_state = None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            resume_state = torch.load(Path(d) / "last.pt", map_location="cpu", weights_only=True)
-    pending: dict[str, Any] = {}
-
-    def save_state(state: dict, is_best: bool) -> None:
-        if rank != 0:
-            return
-        d = Path(tempfile.mkdtemp(prefix="clf_ckpt_"))
-        torch.save(state, d / "last.pt")
-        torch.save({"model": state["best"]["model"], "epoch": state["best"]["epoch"],
-                    "threshold": state["best"]["threshold"], "config": config["cfg"]}, d / "best.pt")
-        pending["dir"] = d
-
-    def report(row: dict) -> None:
-        if rank == 0 and not row.get("final"):
-            _test_only_kill_hook(int(row["epoch"]))
-        d = pending.pop("dir", None)
-        ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(str(d)) if d is not None else None)
-        if d is not None:
-            shutil.rmtree(d, ignore_errors=True)
-
+    report, save_state = _worker_hooks(config, rank)
+    gather = _gatherer(world)
     kw = dict(num_classes=config["num_classes"], positive_label=config["positive_label"])
-    outcome = train_classifier(cfg, train_data, eval_batches("val"), report, train_labels=np.asarray(config["train_labels"]),
+    outcome = train_classifier(cfg, train_data, batches("val"), report, train_labels=np.asarray(config["train_labels"]),
                                channels=config["channels"], image_size=config["image_size"], num_val=config["num_val"],
                                gather=gather, wrap_model=ray.train.torch.prepare_model, device=device,
-                               resume_state=resume_state, save_state=save_state, world_size=world, rank=rank, **kw)
-    final = evaluate_best(outcome, {"val": (eval_batches("val"), config["num_val"]),
-                                    "test": (eval_batches("test"), config["num_test"])}, device=device, gather=gather, **kw)
+                               resume_state=load_from_ray_checkpoint("last.pt"), save_state=save_state,
+                               world_size=world, rank=rank, **kw)
+    final = evaluate_best(outcome, {"val": (batches("val"), config["num_val"]),
+                                    "test": (batches("test"), config["num_test"])}, device=device, gather=gather, **kw)
     slim = strip_models(outcome)
     row = {"epoch": len(slim["history"]), "final": True, "best_epoch": slim["best"]["epoch"],
            "threshold": slim["best"]["threshold"],
            **{f"{s}_{k}": float(final[s][k]) for s in ("val", "test") for k in final[s] if isinstance(final[s][k], float)}}
     if rank == 0:
-        d = Path(tempfile.mkdtemp(prefix="clf_final_"))
-        torch.save({"model": outcome["best"]["model"], "epoch": slim["best"]["epoch"],
-                    "threshold": slim["best"]["threshold"], "config": config["cfg"]}, d / "best.pt")
-        (d / "final.json").write_text(json.dumps({**final, **slim}, default=str))
-        pending["dir"] = d
+        report.stage({"best.pt": _best(outcome["best"], config),
+                      "final.json": json.dumps({**final, **slim}, default=str)})
     report(row)
 
 
 def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[str, Any] | None = None,
                        synthetic_dir=None, num_workers: int = 2, use_gpu: bool = False, storage_path=None,
                        name: str | None = None, callbacks: list | None = None,
-                       max_failures: int = MAX_FAILURES, resources_per_worker: Mapping[str, float] | None = None) -> dict:
+                       max_failures: int = MAX_FAILURES, resources_per_worker: Mapping[str, float] | None = None,
+                       before_report: Callable[[int], Any] | None = None) -> dict:
     """TorchTrainer run of the classifier (DDP when num_workers > 1); writes the same RUN files as the local path.
 
     `name` names the Train run (use the Tune trial id, no timestamps) so a restarted run resumes from its
     last checkpoint under storage_path (default RUN/ray). A worker that dies (process killed, node lost) is
     restarted up to `max_failures` times and resumes from the last reported checkpoint. resources_per_worker
     (e.g. {"CPU": 0.5, "GPU": 1}) overrides Ray Train's default of 1 CPU (+1 GPU) per worker.
+    before_report(epoch): a picklable callable rank 0 calls just before reporting each epoch (an injection
+    point: tests/faults kill the worker there to prove a restart resumes from the last checkpoint).
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -175,19 +172,15 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
                 "val": indexed_dataset(data.val_rows, size, ch), "test": indexed_dataset(data.test_rows, size, ch)}
     loop_config = {"cfg": config_to_dict(cfg), "num_classes": data.num_classes, "positive_label": data.positive_label,
                    "train_labels": train_rows["label"].astype(int).tolist(), "channels": ch, "image_size": size,
-                   "num_val": len(data.val_rows), "num_test": len(data.test_rows)}
+                   "num_val": len(data.val_rows), "num_test": len(data.test_rows), "classes": data.classes,
+                   "before_report": before_report}
     trainer = TorchTrainer(
         _train_loop_per_worker, train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                               resources_per_worker=dict(resources_per_worker or {}) or None),
         datasets=datasets, dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-        run_config=ray.train.RunConfig(name=name or "classifier", storage_path=str(storage_path or out_dir / "ray"),
-                                       callbacks=callbacks or [],
-                                       failure_config=ray.train.FailureConfig(max_failures=max_failures),
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
-    result = trainer.fit()
-    if result.error is not None:  # out of retries: say why instead of failing on a missing checkpoint
-        raise result.error
+        **trainer_kwargs(name=name or "classifier", storage_path=storage_path or out_dir / "ray",
+                         num_workers=num_workers, use_gpu=use_gpu, max_failures=max_failures, num_to_keep=2,
+                         callbacks=callbacks, resources_per_worker=resources_per_worker))
+    result = fit(trainer)  # out of retries: raises why instead of failing on a missing checkpoint
     with result.checkpoint.as_directory() as d:
         final = json.loads((Path(d) / "final.json").read_text())
         (out_dir / "checkpoints").mkdir(exist_ok=True)

@@ -114,6 +114,16 @@ def same_config(saved: dict | None, cfg: ClassifierConfig) -> bool:
     return {k: v for k, v in now.items() if k in saved or v != defaults.get(k)} == saved
 
 
+def best_checkpoint(best: dict, cfg: ClassifierConfig | Mapping[str, Any], classes: list[str],
+                    positive_label: int) -> dict:
+    """The contents of checkpoints/best.pt, for every entry point: the selected epoch's weights, its epoch and
+    val threshold, the config, and the classes with the positive (minority) label, so the file alone can be
+    used to predict (trainables.classifier.__main__ / analysis.export read it)."""
+    return {"model": best["model"], "epoch": best["epoch"], "threshold": best["threshold"],
+            "config": cfg if isinstance(cfg, Mapping) else config_to_dict(cfg),
+            "classes": list(classes), "positive_label": int(positive_label)}
+
+
 def _fit_local(manifest: Manifest, out_dir: Path, cfg: ClassifierConfig, synthetic_dir, report, log,
                resume: bool) -> dict:
     t_start = time.perf_counter()
@@ -143,9 +153,7 @@ def _fit_local(manifest: Manifest, out_dir: Path, cfg: ClassifierConfig, synthet
         torch.save({**state, "config": config_to_dict(cfg)}, ckpt_dir / "last.pt.tmp")
         (ckpt_dir / "last.pt.tmp").replace(ckpt_dir / "last.pt")
         if is_best:
-            torch.save({"model": state["best"]["model"], "epoch": state["best"]["epoch"],
-                        "threshold": state["best"]["threshold"], "config": config_to_dict(cfg),
-                        "classes": data.classes, "positive_label": data.positive_label}, ckpt_dir / "best.pt")
+            torch.save(best_checkpoint(state["best"], cfg, data.classes, data.positive_label), ckpt_dir / "best.pt")
 
     outcome = train_classifier(cfg, train_data, batches(x_va, y_va), report or (lambda row: None),
                                num_classes=data.num_classes, positive_label=data.positive_label,
