@@ -90,19 +90,9 @@ def apply_label_map(source_labels: pd.Series, label_map: tuple[tuple[str, str], 
     return source_labels.astype(str).map(mapping)
 
 
-def build_manifest(scan: ScanResult, cfg: PrepConfig) -> Manifest:
-    rec = scan.records
-    task_names = apply_label_map(rec["source_label"], cfg.label_map, cfg.source)
-    classes = sorted(task_names.unique())
-    if len(classes) < 2:
-        raise DataError(f"{cfg.source}: found {len(classes)} class ({classes}); at least 2 are needed")
-    label_of = {c: i for i, c in enumerate(classes)}
-    labels = task_names.map(label_of).to_numpy(np.int64)
-    groups = rec["group"].astype(str).to_numpy(object)
-    hashes = rec["sha256"].to_numpy(object)
-    given = rec["given_split"].to_numpy(object)
-    moved = 0
-    given_from = getattr(scan, "given_split_from", "") or ("npz keys" if np.all(np.isin(given, SPLITS)) else "")
+def _split_for(cfg: PrepConfig, given_from: str, labels, given, groups, hashes, classes, label_of):
+    """(split per image, duplicates moved to held-out): the source's own split with use_given_split (checked:
+    train and test present, every class in every split, val carved from train when missing), else a new one."""
     if given_from in ("split folders", "split column") and not (cfg.use_given_split or cfg.resplit):
         # never silently turn train/val/test folders into classes, nor silently drop a split the user wrote down
         found = sorted(set(given) - {""}, key=SPLITS.index)
@@ -130,8 +120,23 @@ def build_manifest(scan: ScanResult, cfg: PrepConfig) -> Manifest:
             for s in SPLITS:
                 if not np.any((labels == lab) & (split == s)):
                     raise DataError(f"{cfg.source}: class {c!r} has no image in the given {s} split")
-    else:
-        split = assign_splits(labels, groups, hashes, cfg.fractions, cfg.seed, classes)
+        return split, moved
+    return assign_splits(labels, groups, hashes, cfg.fractions, cfg.seed, classes), 0
+
+
+def build_manifest(scan: ScanResult, cfg: PrepConfig) -> Manifest:
+    rec = scan.records
+    task_names = apply_label_map(rec["source_label"], cfg.label_map, cfg.source)
+    classes = sorted(task_names.unique())
+    if len(classes) < 2:
+        raise DataError(f"{cfg.source}: found {len(classes)} class ({classes}); at least 2 are needed")
+    label_of = {c: i for i, c in enumerate(classes)}
+    labels = task_names.map(label_of).to_numpy(np.int64)
+    groups = rec["group"].astype(str).to_numpy(object)
+    hashes = rec["sha256"].to_numpy(object)
+    given = rec["given_split"].to_numpy(object)
+    given_from = getattr(scan, "given_split_from", "") or ("npz keys" if np.all(np.isin(given, SPLITS)) else "")
+    split, moved = _split_for(cfg, given_from, labels, given, groups, hashes, classes, label_of)
 
     df = pd.DataFrame({
         "image_id": rec["image_id"].astype(str), "source": rec["source"].astype(str),

@@ -240,10 +240,8 @@ def decode_record(source: str, source_key: str, source_index: int, channels: int
     return to_uint8_channels(read_image_file(source), channels)
 
 
-def scan_source(source: str, *, skip_bad: bool = False, allow_outside_root: bool = False,
-                demo_dir: str | Path | None = None, demo_counts: tuple[int, int] = (1000, 100),
-                demo_size: int = 64, progress: bool = True) -> ScanResult:
-    """List and decode every image of `source`; record width, height, channels and pixel sha256."""
+def _list_source(source: str, allow_outside_root: bool, demo_dir, demo_counts: tuple[int, int], demo_size: int):
+    """(records, kind, the npz arrays when the source is an npz) of `source` (see scan_source)."""
     npz_arrays = None
     if source == "demo":
         from data_prep.demo import write_demo_npz
@@ -267,9 +265,11 @@ def scan_source(source: str, *, skip_bad: bool = False, allow_outside_root: bool
             records, kind = list_npz(path, npz_arrays), "npz"
         else:
             raise DataError(f"{path}: unsupported source; expected a directory, a .csv or an .npz file")
-    if records.empty:
-        raise DataError(f"{source}: no images found")
+    return records, kind, npz_arrays
 
+
+def _measure(records, npz_arrays, progress: bool):
+    """Width, height, channels and pixel sha256 per record; (file, reason) of the unreadable ones."""
     widths, heights, chans, hashes, bad = [], [], [], [], []
     if npz_arrays is not None:
         for key, idx in records.groupby("source_key", sort=False).groups.items():
@@ -295,6 +295,18 @@ def scan_source(source: str, *, skip_bad: bool = False, allow_outside_root: bool
             img3 = img if img.ndim == 3 else img[:, :, None]
             heights.append(img3.shape[0]); widths.append(img3.shape[1]); chans.append(img3.shape[2])
             hashes.append(image_sha256(img3))
+    return widths, heights, chans, hashes, bad
+
+
+def scan_source(source: str, *, skip_bad: bool = False, allow_outside_root: bool = False,
+                demo_dir: str | Path | None = None, demo_counts: tuple[int, int] = (1000, 100),
+                demo_size: int = 64, progress: bool = True) -> ScanResult:
+    """List and decode every image of `source`; record width, height, channels and pixel sha256."""
+    records, kind, npz_arrays = _list_source(source, allow_outside_root, demo_dir, demo_counts, demo_size)
+    if records.empty:
+        raise DataError(f"{source}: no images found")
+
+    widths, heights, chans, hashes, bad = _measure(records, npz_arrays, progress)
     records = records.assign(width=widths, height=heights, channels=chans, sha256=hashes)
     given_from = ""
     if (records["given_split"] != "").any():
