@@ -69,7 +69,8 @@ def prepare_data(cfg: SweepConfig, work: Path) -> Path:
             pafs.copy_files(source, str(local))
         source = str(local)
     pcfg = data_prep.PrepConfig(source=source, seed=cfg.split_seed, use_given_split=cfg.use_given_split,
-                                label_map=data_prep.parse_label_map(cfg.relabel), positive_class=cfg.positive,
+                                resplit=cfg.resplit, label_map=data_prep.parse_label_map(cfg.relabel),
+                                positive_class=cfg.positive,
                                 channels=cfg.channels, image_size=cfg.image_size,
                                 demo_num_majority=cfg.demo_counts[0], demo_num_minority=cfg.demo_counts[1])
     if path.exists() and cfg.resume:
@@ -79,6 +80,14 @@ def prepare_data(cfg: SweepConfig, work: Path) -> Path:
 
     print(summary(m), flush=True)
     return path
+
+
+# A finished trial's process runs the next trial: importing torch and (through the first optimizer) torch._dynamo
+# costs a fresh process ~3 s before its first step on 2 CPUs. bench/sweep.py --cpu-small --rounds 3: 6 trials
+# took 9.2 s of Tuner.fit reused vs 19.2 s with a process per trial. Tune falls back to a new process when the
+# old trial's thread does not stop within TUNE_FUNCTION_THREAD_TIMEOUT_S.
+REUSE_TRIAL_PROCESSES = True
+DDP_TRIAL_CPU = 0.25  # what a --workers-per-trial N > 1 trial's own (coordinating) process reserves
 
 
 # A finished trial's process runs the next trial: importing torch and (through the first optimizer) torch._dynamo
@@ -101,16 +110,17 @@ def data_facts(manifest: Path) -> dict:
     return {"n_val_positive": n_val, "n_test_positive": n_test, "gan_reference_split": reference_split(n_val)}
 
 
-def settings_for(cfg: SweepConfig, manifest: Path, work: Path, facts: dict | None = None) -> dict:
-    facts = facts if facts is not None else {"gan_reference_split": "val"}
-    return {**facts, "manifest": str(manifest), "work_dir": str(work), "image_size": cfg.image_size,
-            "channels": cfg.channels, "gan_epochs": cfg.gan_epochs, "gan_batch_size": cfg.gan_batch_size,
-            "gan_width": cfg.gan_width, "gan_eval_every": cfg.gan_eval_every, "clf_model": cfg.clf_model,
-            "clf_epochs": cfg.clf_epochs, "clf_batch_size": cfg.clf_batch_size,
-            "synthetic_ratios": list(cfg.synthetic_ratios), "gan_losses": list(cfg.gan_losses),
-            "vgg_weights": str(Path(cfg.vgg_weights).expanduser().resolve()) if cfg.vgg_weights else None,
-            "cpus_per_trial": cfg.cpus_per_trial,
-            "gpus_per_trial": cfg.gpus_per_trial, "workers_per_trial": cfg.workers_per_trial}
+def trial_data(manifest: Path, work: Path):
+    """What every trial knows of the data before trials start: where things are, real minority images in val
+    and test, and so which split the GAN quality reference is built from (trial.reference_split)."""
+    import data_prep
+    from sweeps.trial import TrialData, reference_split
+
+    m = data_prep.read_manifest(manifest)
+    real_pos = (m.df["label"] == m.positive_label) & ~m.df["is_synthetic"]
+    n_val, n_test = int((real_pos & (m.df["split"] == "val")).sum()), int((real_pos & (m.df["split"] == "test")).sum())
+    return TrialData(manifest=str(Path(manifest).resolve()), work_dir=str(Path(work).resolve()),
+                     n_val_positive=n_val, n_test_positive=n_test, gan_reference_split=reference_split(n_val))
 
 
 def concurrency(cfg: SweepConfig) -> int:
@@ -127,7 +137,17 @@ def concurrency(cfg: SweepConfig) -> int:
     return max(1, by_cpu)
 
 
-def run_phase(cfg: SweepConfig, phase: str, settings: dict, table, tune_config, param_space: dict | None) -> object:
+def reattach_callbacks(tuner, callbacks: list) -> None:
+    """Ray 2.60's Tuner.restore takes no run_config or callbacks (Tune does not restore callbacks), so the only
+    way to keep writing results.parquet on --resume is the restored tuner's private run config."""
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    if run_config is None or not hasattr(run_config, "callbacks"):
+        raise RuntimeError("this Ray version's restored Tuner has no _local_tuner._run_config.callbacks; "
+                           "--resume cannot record results: pin ray 2.60 (pyproject.toml) or update reattach_callbacks")
+    run_config.callbacks = list(callbacks)
+
+
+def run_phase(cfg: SweepConfig, phase: str, data, table, tune_config, param_space: dict | None) -> object:
     from ray import tune
 
     from sweeps.results import ResultsCallback, reconcile
@@ -136,7 +156,7 @@ def run_phase(cfg: SweepConfig, phase: str, settings: dict, table, tune_config, 
     resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
     if cfg.workers_per_trial > 1:  # the TorchTrainer inside the trial reserves the workers itself
         resources = {"cpu": DDP_TRIAL_CPU, "gpu": 0}
-    fn = tune.with_resources(tune.with_parameters(trainable, settings=settings), resources)
+    fn = tune.with_resources(tune.with_parameters(trainable, sweep=cfg, data=data), resources)
     name = f"{cfg.name}-{phase}"
     storage = cfg.storage_path if "://" in cfg.storage_path else str(Path(cfg.storage_path).resolve())
     exp_path = f"{storage.rstrip('/')}/{name}"
@@ -146,7 +166,7 @@ def run_phase(cfg: SweepConfig, phase: str, settings: dict, table, tune_config, 
         print(f"[{phase}] resuming {exp_path}", flush=True)
         tuner = tune.Tuner.restore(exp_path, trainable=fn, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False, param_space=param_space)
-        tuner._local_tuner._run_config.callbacks = [callback]  # callbacks are not restored; re-attach ours
+        reattach_callbacks(tuner, [callback])
     else:
         tuner = tune.Tuner(fn, param_space=param_space or {}, tune_config=tune_config,
                            run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[callback],
@@ -159,7 +179,7 @@ def run_phase(cfg: SweepConfig, phase: str, settings: dict, table, tune_config, 
     return grid
 
 
-def search_phase(cfg: SweepConfig, settings: dict, table, max_conc: int):
+def search_phase(cfg: SweepConfig, data, table, max_conc: int):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -174,7 +194,7 @@ def search_phase(cfg: SweepConfig, settings: dict, table, max_conc: int):
                                   grace_period=cfg.gan_eval_every, max_t=cfg.gan_epochs + 1, reduction_factor=2)
     tc = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.num_samples,
                          max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES)
-    return run_phase(cfg, "search", settings, table, tc, None)
+    return run_phase(cfg, "search", data, table, tc, None)
 
 
 def pick_best(df, k: int) -> list[dict]:
@@ -193,7 +213,7 @@ def pick_best(df, k: int) -> list[dict]:
     return ranked.head(k).to_dict("records")
 
 
-def confirm_phase(cfg: SweepConfig, settings: dict, table, max_conc: int, best: list[dict]):
+def confirm_phase(cfg: SweepConfig, data, table, max_conc: int, best: list[dict]):
     from ray import tune
 
     from sweeps.space import confirm_configs, confirm_seeds
@@ -205,7 +225,7 @@ def confirm_phase(cfg: SweepConfig, settings: dict, table, max_conc: int, best: 
           f"classifier LRs [{lrs}] x seeds {seeds[0]}-{seeds[-1]} (fresh: the search ran seed 0); "
           f"each GAN config retrained per seed", flush=True)
     tc = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES)
-    return run_phase(cfg, "confirm", settings, table, tc, {"trial": tune.grid_search(configs)})
+    return run_phase(cfg, "confirm", data, table, tc, {"trial": tune.grid_search(configs)})
 
 
 def summarize(df) -> str:
@@ -242,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         yaml_values, cli = parse_args(argv)
         no_report = cli.pop("no_report", False)
-        cfg = sweep_config.resolve(yaml_values, cli)
+        cfg = sweep_config.resolve(yaml_values, cli).with_absolute_paths()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -267,16 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     from sweeps.results import ResultsTable
 
     table = ResultsTable(work / "results.parquet", cfg.name)
-    facts = data_facts(manifest)
-    if facts["gan_reference_split"] != "val":
+    data = trial_data(manifest, work)
+    if data.gan_reference_split != "val":
         from sweeps.trial import MIN_VAL_REFERENCE_IMAGES
 
-        print(f"note: validation holds {facts['n_val_positive']} real minority image(s), fewer than "
+        print(f"note: validation holds {data.n_val_positive} real minority image(s), fewer than "
               f"{MIN_VAL_REFERENCE_IMAGES}: GAN quality (KID/FID) is measured against the training images instead "
               f"(labelled gan_kid_reference=train), which rewards memorisation, so ASHA does not prune on it "
               f"(early stopping off)", flush=True)
         cfg = replace(cfg, early_stop=False)
-    settings = settings_for(cfg, manifest, work, facts)
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Trial workers import this checkout's packages even when it is not pip-installed.
@@ -296,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sweep {cfg.name!r}: {max_conc} trial(s) at once; work dir {work}", flush=True)
 
     if state["phase"] == "search":
-        search_phase(cfg, settings, table, max_conc)
+        search_phase(cfg, data, table, max_conc)
         best = pick_best(table.frame(), cfg.top_k)
         from sweeps.space import TRIAL_KEYS
 
@@ -304,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                      "val_sensitivity")} for b in best])
         state_path.write_text(json.dumps(state, indent=2, default=float))
     if state["phase"] == "confirm":
-        confirm_phase(cfg, settings, table, max_conc, state.get("best", []))
+        confirm_phase(cfg, data, table, max_conc, state.get("best", []))
         state["phase"] = "done"
         state_path.write_text(json.dumps(state, indent=2, default=float))
     results = table.write()

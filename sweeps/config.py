@@ -20,7 +20,8 @@ class SweepConfig:
     manifest: str | None = None  # an existing manifest.parquet to use instead of preparing `data`
     relabel: str | None = None  # SRC=TASK,... class merge (e.g. five defect types -> defect)
     positive: str | None = None  # positive (minority) task class; default least frequent in train
-    use_given_split: bool = False  # npz with train/val/test keys: keep that split
+    use_given_split: bool = False  # keep the source's split (npz keys, train/val/test folders, CSV split column)
+    resplit: bool = False  # split folders / CSV split column: pool their images and split anew
     split_seed: int = 0  # seed of the data split (fixed for the whole sweep)
     image_size: int = 32  # px side the GAN and classifier train at
     channels: int = 3  # 1 or 3
@@ -57,6 +58,9 @@ class SweepConfig:
     clf_model: str = "small_cnn"  # "small_cnn" | "resnet18" | "resnet50"
     clf_epochs: int = 12  # classifier epochs
     clf_batch_size: int = 64  # classifier images per step
+    clf_weights: str | None = None  # local torchvision state dict to start the classifier from (never downloaded)
+    clf_freeze_epochs: int = 0  # with clf_weights: the first N classifier epochs train only the head
+    clf_input_norm: str = "auto"  # "auto" (ImageNet mean/std with clf_weights) | "imagenet" | "none"
     # ---- resources
     cpus_per_trial: float = 1.0  # CPUs reserved by each trial (torch threads follow it); per worker if workers > 1
     gpus_per_trial: float = 0.0  # GPU fraction per trial, e.g. 0.25 packs 4 eager GAN trials on one GPU; per worker
@@ -96,11 +100,27 @@ class SweepConfig:
                               "gpus_per_trial=1, or workers_per_trial=1 to pack fractional single-GPU trials")
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
+        for name in ("clf_weights", "vgg_weights"):
+            path = getattr(self, name)
+            if path and "://" not in path and not Path(path).expanduser().is_file():
+                raise ConfigError(f"{name}: no such file {path!r}; give a local state-dict file (nothing is "
+                                  f"downloaded: save one on a machine with internet, see README 'Your own data')")
+        if not 0 <= self.clf_freeze_epochs <= self.clf_epochs:
+            raise ConfigError(f"clf_freeze_epochs must be in [0, clf_epochs = {self.clf_epochs}], "
+                              f"got {self.clf_freeze_epochs}")
+        if self.clf_freeze_epochs and not self.clf_weights:
+            raise ConfigError("clf_freeze_epochs > 0 freezes a pretrained backbone: give clf_weights too")
         if not self.clf_lr_grid or any(not lr > 0 for lr in self.clf_lr_grid):
             raise ConfigError(f"clf_lr_grid must list learning rates > 0, got {list(self.clf_lr_grid)}")
         lo, hi = self.clf_lr_range
         if not 0 < lo <= hi:
             raise ConfigError(f"clf_lr_range must be (low, high) with 0 < low <= high, got {self.clf_lr_range}")
+
+    def with_absolute_paths(self) -> "SweepConfig":
+        """Local file settings made absolute (trials run in their own working directories)."""
+        fix = {k: str(Path(v).expanduser().resolve()) for k in ("clf_weights", "vgg_weights", "manifest")
+               if (v := getattr(self, k)) and "://" not in v}
+        return replace(self, **fix) if fix else self
 
     @property
     def sweep_dir(self) -> str:

@@ -23,18 +23,21 @@ mix by its first member alone. Its quality metrics are those of the mixed synthe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+from analysis.schema import METRIC_NAMES
+from sweeps.config import SweepConfig
 from sweeps.space import MIX, ROW_KEYS, TRIAL_KEYS, config_id, gan_key, mix_members, setup_id
 
-METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1", "macro_f1",
-           "roc_auc", "pr_auc")
+METRICS = tuple(METRIC_NAMES)
 # Fewest real minority validation images a quality reference may have: KID from fewer is mostly noise, and
 # precision/recall need more than k = 3 neighbours. Below it the reference is the training images (stated).
 MIN_VAL_REFERENCE_IMAGES = 10
@@ -57,37 +60,57 @@ def file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def gan_settings(config: Mapping[str, Any], s: Mapping[str, Any], device: str) -> dict[str, Any]:
-    return {"loss": config["gan_loss"], "lr_g": float(config["gan_lr_g"]), "lr_d": float(config["gan_lr_d"]),
-            "n_critic": int(config.get("n_critic") or 1),
-            "diffaugment": "color,translation,cutout" if config.get("diffaugment") else "",
-            "seed": int(config["seed"]), "num_epochs": s["gan_epochs"], "batch_size": s["gan_batch_size"],
-            "ngf": s["gan_width"], "ndf": s["gan_width"], "image_size": s["image_size"], "channels": s["channels"],
-            "eval_every": s["gan_eval_every"], "checkpoint_every": max(1, s["gan_epochs"] // 10),
-            "sample_every": max(1, s["gan_epochs"] // 4), "keep_checkpoints": 2, "device": device,
-            # conditional: one GAN over every class (sampled for the minority); else the minority class only
-            "conditional": bool(config.get("conditional", False)),
-            # a conditional GAN's epoch: all minority images + as many of each other class (its cost is K x a
-            # minority-only epoch, not the whole train set: 265 s vs 23 s per demo GAN). DDP trials: every image.
-            "balanced_epochs": bool(config.get("conditional", False)) and s["workers_per_trial"] == 1,
-            "feature_matching": float(config.get("feature_matching") or 0.0),
-            "perceptual": float(config.get("perceptual") or 0.0),
-            "vgg_weights": s.get("vgg_weights") if float(config.get("perceptual") or 0.0) > 0 else None}
+@dataclass(frozen=True)
+class TrialData:
+    """What every trial knows of the sweep's data and places, fixed by the driver before any trial starts
+    (absolute paths: a trial's working directory is its own)."""
+    manifest: str  # the manifest.parquet every trial reads
+    work_dir: str  # GAN cache, classifier runs, quality cache
+    n_val_positive: int = 0  # real minority images in val (decides gan_reference_split)
+    n_test_positive: int = 0  # real minority images in test (the report states it)
+    gan_reference_split: str = "val"  # real images the GAN's KID/FID are measured against (reference_split)
 
 
-def classifier_settings(config: Mapping[str, Any], s: Mapping[str, Any], device: str) -> dict[str, Any]:
-    return {"model": s["clf_model"], "image_size": s["image_size"], "channels": s["channels"],
-            "batch_size": s["clf_batch_size"], "num_epochs": s["clf_epochs"], "lr": float(config["clf_lr"]),
-            "synthetic_ratio": float(config["synthetic_ratio"]), "imbalance_fix": config["imbalance_fix"],
-            "augment": config["augment"], "seed": int(config["seed"]), "device": device}
+def gan_config(config: Mapping[str, Any], sweep: SweepConfig, device: str):
+    """The GanConfig of a trial: its sampled GAN values + the sweep's GAN budgets (the one place they meet)."""
+    from trainables.gan.config import gan_config_from_dict
+
+    perceptual = float(config.get("perceptual") or 0.0)
+    return gan_config_from_dict({
+        "loss": config["gan_loss"], "lr_g": float(config["gan_lr_g"]), "lr_d": float(config["gan_lr_d"]),
+        "n_critic": int(config.get("n_critic") or 1),
+        "diffaugment": "color,translation,cutout" if config.get("diffaugment") else "",
+        "seed": int(config["seed"]), "num_epochs": sweep.gan_epochs, "batch_size": sweep.gan_batch_size,
+        "ngf": sweep.gan_width, "ndf": sweep.gan_width, "image_size": sweep.image_size, "channels": sweep.channels,
+        "eval_every": sweep.gan_eval_every, "checkpoint_every": max(1, sweep.gan_epochs // 10),
+        "sample_every": max(1, sweep.gan_epochs // 4), "keep_checkpoints": 2, "device": device,
+        # conditional: one GAN over every class (sampled for the minority); else the minority class only
+        "conditional": bool(config.get("conditional", False)),
+        # a conditional GAN's epoch: all minority images + as many of each other class (its cost is K x a
+        # minority-only epoch, not the whole train set: 265 s vs 23 s per demo GAN). DDP trials: every image.
+        "balanced_epochs": bool(config.get("conditional", False)) and sweep.workers_per_trial == 1,
+        "feature_matching": float(config.get("feature_matching") or 0.0), "perceptual": perceptual,
+        "vgg_weights": sweep.vgg_weights if perceptual > 0 else None})
 
 
-def ddp_worker_resources(s: Mapping[str, Any]) -> dict[str, float]:
+def classifier_config(config: Mapping[str, Any], sweep: SweepConfig, device: str):
+    """The ClassifierConfig of a trial: its arm's values + the sweep's classifier settings."""
+    from trainables.classifier.config import classifier_config as make
+
+    return make({"model": sweep.clf_model, "image_size": sweep.image_size, "channels": sweep.channels,
+                 "batch_size": sweep.clf_batch_size, "num_epochs": sweep.clf_epochs, "lr": float(config["clf_lr"]),
+                 "synthetic_ratio": float(config["synthetic_ratio"]), "imbalance_fix": config["imbalance_fix"],
+                 "augment": config["augment"], "seed": int(config["seed"]), "device": device,
+                 "weights": sweep.clf_weights, "freeze_epochs": sweep.clf_freeze_epochs,
+                 "input_norm": sweep.clf_input_norm})
+
+
+def ddp_worker_resources(sweep: SweepConfig) -> dict[str, float]:
     """Resources of each DDP worker of a --workers-per-trial N > 1 trial: --cpus-per-trial and --gpus-per-trial
     are per worker there (the trial's own process only coordinates, on 0.25 CPU)."""
-    res = {"CPU": float(s["cpus_per_trial"])}
-    if s["gpus_per_trial"] > 0:
-        res["GPU"] = float(s["gpus_per_trial"])
+    res = {"CPU": float(sweep.cpus_per_trial)}
+    if sweep.gpus_per_trial > 0:
+        res["GPU"] = float(sweep.gpus_per_trial)
     return res
 
 
@@ -130,7 +153,8 @@ def _report(metrics: dict) -> None:
     tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None})
 
 
-def ensure_gan(config: Mapping[str, Any], s: Mapping[str, Any], device: str, report=_report) -> dict[str, Any]:
+def ensure_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, device: str,
+               report=_report) -> dict[str, Any]:
     """Train (or reuse) the GAN of this config, sample its synthetic set once, audit it once.
 
     -> {"gan_key", "gan_run_dir", "synthetic_dir", "status", "reason", "gan_trained_here", gan_* metrics}
@@ -140,25 +164,25 @@ def ensure_gan(config: Mapping[str, Any], s: Mapping[str, Any], device: str, rep
     from trainables.gan.train import run_gan_local
 
     key = gan_key(config)
-    run_dir = Path(s["work_dir"]) / "gans" / key
+    run_dir = Path(data.work_dir) / "gans" / key
     done = run_dir / "done.json"
     with file_lock(run_dir.parent / f"{key}.lock"):
         if done.exists():
             return {**json.loads(done.read_text()), "gan_trained_here": False}
         t0 = time.perf_counter()
-        manifest = read_manifest(s["manifest"])
-        gcfg = gan_settings(config, s, device)
-        evaluator = quality_evaluator(manifest, s, device) if s["gan_eval_every"] else None
+        manifest = read_manifest(data.manifest)
+        gcfg = gan_config(config, sweep, device)
+        evaluator = quality_evaluator(manifest, sweep, data, device) if sweep.gan_eval_every else None
 
-        if s["workers_per_trial"] > 1:  # DDP over several workers: a TorchTrainer inside this trial
+        if sweep.workers_per_trial > 1:  # DDP over several workers: a TorchTrainer inside this trial
             from trainables.gan.train import run_gan_ray
 
-            result = run_gan_ray(s["manifest"], run_dir, gcfg, num_workers=s["workers_per_trial"],
-                                 use_gpu=s["gpus_per_trial"] > 0, evaluate=evaluator,
-                                 resources_per_worker=ddp_worker_resources(s),
+            result = run_gan_ray(data.manifest, run_dir, gcfg, num_workers=sweep.workers_per_trial,
+                                 use_gpu=sweep.gpus_per_trial > 0, evaluate=evaluator,
+                                 resources_per_worker=ddp_worker_resources(sweep),
                                  callbacks=tune_forwarder(functools.partial(gan_progress, key=key)))
         else:
-            result = run_gan_local(s["manifest"], run_dir, gcfg, report=lambda m: report(gan_progress(m, key)),
+            result = run_gan_local(data.manifest, run_dir, gcfg, report=lambda m: report(gan_progress(m, key)),
                                    evaluate=evaluator)
         info: dict[str, Any] = {"gan_key": key, "gan_run_dir": str(run_dir), "gan_epochs": result.get("epochs"),
                                 "time_gan_s": round(time.perf_counter() - t0, 2)}
@@ -168,11 +192,11 @@ def ensure_gan(config: Mapping[str, Any], s: Mapping[str, Any], device: str, rep
             return {**info, "gan_trained_here": True}
         n_minority = int(((manifest.df["split"] == "train") & (manifest.df["label"] == manifest.positive_label)
                           & ~manifest.df["is_synthetic"]).sum())
-        n_samples = max(1, math.ceil(max(s["synthetic_ratios"]) * n_minority))
+        n_samples = max(1, math.ceil(max(sweep.synthetic_ratios) * n_minority))
         synthetic_dir = run_dir / "synthetic"
         ckpt = sorted((run_dir / "checkpoints").glob("*.pt"))[-1]
         write_samples(ckpt, n_samples, synthetic_dir, seed=int(config["seed"]), device=device, overwrite=True,
-                      progress=False, labels=[manifest.positive_class] if gcfg["conditional"] else None)
+                      progress=False, labels=[manifest.positive_class] if gcfg.conditional else None)
         info.update(status="ok", reason="", synthetic_dir=str(synthetic_dir))
         if evaluator is not None:
             info.update(audit_gan(evaluator, [synthetic_dir], run_dir / "quality"))
@@ -183,13 +207,13 @@ def ensure_gan(config: Mapping[str, Any], s: Mapping[str, Any], device: str, rep
         return {**info, "gan_trained_here": True}
 
 
-def quality_evaluator(manifest, s: Mapping[str, Any], device: str):
+def quality_evaluator(manifest, sweep: SweepConfig, data: TrialData, device: str):
     """The GAN evaluator of this sweep: domain features, reference = real minority images of
-    s["gan_reference_split"] ("val" unless val is too small), memorisation audit against real train."""
+    data.gan_reference_split ("val" unless val is too small), memorisation audit against real train."""
     from trainables.metrics.generative import make_gan_evaluator
 
-    return make_gan_evaluator(manifest, s["image_size"], s["channels"], Path(s["work_dir"]) / "quality_cache",
-                              device=device, split=s.get("gan_reference_split", "val"))
+    return make_gan_evaluator(manifest, sweep.image_size, sweep.channels, Path(data.work_dir) / "quality_cache",
+                              device=device, split=data.gan_reference_split)
 
 
 QUALITY_COLUMNS = {"fid": "gan_fid", "kid": "gan_kid", "kid_std": "gan_kid_std", "precision": "gan_precision",
@@ -230,17 +254,18 @@ def mix_progress(row: Mapping[str, Any], member: int, epochs_per_member: int) ->
     return out
 
 
-def mix_quality(config: Mapping[str, Any], gans: list[dict], s: Mapping[str, Any], device: str) -> dict[str, Any]:
+def mix_quality(config: Mapping[str, Any], gans: list[dict], sweep: SweepConfig, data: TrialData,
+                device: str) -> dict[str, Any]:
     """Quality of a mix's synthetic set (equal parts of each member's), computed once per mix under a lock."""
     from data_prep import read_manifest
 
     key = gan_key(config)
-    out_dir = Path(s["work_dir"]) / "gans" / key
+    out_dir = Path(data.work_dir) / "gans" / key
     done = out_dir / "mix_quality.json"
     with file_lock(out_dir.parent / f"{key}.lock"):
         if done.exists():
             return json.loads(done.read_text())
-        evaluator = quality_evaluator(read_manifest(s["manifest"]), s, device)
+        evaluator = quality_evaluator(read_manifest(data.manifest), sweep, data, device)
         q = audit_gan(evaluator, [g["synthetic_dir"] for g in gans], out_dir / "quality")
         tmp = done.with_suffix(".tmp")
         tmp.write_text(json.dumps(q, default=float))
@@ -248,98 +273,99 @@ def mix_quality(config: Mapping[str, Any], gans: list[dict], s: Mapping[str, Any
         return q
 
 
-def _inject_test_fault(config: Mapping[str, Any]) -> None:
-    """TEST-ONLY (tests/faults): a `test_fault` key in a trial's config makes it fail the way a real trial can,
-    to prove the sweep records the reason and carries on. No search space or control ever sets this key."""
-    fault = config.get("test_fault")
-    if not fault:
-        return
-    if fault == "exception":
-        raise RuntimeError("injected test fault: an exception inside the trial")
-    if fault == "oom":
-        import torch
-
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected test fault)")
-    raise ValueError(f"unknown test_fault {fault!r}; valid: ['exception', 'oom']")
-
-
-def run_trial(config: Mapping[str, Any], s: Mapping[str, Any], trial_id: str, report=_report) -> dict[str, Any]:
-    """Everything one trial does, without Tune (tests call this directly). Returns the final row."""
+def run_trial(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, trial_id: str, report=_report,
+              before: Callable[[Mapping[str, Any]], Any] | None = None) -> dict[str, Any]:
+    """Everything one trial does, without Tune (tests call this directly). Returns the final row.
+    before(config): an injection point called first (tests/faults make a trial fail the ways real ones do)."""
     import torch
 
-    _inject_test_fault(config)
-
-    from trainables.classifier.run import run_classifier_local
-
-    torch.set_num_threads(max(1, int(s["cpus_per_trial"])))
-    device = "cuda" if s["gpus_per_trial"] > 0 and torch.cuda.is_available() else "cpu"
+    if before is not None:
+        before(config)
+    torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
+    device = "cuda" if sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     t0 = time.perf_counter()
     row: dict[str, Any] = {k: config[k] for k in (*TRIAL_KEYS, *ROW_KEYS) if k in config}
     row.update(trial_id=trial_id, config_id=config_id(config), setup_id=setup_id(config), gan_key=gan_key(config),
-               status="ok", error="", image_size=s["image_size"], channels=s["channels"],
-               **{k: s[k] for k in ("n_val_positive", "n_test_positive") if k in s})
+               status="ok", error="", image_size=sweep.image_size, channels=sweep.channels,
+               n_val_positive=data.n_val_positive, n_test_positive=data.n_test_positive)
     synthetic_dir = None
     if config["arm"] == "gan":
-        is_mix = config.get("gan_loss") == MIX
-        members = mix_members(config, s["gan_losses"]) if is_mix else [config]
-        gans = []
-        for i, member in enumerate(members):
-            member_report = (lambda r, i=i: report(mix_progress(r, i, s["gan_epochs"]))) if is_mix else report
-            gans.append(ensure_gan(member, s, device, member_report))
-        bad = [g for g in gans if g["status"] != "ok"]
-        if not is_mix:
-            row.update({k: v for k, v in gans[0].items() if k not in ("status", "reason")})
-        else:  # a mix: every member's run dir; quality of the mixed set (below), not the members' mean
-            row.update(gan_run_dir=";".join(g["gan_run_dir"] for g in gans),
-                       gan_trained_here=any(g.get("gan_trained_here") for g in gans),
-                       time_gan_s=sum(g.get("time_gan_s", 0) for g in gans if g.get("gan_trained_here")),
-                       gan_epochs=sum(int(g.get("gan_epochs") or 0) for g in gans))
-            if not bad and s["gan_eval_every"]:
-                row.update(mix_quality(config, gans, s, device))
-        if bad:
-            row.update(status="failed", error="; ".join(g["reason"] for g in bad),
-                       time_total_s=round(time.perf_counter() - t0, 2), phase="final")
+        synthetic_dir = trial_gans(config, sweep, data, device, report, row)
+        if row["status"] != "ok":
+            row.update(time_total_s=round(time.perf_counter() - t0, 2), phase="final")
             report(row)
             return row
-        synthetic_dir = gans[0]["synthetic_dir"] if len(gans) == 1 else \
-            [(g["synthetic_dir"], 1.0 / len(gans)) for g in gans]
-    t1 = time.perf_counter()
-    clf_dir = Path(s["work_dir"]) / "classifiers" / trial_id
-
-    ccfg = classifier_settings(config, s, device)
-    if s["workers_per_trial"] > 1:
-        from trainables.classifier.ray_train import run_classifier_ray
-
-        result = run_classifier_ray(s["manifest"], clf_dir, {**ccfg, "device": "auto"}, synthetic_dir=synthetic_dir,
-                                    num_workers=s["workers_per_trial"], use_gpu=s["gpus_per_trial"] > 0,
-                                    name=f"clf-{trial_id}", resources_per_worker=ddp_worker_resources(s),
-                                    callbacks=tune_forwarder(classifier_progress))
-    else:
-        def on_epoch(m: dict) -> None:
-            row = classifier_progress(m)
-            if row:
-                report(row)
-
-        result = run_classifier_local(s["manifest"], clf_dir, ccfg, synthetic_dir=synthetic_dir, report=on_epoch,
-                                      resume=True)
-    for split in ("val", "test"):
-        for k in METRICS:
-            v = result[split].get(k)
-            row[f"{split}_{k}"] = float(v) if v is not None else float("nan")
-    row.update(clf_run_dir=str(clf_dir),
-               synthetic_dir=";".join(d for d, _ in synthetic_dir) if isinstance(synthetic_dir, list)
-               else str(synthetic_dir or ""),
-               clf_threshold=float(result.get("threshold", float("nan"))),
-               clf_best_epoch=int(result.get("best_epoch", -1)), n_synthetic=int(result.get("n_synthetic", 0)),
-               time_classifier_s=round(time.perf_counter() - t1, 2),
+    row.update(trial_classifier(config, sweep, data, device, report, trial_id, synthetic_dir),
                time_total_s=round(time.perf_counter() - t0, 2), phase="final")
     report(row)
     return row
 
 
-def trainable(config: dict, settings: dict | None = None) -> None:
-    """Tune entry point (wrapped with tune.with_parameters(trainable, settings=...))."""
+def trial_gans(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, device: str, report,
+               row: dict[str, Any]):
+    """Train or reuse the trial's GAN (a mix: one per loss), fill the row's gan_* values; -> the synthetic
+    folder(s) for the classifier ([(folder, share), ...] for a mix). A failed GAN sets the row's status."""
+    is_mix = config.get("gan_loss") == MIX
+    members = mix_members(config, sweep.gan_losses) if is_mix else [config]
+    gans = []
+    for i, member in enumerate(members):
+        member_report = (lambda r, i=i: report(mix_progress(r, i, sweep.gan_epochs))) if is_mix else report
+        gans.append(ensure_gan(member, sweep, data, device, member_report))
+    bad = [g for g in gans if g["status"] != "ok"]
+    if not is_mix:
+        row.update({k: v for k, v in gans[0].items() if k not in ("status", "reason")})
+    else:  # a mix: every member's run dir; quality of the mixed set, not the members' mean
+        row.update(gan_run_dir=";".join(g["gan_run_dir"] for g in gans),
+                   gan_trained_here=any(g.get("gan_trained_here") for g in gans),
+                   time_gan_s=sum(g.get("time_gan_s", 0) for g in gans if g.get("gan_trained_here")),
+                   gan_epochs=sum(int(g.get("gan_epochs") or 0) for g in gans))
+        if not bad and sweep.gan_eval_every:
+            row.update(mix_quality(config, gans, sweep, data, device))
+    if bad:
+        row.update(status="failed", error="; ".join(g["reason"] for g in bad))
+        return None
+    return gans[0]["synthetic_dir"] if not is_mix else [(g["synthetic_dir"], 1.0 / len(gans)) for g in gans]
+
+
+def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, device: str, report,
+                     trial_id: str, synthetic_dir) -> dict[str, Any]:
+    """Train the trial's classifier (in process, or DDP through a TorchTrainer) -> its val/test row values."""
+    from trainables.classifier.run import run_classifier_local
+
+    t1 = time.perf_counter()
+    clf_dir = Path(data.work_dir) / "classifiers" / trial_id
+    ccfg = classifier_config(config, sweep, device)
+    if sweep.workers_per_trial > 1:
+        from trainables.classifier.ray_train import run_classifier_ray
+
+        result = run_classifier_ray(data.manifest, clf_dir, dataclasses.replace(ccfg, device="auto"),
+                                    synthetic_dir=synthetic_dir, num_workers=sweep.workers_per_trial,
+                                    use_gpu=sweep.gpus_per_trial > 0, name=f"clf-{trial_id}",
+                                    resources_per_worker=ddp_worker_resources(sweep),
+                                    callbacks=tune_forwarder(classifier_progress))
+    else:
+        def on_epoch(m: dict) -> None:
+            progress = classifier_progress(m)
+            if progress:
+                report(progress)
+
+        result = run_classifier_local(data.manifest, clf_dir, ccfg, synthetic_dir=synthetic_dir, report=on_epoch,
+                                      resume=True)
+    out = {f"{split}_{k}": float(result[split][k]) if result[split].get(k) is not None else float("nan")
+           for split in ("val", "test") for k in METRICS}
+    out.update(clf_run_dir=str(clf_dir),
+               synthetic_dir=";".join(d for d, _ in synthetic_dir) if isinstance(synthetic_dir, list)
+               else str(synthetic_dir or ""),
+               clf_threshold=float(result.get("threshold", float("nan"))),
+               clf_best_epoch=int(result.get("best_epoch", -1)), n_synthetic=int(result.get("n_synthetic", 0)),
+               time_classifier_s=round(time.perf_counter() - t1, 2))
+    return out
+
+
+def trainable(config: dict, sweep: SweepConfig | None = None, data: TrialData | None = None,
+              before: Callable[[Mapping[str, Any]], Any] | None = None) -> None:
+    """Tune entry point: tune.with_parameters(trainable, sweep=SweepConfig, data=TrialData[, before=callable])."""
     from ray import tune
 
     # confirm-phase trials come as {"trial": {...}} (a grid over whole configs)
-    run_trial(config.get("trial", config), settings, tune.get_context().get_trial_id())
+    run_trial(config.get("trial", config), sweep, data, tune.get_context().get_trial_id(), before=before)

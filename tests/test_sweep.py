@@ -1,6 +1,7 @@
 """The sweep: end-to-end smoke run, GAN reuse, selection on val, resume after a killed driver, cluster.yaml."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -94,21 +95,21 @@ def test_selection_uses_validation_not_test():
 # ---------------------------------------------------------------- GAN reuse (no Tune: run_trial directly)
 
 def test_gan_config_is_trained_once_for_two_ratios(tmp_path):
-    from sweeps.trial import run_trial
+    from sweeps.config import SweepConfig
+    from sweeps.trial import TrialData, run_trial
 
     make_demo(tmp_path / "data", 60, 16)
-    s = {"manifest": str(tmp_path / "data" / "manifest.parquet"), "work_dir": str(tmp_path / "work"),
-         "image_size": 32, "channels": 3, "gan_epochs": 1, "gan_batch_size": 8, "gan_width": 8, "gan_eval_every": 0,
-         "clf_model": "small_cnn", "clf_epochs": 1, "clf_batch_size": 32, "synthetic_ratios": [1.0, 2.0],
-         "cpus_per_trial": 1, "gpus_per_trial": 0, "workers_per_trial": 1}
+    s = SweepConfig(image_size=32, gan_epochs=1, gan_batch_size=8, gan_width=8, gan_eval_every=0, clf_epochs=1,
+                    clf_batch_size=32, synthetic_ratios=(1.0, 2.0))
+    data = TrialData(str(tmp_path / "data" / "manifest.parquet"), str(tmp_path / "work"))
     base = {"arm": "gan", "seed": 0, "gan_loss": "bce", "gan_lr_g": 2e-4, "gan_lr_d": 2e-4, "diffaugment": False,
             "n_critic": 1, "clf_lr": 1e-3, "imbalance_fix": "none", "augment": "none"}
     reports: list[dict] = []
-    first = run_trial({**base, "synthetic_ratio": 1.0}, s, "t1", report=reports.append)
+    first = run_trial({**base, "synthetic_ratio": 1.0}, s, data, "t1", report=reports.append)
     ckpts = sorted((Path(first["gan_run_dir"]) / "checkpoints").glob("*.pt"))
     stamp = [p.stat().st_mtime_ns for p in ckpts]
     n_gan_epochs = sum(r.get("phase") == "gan" for r in reports)
-    second = run_trial({**base, "synthetic_ratio": 2.0}, s, "t2", report=reports.append)
+    second = run_trial({**base, "synthetic_ratio": 2.0}, s, data, "t2", report=reports.append)
     assert first["gan_trained_here"] is True and second["gan_trained_here"] is False
     assert first["gan_key"] == second["gan_key"] and first["config_id"] != second["config_id"]
     assert sum(r.get("phase") == "gan" for r in reports) == n_gan_epochs  # no GAN epoch ran again
@@ -118,10 +119,10 @@ def test_gan_config_is_trained_once_for_two_ratios(tmp_path):
         assert row["status"] == "ok" and 0 <= row["test_f1"] <= 1 and 0 <= row["val_f1"] <= 1
 
     # a "mix_losses" trial: one GAN per loss (the bce one is reused), equal parts, every image keeps its source
-    s["gan_losses"] = ["bce", "hinge"]
+    s = dataclasses.replace(s, gan_losses=("bce", "hinge"))
     n_before = len(reports)
     mixed = run_trial({**base, "gan_loss": "mix", "synthetic_mix": "mix_losses", "synthetic_ratio": 2.0,
-                       "conditional": True}, s, "t3", report=reports.append)
+                       "conditional": True}, s, data, "t3", report=reports.append)
     assert mixed["status"] == "ok", mixed.get("error")
     run_dirs = mixed["gan_run_dir"].split(";")
     assert len(run_dirs) == 2 and first["gan_run_dir"] not in run_dirs  # conditional GANs are other GANs
@@ -167,24 +168,23 @@ def test_quality_reference_is_validation_and_a_mix_is_judged_on_its_mixed_set(tm
     quality is that of its mixed synthetic set, not the mean of its members'."""
     import json
 
-    from sweeps.augment_ratio import data_facts
+    from sweeps.augment_ratio import trial_data
+    from sweeps.config import SweepConfig
     from sweeps.trial import MIN_VAL_REFERENCE_IMAGES, reference_split, run_trial
 
     assert reference_split(MIN_VAL_REFERENCE_IMAGES) == "val" and reference_split(MIN_VAL_REFERENCE_IMAGES - 1) == "train"
     make_demo(tmp_path / "data", 160, 80)
-    facts = data_facts(tmp_path / "data" / "manifest.parquet")
-    assert facts["n_val_positive"] >= MIN_VAL_REFERENCE_IMAGES and facts["gan_reference_split"] == "val"
-    s = {**facts, "manifest": str(tmp_path / "data" / "manifest.parquet"), "work_dir": str(tmp_path / "work"),
-         "image_size": 32, "channels": 3, "gan_epochs": 1, "gan_batch_size": 16, "gan_width": 8, "gan_eval_every": 1,
-         "clf_model": "small_cnn", "clf_epochs": 1, "clf_batch_size": 32, "synthetic_ratios": [0.5],
-         "cpus_per_trial": 1, "gpus_per_trial": 0, "workers_per_trial": 1, "gan_losses": ["bce", "hinge"]}
+    data = trial_data(tmp_path / "data" / "manifest.parquet", tmp_path / "work")
+    assert data.n_val_positive >= MIN_VAL_REFERENCE_IMAGES and data.gan_reference_split == "val"
+    s = SweepConfig(image_size=32, gan_epochs=1, gan_batch_size=16, gan_width=8, gan_eval_every=1, clf_epochs=1,
+                    clf_batch_size=32, synthetic_ratios=(0.5,), gan_losses=("bce", "hinge"))
     cfg = {"arm": "gan", "seed": 0, "gan_loss": "mix", "synthetic_mix": "mix_losses", "gan_lr_g": 2e-4,
            "gan_lr_d": 2e-4, "diffaugment": False, "n_critic": 1, "synthetic_ratio": 0.5, "clf_lr": 1e-3,
            "imbalance_fix": "none", "augment": "none"}
     reports: list[dict] = []
-    row = run_trial(cfg, s, "mix1", report=reports.append)
+    row = run_trial(cfg, s, data, "mix1", report=reports.append)
     assert row["status"] == "ok", row.get("error")
-    assert row["gan_kid_reference"] == "val" and row["n_val_positive"] == facts["n_val_positive"]
+    assert row["gan_kid_reference"] == "val" and row["n_val_positive"] == data.n_val_positive
     refs = list((tmp_path / "work" / "quality_cache").glob("real_ref_*_val_*.npz"))
     assert refs and not list((tmp_path / "work" / "quality_cache").glob("real_ref_*_train_*.npz"))
     members = [json.loads((Path(d) / "done.json").read_text()) for d in row["gan_run_dir"].split(";")]
@@ -204,7 +204,7 @@ def test_ddp_trial_trains_its_gan_and_classifier_on_two_torchtrainer_workers(tmp
     import ray
     from ray import tune
 
-    from sweeps.augment_ratio import concurrency, run_phase, settings_for
+    from sweeps.augment_ratio import concurrency, run_phase, trial_data
     from sweeps.config import SweepConfig
     from sweeps.results import ResultsTable
 
@@ -212,14 +212,14 @@ def test_ddp_trial_trains_its_gan_and_classifier_on_two_torchtrainer_workers(tmp
     cfg = SweepConfig(name="ddp", storage_path=str(tmp_path / "storage"), workers_per_trial=2, cpus_per_trial=0.5,
                       image_size=32, gan_epochs=2, gan_batch_size=8, gan_width=8, gan_eval_every=0, clf_epochs=2,
                       clf_batch_size=32, synthetic_ratios=(1.0,))
-    settings = settings_for(cfg, tmp_path / "data" / "manifest.parquet", tmp_path / "work")
+    data = trial_data(tmp_path / "data" / "manifest.parquet", tmp_path / "work")
     table = ResultsTable(tmp_path / "work" / "results.parquet", "ddp", phase="confirm")
     trial = {"arm": "gan", "seed": 0, "gan_loss": "hinge", "gan_lr_g": 2e-4, "gan_lr_d": 2e-4, "diffaugment": False,
              "n_critic": 1, "synthetic_ratio": 1.0, "clf_lr": 1e-3, "imbalance_fix": "none", "augment": "none"}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert concurrency(cfg) == 1  # floor(2 / (2 x 0.5 + 0.25))
-        grid = run_phase(cfg, "confirm", settings, table, tune.TuneConfig(num_samples=1, max_concurrent_trials=1),
+        grid = run_phase(cfg, "confirm", data, table, tune.TuneConfig(num_samples=1, max_concurrent_trials=1),
                          {"trial": tune.grid_search([trial])})
     finally:
         ray.shutdown()
@@ -354,3 +354,21 @@ def test_every_sweep_setting_is_a_flag_parsed_like_its_yaml_key(capsys):
             parse_args(bad)
         assert exc.value.code == 2
     assert "expected 2 comma-separated values" in capsys.readouterr().err
+
+
+def test_resume_reattaches_callbacks_because_restore_cannot_take_them():
+    import inspect
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from sweeps.augment_ratio import reattach_callbacks
+
+    params = inspect.signature(tune.Tuner.restore).parameters
+    assert "run_config" not in params and "callbacks" not in params  # if Ray adds one, use it instead
+    tuner = SimpleNamespace(_local_tuner=SimpleNamespace(_run_config=tune.RunConfig(callbacks=[])))
+    cb = tune.Callback()
+    reattach_callbacks(tuner, [cb])
+    assert tuner._local_tuner._run_config.callbacks == [cb]
+    with pytest.raises(RuntimeError, match="pin ray 2.60"):
+        reattach_callbacks(SimpleNamespace(), [cb])

@@ -56,7 +56,7 @@ def test_trial_on_a_lost_node_is_retried_elsewhere_and_resumes(fault_manifest, t
     try:
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
-        fn = tune.with_resources(tune.with_parameters(trainable, settings=settings), {"cpu": 1})
+        fn = tune.with_resources(tune.with_parameters(trainable, **settings), {"cpu": 1})
         tuner = tune.Tuner(fn, param_space={"trial": tune.grid_search([BASELINE])},
                            tune_config=tune.TuneConfig(num_samples=1),
                            run_config=tune.RunConfig(name="node_loss", storage_path=str(tmp_path / "storage"),

@@ -13,7 +13,7 @@ import os
 import pandas as pd
 import pytest
 
-from faults_helpers import BASELINE, GAN, tiny_settings
+from faults_helpers import BASELINE, GAN, inject_fault, tiny_settings
 
 pytestmark = pytest.mark.slow
 
@@ -35,12 +35,16 @@ def test_failed_trials_are_recorded_with_reason_and_the_sweep_continues(fault_ma
         {**GAN, "gan_lr_g": 1e30, "gan_lr_d": 1e30},                       # the GAN diverges to NaN
     ]
     settings = tiny_settings(fault_manifest, tmp_path / "work")
+    import faults_helpers
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(faults_helpers)  # trial workers cannot import tests/ by name
     table = ResultsTable(tmp_path / "work" / "results.parquet", "faults", phase="confirm")
     if ray.is_initialized():
         ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        fn = tune.with_resources(tune.with_parameters(trainable, settings=settings), {"cpu": 1})
+        fn = tune.with_resources(tune.with_parameters(trainable, before=inject_fault, **settings), {"cpu": 1})
         tuner = tune.Tuner(fn, param_space={"trial": tune.grid_search(configs)},
                            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=2),
                            run_config=tune.RunConfig(name="faults", storage_path=str(tmp_path / "storage"),
@@ -73,9 +77,15 @@ def test_failed_trials_are_recorded_with_reason_and_the_sweep_continues(fault_ma
     assert os.path.exists(tmp_path / "report" / "report.html")
 
 
-def test_unknown_test_fault_is_refused():
-    from sweeps.trial import _inject_test_fault
+def test_injection_point_runs_first_and_product_configs_carry_no_fault(tmp_path):
+    """run_trial's `before` callable sees the trial's config before anything trains or is written; without it (as
+    the sweep runs) a config with a stray test_fault key trains normally: product code knows no such key."""
+    from sweeps.trial import run_trial
 
-    _inject_test_fault(BASELINE)  # production configs carry no test_fault key: nothing happens
+    settings = tiny_settings(tmp_path / "nowhere" / "manifest.parquet", tmp_path / "work")
+    with pytest.raises(RuntimeError, match="injected test fault"):
+        run_trial({**BASELINE, "test_fault": "exception"}, settings["sweep"], settings["data"], "t0",
+                  report=lambda row: None, before=inject_fault)
+    assert not (tmp_path / "work").exists()
     with pytest.raises(ValueError, match="unknown test_fault 'segfault'"):
-        _inject_test_fault({**BASELINE, "test_fault": "segfault"})
+        inject_fault({**BASELINE, "test_fault": "segfault"})
