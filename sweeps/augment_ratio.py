@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/a
 from data_prep.errors import ConfigError, DataError  # noqa: E402
 from sweeps import config as sweep_config  # noqa: E402
 from sweeps.config import SweepConfig  # noqa: E402
+from sweeps.data import prepare_data, trial_data  # noqa: E402,F401  (trial_data: tests and bench use it here too)
+from sweeps.plan import DDP_TRIAL_CPU  # noqa: E402  what a DDP trial's own (coordinating) process reserves
 
 
 def parse_args(argv: list[str] | None) -> tuple[dict, dict]:
@@ -44,83 +46,20 @@ def parse_args(argv: list[str] | None) -> tuple[dict, dict]:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
     p.add_argument("--config", help="YAML file of sweep settings (keys = the field names below, with _ or -)")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved settings, the planned trials and "
+                   "GAN trainings per phase and whether the trials fit this machine (or --address cluster); "
+                   "start nothing (exit 2 if no trial could ever be scheduled)")
     add_config_flags(p, SweepConfig)
     args = vars(p.parse_args(argv))
     yaml_values = sweep_config.load_yaml(args.pop("config")) if "config" in args else {}
     return yaml_values, args
 
 
-def prepare_data(cfg: SweepConfig, work: Path) -> Path:
-    import data_prep
-
-    if cfg.manifest:
-        data_prep.read_manifest(cfg.manifest)  # fail now, with the file named, if it is not a manifest
-        return Path(cfg.manifest).resolve()
-    out = work / "data"
-    path = out / "manifest.parquet"
-    source = cfg.data
-    if "://" in source:  # s3://, gs://, ...: copy the data set next to the work dir once, then read it locally
-        import pyarrow.fs as pafs
-
-        local = work / "data_source" / Path(source.rstrip("/")).name
-        if not local.exists():
-            print(f"copying {source} -> {local}", flush=True)
-            local.parent.mkdir(parents=True, exist_ok=True)
-            pafs.copy_files(source, str(local))
-        source = str(local)
-    pcfg = data_prep.PrepConfig(source=source, seed=cfg.split_seed, use_given_split=cfg.use_given_split,
-                                resplit=cfg.resplit, label_map=data_prep.parse_label_map(cfg.relabel),
-                                positive_class=cfg.positive,
-                                channels=cfg.channels, image_size=cfg.image_size,
-                                demo_num_majority=cfg.demo_counts[0], demo_num_minority=cfg.demo_counts[1])
-    if path.exists() and cfg.resume:
-        return path  # same sweep, same split: never re-split under running trials
-    m = data_prep.prepare(pcfg, out)
-    from data_prep.__main__ import summary
-
-    print(summary(m), flush=True)
-    return path
-
-
 # A finished trial's process runs the next trial: importing torch and (through the first optimizer) torch._dynamo
 # costs a fresh process ~3 s before its first step on 2 CPUs. bench/sweep.py --cpu-small --rounds 3: 6 trials
 # took 9.2 s of Tuner.fit reused vs 19.2 s with a process per trial. Tune falls back to a new process when the
 # old trial's thread does not stop within TUNE_FUNCTION_THREAD_TIMEOUT_S.
 REUSE_TRIAL_PROCESSES = True
-DDP_TRIAL_CPU = 0.25  # what a --workers-per-trial N > 1 trial's own (coordinating) process reserves
-
-
-# A finished trial's process runs the next trial: importing torch and (through the first optimizer) torch._dynamo
-# costs a fresh process ~3 s before its first step on 2 CPUs. bench/sweep.py --cpu-small --rounds 3: 6 trials
-# took 9.2 s of Tuner.fit reused vs 19.2 s with a process per trial. Tune falls back to a new process when the
-# old trial's thread does not stop within TUNE_FUNCTION_THREAD_TIMEOUT_S.
-REUSE_TRIAL_PROCESSES = True
-DDP_TRIAL_CPU = 0.25  # what a --workers-per-trial N > 1 trial's own (coordinating) process reserves
-
-
-def data_facts(manifest: Path) -> dict:
-    """What the sweep needs to know of the data before trials start: real minority images in val and test,
-    and so which split the GAN quality reference is built from (trial.reference_split)."""
-    import data_prep
-    from sweeps.trial import reference_split
-
-    m = data_prep.read_manifest(manifest)
-    real_pos = (m.df["label"] == m.positive_label) & ~m.df["is_synthetic"]
-    n_val, n_test = int((real_pos & (m.df["split"] == "val")).sum()), int((real_pos & (m.df["split"] == "test")).sum())
-    return {"n_val_positive": n_val, "n_test_positive": n_test, "gan_reference_split": reference_split(n_val)}
-
-
-def trial_data(manifest: Path, work: Path):
-    """What every trial knows of the data before trials start: where things are, real minority images in val
-    and test, and so which split the GAN quality reference is built from (trial.reference_split)."""
-    import data_prep
-    from sweeps.trial import TrialData, reference_split
-
-    m = data_prep.read_manifest(manifest)
-    real_pos = (m.df["label"] == m.positive_label) & ~m.df["is_synthetic"]
-    n_val, n_test = int((real_pos & (m.df["split"] == "val")).sum()), int((real_pos & (m.df["split"] == "test")).sum())
-    return TrialData(manifest=str(Path(manifest).resolve()), work_dir=str(Path(work).resolve()),
-                     n_val_positive=n_val, n_test_positive=n_test, gan_reference_split=reference_split(n_val))
 
 
 def concurrency(cfg: SweepConfig) -> int:
@@ -258,44 +197,31 @@ def disk_use(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        yaml_values, cli = parse_args(argv)
-        no_report = cli.pop("no_report", False)
-        cfg = sweep_config.resolve(yaml_values, cli).with_absolute_paths()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def alive_nodes() -> list[dict[str, float]]:
     import ray
 
-    work = cfg.local_work_dir
-    state_path = work / "sweep_state.json"
-    if state_path.exists() and not cfg.resume:
-        print(f"error: {work} already holds a sweep named {cfg.name!r}; pass --resume to continue it or "
-              f"--name to start another", file=sys.stderr)
-        return 2
-    work.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    try:
-        manifest = prepare_data(cfg, work)
-    except (DataError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    state = json.loads(state_path.read_text()) if state_path.exists() else {"phase": "search"}
-    state.setdefault("config", json.loads(json.dumps(cfg.__dict__, default=list)))
-    state_path.write_text(json.dumps(state, indent=2))
-    from sweeps.results import ResultsTable
+    return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
 
-    table = ResultsTable(work / "results.parquet", cfg.name)
-    data = trial_data(manifest, work)
-    if data.gan_reference_split != "val":
-        from sweeps.trial import MIN_VAL_REFERENCE_IMAGES
 
-        print(f"note: validation holds {data.n_val_positive} real minority image(s), fewer than "
-              f"{MIN_VAL_REFERENCE_IMAGES}: GAN quality (KID/FID) is measured against the training images instead "
-              f"(labelled gan_kid_reference=train), which rewards memorisation, so ASHA does not prune on it "
-              f"(early stopping off)", flush=True)
-        cfg = replace(cfg, early_stop=False)
+def dry_run(cfg: SweepConfig) -> int:
+    from sweeps.plan import describe, local_node, unschedulable
+
+    if cfg.address:
+        import ray
+
+        ray.init(address=cfg.address)
+        nodes, where = alive_nodes(), f"the cluster at {cfg.address} as it is now (an autoscaler may add nodes)"
+        ray.shutdown()
+    else:
+        nodes, where = [local_node()], "this machine (a local Ray)"
+    print(describe(cfg, nodes, where))
+    return 2 if unschedulable(cfg, nodes) and not cfg.address else 0
+
+
+def start_ray(cfg: SweepConfig) -> int:
+    """Connect to / start Ray with this checkout on the workers' path; -> trials at once. Tune settings that
+    depend on it are set here too."""
+    import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Trial workers import this checkout's packages even when it is not pip-installed.
@@ -312,8 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     # Snapshot the experiment state often (it is small): a killed driver then resumes with every
     # finished trial known, instead of re-running trials finished since the last snapshot.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    print(f"sweep {cfg.name!r}: {max_conc} trial(s) at once; work dir {work}", flush=True)
+    return max_conc
 
+
+def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max_conc: int) -> None:
+    """Search then confirm, each resumable: sweep_state.json records the phase reached and the search's picks."""
     if state["phase"] == "search":
         search_phase(cfg, data, table, max_conc)
         best = pick_best(table.frame(), cfg.top_k)
@@ -326,27 +255,82 @@ def main(argv: list[str] | None = None) -> int:
         confirm_phase(cfg, data, table, max_conc, state.get("best", []))
         state["phase"] = "done"
         state_path.write_text(json.dumps(state, indent=2, default=float))
+
+
+def finish(cfg: SweepConfig, table, work: Path, no_report: bool) -> None:
+    """results.parquet to its storage, the answer printed, the report written."""
     results = table.write()
     if "://" in cfg.storage_path:
         import pyarrow.fs as pafs
 
         pafs.copy_files(str(results), f"{cfg.sweep_dir}/results.parquet")
-    ray.shutdown()
-
     print("\n" + summarize(table.frame()))
     failed = table.frame().query("status != 'ok'")
     if len(failed):
         print(f"\n{len(failed)} trial row(s) failed or were stopped (reasons in results.parquet and the report)")
     print(f"\nresults: {results}")
-    if not no_report:
-        try:
-            from analysis.report import build_report
+    if no_report:
+        return
+    try:
+        from analysis.report import build_report
 
-            report = build_report(results, work / "report")
-            print(f"report:  {report.parent / 'report.html'} (and report.md)")
-        except Exception as exc:  # the results are safe on disk; say what went wrong with the report
-            print(f"report could not be written ({type(exc).__name__}: {exc}); "
-                  f"try: python -m analysis.report {results} --out {work / 'report'}")
+        report = build_report(results, work / "report")
+        print(f"report:  {report.parent / 'report.html'} (and report.md)")
+    except Exception as exc:  # the results are safe on disk; say what went wrong with the report
+        print(f"report could not be written ({type(exc).__name__}: {exc}); "
+              f"try: python -m analysis.report {results} --out {work / 'report'}")
+
+
+def setup(cfg: SweepConfig) -> tuple[SweepConfig, Path, object, dict, Path]:
+    """Work dir, data split, sweep state and what trials know of the data; raises ConfigError / DataError."""
+    from sweeps.plan import check_fits, local_node
+
+    if not cfg.address:  # a local Ray gets this machine: a trial that cannot fit would wait forever
+        check_fits(cfg, [local_node()])
+    work = cfg.local_work_dir
+    state_path = work / "sweep_state.json"
+    if state_path.exists() and not cfg.resume:
+        raise ConfigError(f"{work} already holds a sweep named {cfg.name!r}; pass --resume to continue it or "
+                          f"--name to start another")
+    work.mkdir(parents=True, exist_ok=True)
+    manifest = prepare_data(cfg, work)
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"phase": "search"}
+    state.setdefault("config", json.loads(json.dumps(cfg.__dict__, default=list)))
+    state_path.write_text(json.dumps(state, indent=2))
+    data = trial_data(manifest, work)
+    if data.gan_reference_split != "val":
+        from sweeps.trial import MIN_VAL_REFERENCE_IMAGES
+
+        print(f"note: validation holds {data.n_val_positive} real minority image(s), fewer than "
+              f"{MIN_VAL_REFERENCE_IMAGES}: GAN quality (KID/FID) is measured against the training images instead "
+              f"(labelled gan_kid_reference=train), which rewards memorisation, so ASHA does not prune on it "
+              f"(early stopping off)", flush=True)
+        cfg = replace(cfg, early_stop=False)
+    return cfg, work, data, state, state_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    t0 = time.time()
+    try:
+        yaml_values, cli = parse_args(argv)
+        no_report, dry = cli.pop("no_report", False), cli.pop("dry_run", False)
+        cfg = sweep_config.resolve(yaml_values, cli).with_absolute_paths()
+        if dry:
+            return dry_run(cfg)
+        cfg, work, data, state, state_path = setup(cfg)
+    except (DataError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import ray
+
+    from sweeps.results import ResultsTable
+
+    table = ResultsTable(work / "results.parquet", cfg.name)
+    max_conc = start_ray(cfg)
+    print(f"sweep {cfg.name!r}: {max_conc} trial(s) at once; work dir {work}", flush=True)
+    run_phases(cfg, data, table, state, state_path, max_conc)
+    ray.shutdown()
+    finish(cfg, table, work, no_report)
     print(f"disk used by this sweep: {disk_use(work) / 1e6:.1f} MB in {work}; took {(time.time() - t0) / 60:.1f} min")
     return 0
 

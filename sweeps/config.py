@@ -10,7 +10,7 @@ import yaml
 from data_prep.config import config_from_dict
 from data_prep.errors import ConfigError
 
-GAN_LOSS_CHOICES = ("bce", "hinge", "wgan-gp")
+GAN_LOSS_CHOICES = ("bce", "hinge", "wgan-gp")  # the default search; valid names are trainables.gan.losses.GAN_LOSSES
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,15 @@ class SweepConfig:
             raise ConfigError(f"mix_choices {list(self.mix_choices)}: each must be 'single' or 'mix_losses'")
         if any(w < 0 for w in (*self.feature_matching_choices, *self.perceptual_choices)):
             raise ConfigError("feature_matching_choices and perceptual_choices must be >= 0")
-        bad = [x for x in self.gan_losses if x not in GAN_LOSS_CHOICES]
+        from trainables.gan.losses import GAN_LOSSES  # the loss table itself (imports torch: driver only)
+
+        bad = [x for x in self.gan_losses if x not in GAN_LOSSES]
         if bad or not self.gan_losses:
-            raise ConfigError(f"gan_losses {list(self.gan_losses)}: each must be one of {list(GAN_LOSS_CHOICES)}")
+            raise ConfigError(f"gan_losses {list(self.gan_losses)}: each must be one of {sorted(GAN_LOSSES)}")
         if any(not 0 < r <= 10 for r in self.synthetic_ratios):
             raise ConfigError(f"synthetic_ratios must be in (0, 10] (0 is the baseline control), "
                               f"got {list(self.synthetic_ratios)}")
-        from sweeps.space import CONTROL_ARMS
+        from trainables.arms import CONTROL_ARMS
 
         bad = [c for c in self.controls if c not in CONTROL_ARMS]
         if bad:

@@ -17,13 +17,8 @@ import json
 import math
 from typing import Any, Mapping
 
-# arm -> the classifier settings that define it (the GAN arm gets its ratio from the search)
-CONTROL_ARMS: dict[str, dict[str, Any]] = {
-    "baseline": {"synthetic_ratio": 0.0, "imbalance_fix": "none", "augment": "none"},
-    "class_weight": {"synthetic_ratio": 0.0, "imbalance_fix": "class_weight", "augment": "none"},
-    "oversample": {"synthetic_ratio": 0.0, "imbalance_fix": "oversample", "augment": "none"},
-    "augment": {"synthetic_ratio": 0.0, "imbalance_fix": "none", "augment": "standard"},
-}
+from trainables.arms import CONTROL_ARMS  # arm -> the classifier settings that define it (one table)
+
 GAN_KEYS = ("gan_loss", "gan_lr_g", "gan_lr_d", "diffaugment", "n_critic", "conditional", "feature_matching",
             "perceptual", "seed")
 TRIAL_KEYS = GAN_KEYS + ("arm", "synthetic_mix", "synthetic_ratio", "clf_lr", "imbalance_fix", "augment")
@@ -65,9 +60,17 @@ def gan_key(config: Mapping[str, Any]) -> str:
     return _hash(values)
 
 
+def multi_critic_losses(losses) -> set[str]:
+    """The losses among `losses` whose table entry says several D steps per G step pay off (n_critic searched)."""
+    from trainables.gan.losses import GAN_LOSSES
+
+    return {name for name in losses if GAN_LOSSES[name].multi_critic}
+
+
 def mix_members(config: Mapping[str, Any], losses) -> list[dict[str, Any]]:
     """The single-GAN configs whose synthetic sets a "mix_losses" trial combines (equal parts)."""
-    return [{**config, "gan_loss": loss, "n_critic": int(config.get("n_critic") or 5) if loss == "wgan-gp" else 1}
+    multi = multi_critic_losses(losses)
+    return [{**config, "gan_loss": loss, "n_critic": int(config.get("n_critic") or 5) if loss in multi else 1}
             for loss in losses]
 
 
@@ -82,13 +85,14 @@ def setup_id(config: Mapping[str, Any]) -> str:
 
 
 class SearchSpace:
-    """Define-by-run space for OptunaSearch (conditional: n_critic only for wgan-gp).
+    """Define-by-run space for OptunaSearch (conditional: n_critic only for multi-critic losses, i.e. wgan-gp).
 
     A class, not a closure: Tune pickles the searcher with the experiment state so --resume works."""
 
     def __init__(self, sweep):
         self.losses, self.lrs = list(sweep.gan_losses), list(sweep.gan_lrs)
         self.critics, self.ratios = list(sweep.n_critic_choices), list(sweep.synthetic_ratios)
+        self.multi_critic = multi_critic_losses(self.losses)
         self.clf_lr_range = tuple(sweep.clf_lr_range)
         self.mixes = list(sweep.mix_choices) if len(sweep.gan_losses) > 1 else ["single"]
         self.conditional = [bool(c) for c in sweep.conditional_choices]
@@ -110,7 +114,7 @@ class SearchSpace:
             consts["gan_loss"] = loss
         trial.suggest_categorical("gan_lr_g", self.lrs)
         trial.suggest_categorical("gan_lr_d", self.lrs)
-        if loss in ("wgan-gp", MIX) and "wgan-gp" in self.losses:
+        if loss in self.multi_critic or (loss == MIX and self.multi_critic):
             trial.suggest_categorical("n_critic", self.critics)
         else:
             consts["n_critic"] = 1

@@ -372,3 +372,27 @@ def test_resume_reattaches_callbacks_because_restore_cannot_take_them():
     assert tuner._local_tuner._run_config.callbacks == [cb]
     with pytest.raises(RuntimeError, match="pin ray 2.60"):
         reattach_callbacks(SimpleNamespace(), [cb])
+
+
+def test_dry_run_prints_the_plan_and_refuses_trials_that_could_never_start(capsys):
+    from sweeps.augment_ratio import main
+    from sweeps.config import SweepConfig
+    from sweeps.plan import plan, unschedulable
+
+    p = plan(SweepConfig(num_samples=8, num_seeds=5, top_k=2, clf_lr_grid=(1e-3, 3e-3), mix_choices=("single",)))
+    assert (p.search_trials, p.confirm_trials, p.confirm_gan_trainings) == (8, (4 + 2) * 2 * 5, 2 * 5)
+    cpu_node = [{"CPU": 2.0, "GPU": 0.0}]
+    assert unschedulable(SweepConfig(), cpu_node) is None
+    assert "no trial could ever start" in unschedulable(SweepConfig(gpus_per_trial=0.5), cpu_node)
+    assert unschedulable(SweepConfig(cpus_per_trial=4), cpu_node) is not None
+    # DDP: 2 workers of 1 CPU + the trial's 0.25 need 2.25 CPUs in all; each worker may sit on its own node
+    ddp = SweepConfig(workers_per_trial=2, cpus_per_trial=1)
+    assert unschedulable(ddp, cpu_node) is not None and unschedulable(ddp, cpu_node * 2) is None
+
+    assert main(["--dry-run", "--num-seeds", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "num_seeds                  3" in out and "confirm: 45 trial(s)" in out and "fits:" in out
+    assert main(["--dry-run", "--gpus-per-trial", "0.5"]) == 2  # this CPU machine has no GPU
+    assert "DOES NOT FIT" in capsys.readouterr().out
+    assert main(["--gpus-per-trial", "0.5", "--name", "never"]) == 2  # a real run refuses before Ray starts
+    assert "no trial could ever start" in capsys.readouterr().err

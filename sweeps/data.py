@@ -1,0 +1,52 @@
+"""The sweep's data before any trial: the split manifest (prepared once, never re-split under a resumed sweep)
+and what every trial knows of it (TrialData: paths, val/test minority counts, the quality reference's split)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sweeps.config import SweepConfig
+
+
+def prepare_data(cfg: SweepConfig, work: Path) -> Path:
+    import data_prep
+
+    if cfg.manifest:
+        data_prep.read_manifest(cfg.manifest)  # fail now, with the file named, if it is not a manifest
+        return Path(cfg.manifest).resolve()
+    out = work / "data"
+    path = out / "manifest.parquet"
+    source = cfg.data
+    if "://" in source:  # s3://, gs://, ...: copy the data set next to the work dir once, then read it locally
+        import pyarrow.fs as pafs
+
+        local = work / "data_source" / Path(source.rstrip("/")).name
+        if not local.exists():
+            print(f"copying {source} -> {local}", flush=True)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            pafs.copy_files(source, str(local))
+        source = str(local)
+    pcfg = data_prep.PrepConfig(source=source, seed=cfg.split_seed, use_given_split=cfg.use_given_split,
+                                resplit=cfg.resplit, label_map=data_prep.parse_label_map(cfg.relabel),
+                                positive_class=cfg.positive,
+                                channels=cfg.channels, image_size=cfg.image_size,
+                                demo_num_majority=cfg.demo_counts[0], demo_num_minority=cfg.demo_counts[1])
+    if path.exists() and cfg.resume:
+        return path  # same sweep, same split: never re-split under running trials
+    m = data_prep.prepare(pcfg, out)
+    from data_prep.__main__ import summary
+
+    print(summary(m), flush=True)
+    return path
+
+
+def trial_data(manifest: Path, work: Path):
+    """What every trial knows of the data before trials start: where things are, real minority images in val
+    and test, and so which split the GAN quality reference is built from (trial.reference_split)."""
+    import data_prep
+    from sweeps.trial import TrialData, reference_split
+
+    m = data_prep.read_manifest(manifest)
+    real_pos = (m.df["label"] == m.positive_label) & ~m.df["is_synthetic"]
+    n_val, n_test = int((real_pos & (m.df["split"] == "val")).sum()), int((real_pos & (m.df["split"] == "test")).sum())
+    return TrialData(manifest=str(Path(manifest).resolve()), work_dir=str(Path(work).resolve()),
+                     n_val_positive=n_val, n_test_positive=n_test, gan_reference_split=reference_split(n_val))
