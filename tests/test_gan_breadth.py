@@ -228,7 +228,7 @@ def test_balanced_epochs_take_every_minority_image_and_as_many_fresh_of_each_oth
 
 
 def test_balanced_conditional_gan_trains_k_times_the_minority_per_epoch(demo32, tmp_path, one_thread, monkeypatch):
-    import trainables.gan.train as gan_train
+    import trainables.gan.run as gan_run
     from trainables.gan.ray_train import run_gan_ray
     from trainables.gan.run import run_gan_local
 
@@ -238,7 +238,7 @@ def test_balanced_conditional_gan_trains_k_times_the_minority_per_epoch(demo32, 
         inner = array_batches(*args, **kw)
         return lambda epoch: (seen.append(b[1]) or b for b in inner(epoch))
 
-    monkeypatch.setattr(gan_train, "array_batches", counting)
+    monkeypatch.setattr(gan_run, "array_batches", counting)
     cfg = {"conditional": True, "balanced_epochs": True, "image_size": 32, "ngf": 8, "ndf": 8, "latent_dim": 16,
            "batch_size": 4, "num_epochs": 1, "checkpoint_every": 1000, "sample_every": 0, "device": "cpu"}
     res = run_gan_local(demo32, tmp_path / "bal", cfg, report=lambda r: None)
@@ -252,14 +252,18 @@ def test_balanced_conditional_gan_trains_k_times_the_minority_per_epoch(demo32, 
 
 
 def test_sweep_gives_conditional_gans_balanced_epochs_on_the_single_process_path():
-    from sweeps.trial import gan_settings
+    import dataclasses
 
-    s = {"gan_epochs": 10, "gan_batch_size": 8, "gan_width": 8, "image_size": 32, "channels": 3, "gan_eval_every": 0,
-         "workers_per_trial": 1}
+    from sweeps.config import SweepConfig
+    from sweeps.trial import gan_config
+
+    s = SweepConfig(gan_epochs=10, gan_batch_size=8, gan_width=8, image_size=32, channels=3, gan_eval_every=0,
+                    workers_per_trial=1)
     trial = {"gan_loss": "bce", "gan_lr_g": 2e-4, "gan_lr_d": 2e-4, "seed": 0}
-    assert gan_settings({**trial, "conditional": True}, s, "cpu")["balanced_epochs"] is True
-    assert gan_settings({**trial, "conditional": False}, s, "cpu")["balanced_epochs"] is False
-    assert gan_settings({**trial, "conditional": True}, {**s, "workers_per_trial": 2}, "cpu")["balanced_epochs"] is False
+    assert gan_config({**trial, "conditional": True}, s, "cpu").balanced_epochs is True
+    assert gan_config({**trial, "conditional": False}, s, "cpu").balanced_epochs is False
+    two = dataclasses.replace(s, workers_per_trial=2)
+    assert gan_config({**trial, "conditional": True}, two, "cpu").balanced_epochs is False
 
 
 def _save_trainer_checkpoint(cfg, meta, path):
