@@ -152,18 +152,22 @@ def paired_test(a, b, level: float = 0.95, bounds: tuple[float, float] | None = 
     sd = float(d.std(ddof=1))
     df = n - 1
     se = sd / math.sqrt(n)
+    p_flip = sign_flip_p(d)
+    note = f"paired t-test over {n} seeds{left_out}"
     if se > 1e-12 * max(1.0, abs(mean)):
         t = mean / se
         p_t = float(2 * _st.t.sf(abs(t), df))
-    else:  # identical differences: no spread; the test is decided by the mean alone
+    else:
+        # identical differences (a metric with few possible values, e.g. sensitivity on 4 test images): t is
+        # undefined, and "no spread" from a handful of seeds is no proof; the exact sign-flip p-value decides
         t = math.copysign(math.inf, mean) if mean != 0 else 0.0
-        p_t = 0.0 if mean != 0 else 1.0
+        p_t = p_flip if mean != 0 else 1.0
+        note = f"identical differences over {n} seeds: t undefined, p from the exact sign-flip test{left_out}"
     half = t_quantile(0.5 + level / 2.0, df) * se
     lo, hi = mean - half, mean + half
     if bounds is not None:
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-    return PairedTest(mean, lo, hi, sd, n, t, df, p_t, sign_flip_p(d), sign_flip_floor(n), only_a, only_b, True,
-                      f"paired t-test over {n} seeds{left_out}")
+    return PairedTest(mean, lo, hi, sd, n, t, df, p_t, p_flip, sign_flip_floor(n), only_a, only_b, True, note)
 
 
 def holm(p_values) -> list[float]:

@@ -59,6 +59,15 @@ def test_below_three_paired_seeds_no_test_and_unpaired_seeds_left_out():
     assert same.p_t == 1.0 and same.lo == same.hi == 0.0
 
 
+def test_identical_nonzero_differences_are_no_proof():
+    """Sensitivity on 4 test images moves in steps of 0.25: three seeds can all differ by exactly +0.25. t is
+    then infinite; the claim must fall back to the exact sign-flip test (0.25 at 3 seeds: no claim)."""
+    res = stats.paired_test({0: 0.5, 1: 0.75, 2: 0.5}, {0: 0.25, 1: 0.5, 2: 0.25})
+    assert res.tested and res.p_t == pytest.approx(0.25) and "sign-flip" in res.note
+    many = stats.paired_test({s: 0.5 for s in range(8)}, {s: 0.25 for s in range(8)})
+    assert many.p_t == pytest.approx(2 / 2 ** 8)  # with enough seeds it can still be claimed
+
+
 def test_intervals_of_proportions_are_clipped():
     ci = stats.mean_ci([0.99, 1.0, 0.7], bounds=(0.0, 1.0))
     assert ci.hi == 1.0 and ci.lo > 0.0
