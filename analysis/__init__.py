@@ -10,8 +10,9 @@ CLI: python -m analysis.report RESULTS.parquet --out DIR
 """
 from analysis.load import ResultsFileError, load, tidy
 from analysis.stats import holm, mean_ci, paired_test, spearman, t_quantile
-from analysis.tables import (classifier_rows, confirm_rows, headline, not_ok, pareto_front, pareto_mask, per_loss,
-                             select_best, status_counts, summarize_configs)
+from analysis.tables import (classifier_rows, not_ok, pareto_front, pareto_mask, per_loss, select_best, status_counts,
+                             summarize_configs)
+from analysis.verdict import confirm_rows, headline
 
 __all__ = ["ResultsFileError", "load", "tidy", "holm", "paired_test", "mean_ci", "spearman", "t_quantile",
            "classifier_rows", "confirm_rows", "headline", "not_ok", "pareto_front", "pareto_mask", "per_loss", "select_best",

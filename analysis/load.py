@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.schema import (ALL_COLUMNS, CONFIG_COLUMNS, GAN_COLUMNS, ID_COLUMNS, PATH_COLUMNS,
+from analysis.schema import (ALL_COLUMNS, GAN_COLUMNS, ID_COLUMNS, PATH_COLUMNS,
                              REQUIRED_COLUMNS, TEST_COLUMNS, TIMING_COLUMNS, VAL_COLUMNS)
 
 STATUSES = ("ok", "failed", "stopped")
-CONTROL_ARMS = ("class_weight", "oversample", "augment")
 
 # dtype families of the contract's columns; anything not listed (extra config values) is left as read
 TEXT_COLUMNS = [c for c in ID_COLUMNS if c != "seed"] + [

@@ -5,22 +5,22 @@ on missing data or files.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.tables import CONTROL_ARMS, METRIC_LABELS, pareto_mask, rank_by_val, select_best
 from analysis.stats import spearman
+from analysis.tables import METRIC_LABELS, pareto_mask, rank_by_val, select_best
+from trainables.arms import ARM_LABELS, CONTROL_ARMS
 
 DPI = 110
 LOSS_COLORS = {"bce": "tab:blue", "hinge": "tab:orange", "wgan-gp": "tab:green"}
 EXTRA_COLORS = ["tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+# colour and line style / marker of each arm run without a GAN (trainables.arms.CONTROL_ARMS: the baseline first)
 CONTROL_STYLES = {"baseline": ("black", "--"), "class_weight": ("tab:red", ":"),
                   "oversample": ("tab:gray", "-."), "augment": ("tab:olive", (0, (5, 2, 1, 2)))}
-ARM_LABELS = {"baseline": "baseline (no aug)", "class_weight": "class weight", "oversample": "oversample",
-              "augment": "standard aug", "gan": "GAN"}
+CONTROL_MARKERS = {"baseline": "s", "class_weight": "^", "oversample": "v", "augment": "D"}
 # where a real-image grid may live next to a GAN run (first found wins)
 REAL_GRID_NAMES = ["real_preview.png", "real.png", "real_grid.png", "samples/real.png", "samples/real_grid.png",
                    "quality/real_grid.png", "quality/real_samples.png", "quality/real.png"]
@@ -59,7 +59,7 @@ def ratio_curves(configs: pd.DataFrame, out: Path) -> tuple[Path | None, str]:
     plt = _plt()
     losses = sorted(gan["gan_loss"].unique())
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
-    refs = {arm: select_best(configs, arm) for arm in ("baseline", *CONTROL_ARMS)}
+    refs = {arm: select_best(configs, arm) for arm in CONTROL_ARMS}  # baseline + classical controls
     ratios = sorted(gan["synthetic_ratio"].unique())
     for ax, metric in zip(axes, ("f1", "sensitivity")):
         col = f"test_{metric}"
@@ -107,8 +107,7 @@ def pareto_plot(configs: pd.DataFrame, out: Path) -> tuple[Path | None, str]:
         g = c[(c["arm"] == "gan") & (c["gan_loss"] == loss)]
         ax.scatter(g["val_sensitivity"], g["val_f1"], s=28, color=loss_color(loss, losses), alpha=0.75,
                    label=f"GAN {loss or '(unknown)'}")
-    markers = {"baseline": "s", "class_weight": "^", "oversample": "v", "augment": "D"}
-    for arm, mk in markers.items():
+    for arm, mk in CONTROL_MARKERS.items():
         g = c[c["arm"] == arm]
         if len(g):
             ax.scatter(g["val_sensitivity"], g["val_f1"], s=48, marker=mk, color=CONTROL_STYLES[arm][0],

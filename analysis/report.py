@@ -26,8 +26,10 @@ import pandas as pd
 
 from analysis import plots
 from analysis.load import ResultsFileError, load
-from analysis.tables import (CLAIM_METRICS, fmt_p, METRIC_LABELS, classifier_rows, headline, not_ok, pareto_mask, per_loss,
-                             per_variant, status_counts, summarize_configs)
+from analysis.tables import (METRIC_LABELS, classifier_rows, not_ok, pareto_mask, per_loss, per_variant, status_counts,
+                             summarize_configs)
+from analysis.verdict import CLAIM_METRICS, fmt_p, headline
+from trainables.arms import ARM_DESCRIPTIONS, ARM_LABELS
 
 MAX_MD_ROWS = 40  # long tables are cut in the report; the CSV always has every row
 
@@ -172,8 +174,7 @@ def describe(c: pd.Series | None) -> str:
         if np.isfinite(c.get("gan_lr_g", np.nan)):
             bits.append(f"lr_G {fnum(c['gan_lr_g'])}, lr_D {fnum(c['gan_lr_d'])}")
     else:
-        bits.append({"baseline": "no augmentation", "class_weight": "class-weighted loss",
-                     "oversample": "random oversampling", "augment": "standard augmentation"}.get(arm, arm))
+        bits.append(ARM_DESCRIPTIONS.get(arm, arm))
     if np.isfinite(c.get("clf_lr", np.nan)):
         bits.append(f"classifier lr {fnum(c['clf_lr'])}")
     return (", ".join(bits) + f" (config `{c['config_id']}`, {int(c['n_seeds'])} seed(s), "
@@ -372,7 +373,7 @@ EXTRACTOR_NOTES = {
 def _pick_text(name: str, pick) -> str:
     if pick is None:
         return f"{name}: none"
-    label = f" ({plots.ARM_LABELS.get(pick.arm, pick.arm)})" if pick.arm not in ("gan", "baseline") else ""
+    label = f" ({ARM_LABELS.get(pick.arm, pick.arm)})" if pick.arm not in ("gan", "baseline") else ""
     seeds = f"{len(pick.seeds_ok)} seed(s) ok" + (f", {len(pick.seeds_failed)} failed or stopped"
                                                   if pick.seeds_failed else "")
     return (f"{name}{label}: {describe(pick.summary) if 'arm' in pick.summary else pick.config_id}; "

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.tables import classifier_rows, decide
+from analysis.tables import classifier_rows
+from analysis.verdict import decide
 
 CONTROLS = ("baseline", "class_weight", "oversample", "augment")
 
