@@ -16,10 +16,10 @@ import pytest
 
 import analysis
 from analysis import stats
-from analysis.fake_results import make_results
 from analysis.load import ResultsFileError
 from analysis.report import build_report, main
 from analysis.schema import ALL_COLUMNS, METRIC_NAMES
+from fake_results import make_results
 
 REPO = Path(__file__).resolve().parents[1]
 IMG = '<img src="data:image/png;base64,'
@@ -296,7 +296,8 @@ def test_failed_only_sweep_says_so_and_lists_reasons(tmp_path):
 
 
 def test_analysis_imports_no_torch_and_no_ray():
-    code = ("import sys, analysis, analysis.report, analysis.plots, analysis.fake_results; "
+    code = ("import sys, analysis, analysis.report, analysis.plots, analysis.verdict, analysis.document, "
+            "analysis.report_figures; "
             "bad = [m for m in ('torch', 'ray') if m in sys.modules]; print(bad); assert not bad, bad")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})

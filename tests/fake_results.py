@@ -1,6 +1,7 @@
 """A made-up results.parquet (and optional fake GAN run folders) for tests, demos and trying the report.
+A test fixture, not product code (it lives in tests/; pytest puts tests/ on the path).
 
-    python -m analysis.fake_results --out /tmp/fake_sweep        # -> /tmp/fake_sweep/results.parquet
+    python tests/fake_results.py --out /tmp/fake_sweep           # -> /tmp/fake_sweep/results.parquet
     python -m analysis.report /tmp/fake_sweep/results.parquet --out /tmp/fake_sweep/report
 
 The numbers are synthetic (seeded): they follow the results contract, not any real experiment.
