@@ -31,6 +31,7 @@ import argparse
 import json
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -156,16 +157,48 @@ def write_tree(data, classes: list[str], channels: int, out: Path) -> pd.DataFra
     return pd.DataFrame(index)
 
 
+@dataclass
+class ChosenRun:
+    """The files of the exported run, found from its results row (every path checked to exist)."""
+    results_file: Path
+    best: pd.Series            # the chosen config's summary row (means over its seeds)
+    row: pd.Series             # the results row of the exported seed
+    clf_dir: Path
+    clf_config: dict           # the classifier run's config.json
+    clf_metrics: dict          # its metrics.json ({} when absent)
+    gan_dirs: list[Path]
+    checkpoints: list[Path]    # the generator checkpoint of each GAN run
+    manifest_path: Path
+    sources: list[tuple[Path, float]]  # synthetic folders the classifier drew from, with their proportions
+
+
 def export(results: str | Path, out: str | Path, manifest: str | None = None, overwrite: bool = False) -> dict:
     """Write the chosen GAN config's training set, generator and re-run config into `out`; -> export.json's dict."""
-    import yaml
-
     df = load(results)
     results_file = Path(df.attrs["source"]).resolve()
     best, row = choose(df, str(results_file))
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"output folder {out} is not empty; choose another --out or pass --overwrite")
+    run = find_run(results_file, best, row, manifest)
+    data = rebuild_training_set(run)
+
+    if out.exists() and overwrite:
+        for sub in ("data", "generator", "synthetic"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    index = write_tree(data, data.classes, data.channels, out / "data")
+    index.to_csv(out / "data" / "index.csv", index=False)
+    gens = _copy_generators(run, out)
+    syn_specs = _copy_synthetic(run, out)
+    _write_rerun_config(run, syn_specs, out)
+    info = _export_info(run, data, index, gens, syn_specs, out)
+    (out / "export.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return info
+
+
+def find_run(results_file: Path, best: pd.Series, row: pd.Series, manifest: str | None) -> ChosenRun:
+    """The classifier run, GAN runs, checkpoints, manifest and synthetic folders the results row names."""
     clf_dir = locate(row["clf_run_dir"], results_file, "classifier run folder")
     if not (clf_dir / "config.json").is_file():
         raise ExportError(f"{clf_dir / 'config.json'} not found: the classifier run folder is incomplete")
@@ -177,32 +210,36 @@ def export(results: str | Path, out: str | Path, manifest: str | None = None, ov
     checkpoints = [_latest_checkpoint(d) for d in gan_dirs]
     manifest_path = _manifest_path(manifest, clf_metrics, gan_dirs, results_file)
     sources = _synthetic_sources(row, clf_metrics, results_file)
+    return ChosenRun(results_file, best, row, clf_dir, clf_config, clf_metrics, gan_dirs, checkpoints, manifest_path,
+                     sources)
 
-    # torch and the classifier code only from here on (analysis itself stays torch-free)
+
+def rebuild_training_set(run: ChosenRun):
+    """The run's ClassifierData, rebuilt with the classifier's own seeded draw and checked against metrics.json.
+    Torch and the classifier code are imported only here (analysis itself stays torch-free)."""
     from data_prep.errors import ConfigError, DataError, LeakageError
     from data_prep.manifest import read_manifest
     from trainables.classifier.config import classifier_config
     from trainables.classifier.data import build_classifier_data
 
     try:
-        m = read_manifest(manifest_path)
-        cfg = classifier_config(clf_config)
-        spec = str(sources[0][0]) if len(sources) == 1 else [(str(d), p) for d, p in sources]
+        m = read_manifest(run.manifest_path)
+        cfg = classifier_config(run.clf_config)
+        spec = str(run.sources[0][0]) if len(run.sources) == 1 else [(str(d), p) for d, p in run.sources]
         data = build_classifier_data(m, cfg, spec)
     except (ConfigError, DataError, LeakageError) as exc:
-        raise ExportError(f"cannot rebuild the training set of {clf_dir}: {exc}") from exc
-    if "n_synthetic" in clf_metrics and int(clf_metrics["n_synthetic"]) != data.n_synthetic:
-        raise ExportError(f"rebuilt training set has {data.n_synthetic} synthetic images but {clf_dir / 'metrics.json'} "
-                          f"says the run used {clf_metrics['n_synthetic']}: the synthetic folder changed since")
+        raise ExportError(f"cannot rebuild the training set of {run.clf_dir}: {exc}") from exc
+    if "n_synthetic" in run.clf_metrics and int(run.clf_metrics["n_synthetic"]) != data.n_synthetic:
+        raise ExportError(f"rebuilt training set has {data.n_synthetic} synthetic images but "
+                          f"{run.clf_dir / 'metrics.json'} says the run used {run.clf_metrics['n_synthetic']}: "
+                          f"the synthetic folder changed since")
+    return data
 
-    if out.exists() and overwrite:
-        for sub in ("data", "generator", "synthetic"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    index = write_tree(data, data.classes, data.channels, out / "data")
-    index.to_csv(out / "data" / "index.csv", index=False)
+
+def _copy_generators(run: ChosenRun, out: Path) -> list[dict]:
+    """OUT/generator/gan_<i>/: each GAN's checkpoint (+ its config.json, metrics.json)."""
     gens = []
-    for i, (d, ckpt) in enumerate(zip(gan_dirs, checkpoints)):
+    for i, (d, ckpt) in enumerate(zip(run.gan_dirs, run.checkpoints)):
         g = out / "generator" / f"gan_{i}"
         g.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ckpt, g / ckpt.name)
@@ -210,39 +247,55 @@ def export(results: str | Path, out: str | Path, manifest: str | None = None, ov
             if (d / extra).is_file():
                 shutil.copyfile(d / extra, g / extra)
         gens.append({"run_dir": str(d), "checkpoint": (g / ckpt.name).relative_to(out).as_posix()})
+    return gens
+
+
+def _copy_synthetic(run: ChosenRun, out: Path) -> list[dict]:
+    """OUT/synthetic/<i>/: the synthetic folders, whole; -> the classifier config's `synthetic` entries."""
     syn_specs = []
-    for i, (d, p) in enumerate(sources):
+    for i, (d, p) in enumerate(run.sources):
         shutil.copytree(d, out / "synthetic" / str(i))  # same rows in the same order: the same seeded draw
         syn_specs.append({"dir": f"synthetic/{i}", "proportion": p})
+    return syn_specs
 
-    run_config = {"manifest": str(manifest_path.resolve()), "out": "rerun", "synthetic": syn_specs,
-                  "classifier": clf_config}
+
+def _write_rerun_config(run: ChosenRun, syn_specs: list[dict], out: Path) -> None:
+    import yaml
+
+    run_config = {"manifest": str(run.manifest_path.resolve()), "out": "rerun", "synthetic": syn_specs,
+                  "classifier": run.clf_config}
+    row = run.row
     header = (f"# Re-run of the chosen GAN configuration {row['config_id']} (seed {row['seed']}), exported from\n"
-              f"# {results_file}\n# python -m trainables.classifier --config {out / 'classifier.yaml'} [--out DIR]\n"
+              f"# {run.results_file}\n"
+              f"# python -m trainables.classifier --config {out / 'classifier.yaml'} [--out DIR]\n"
               f"# Relative paths are relative to this file.\n")
     (out / "classifier.yaml").write_text(header + yaml.safe_dump(run_config, sort_keys=False))
 
+
+def _export_info(run: ChosenRun, data, index: pd.DataFrame, gens: list[dict], syn_specs: list[dict],
+                 out: Path) -> dict:
+    """export.json: what was chosen, on which validation numbers, from which results rows, and what was written."""
+    best, row = run.best, run.row
     metric_cols = [c for c in best.index if c.startswith(("val_", "test_")) and not c.endswith(("_lo", "_hi"))]
     counts = index.groupby(["split", "kind"]).size()
     info = {
-        "results": str(results_file), "config_id": row["config_id"], "arm": row["arm"],
+        "results": str(run.results_file), "config_id": row["config_id"], "arm": row["arm"],
         "chosen_by": "mean real-validation F1 over seeds (val sensitivity breaks ties), among GAN configs with the "
                      "most seeds; test metrics are reported, never used to choose",
         "n_seeds": int(best["n_seeds"]),
         "config_mean": {c: (None if pd.isna(best[c]) else float(best[c])) for c in metric_cols},
         "exported_run": {"trial_id": row["trial_id"], "seed": None if pd.isna(row["seed"]) else int(row["seed"]),
                          "val_f1": float(row["val_f1"]), "test_f1": None if pd.isna(row["test_f1"]) else float(row["test_f1"]),
-                         "clf_run_dir": str(clf_dir)},
+                         "clf_run_dir": str(run.clf_dir)},
         "settings": {c: (row[c].item() if hasattr(row[c], "item") else row[c]) for c in
                      ("gan_loss", "gan_lr_g", "gan_lr_d", "diffaugment", "n_critic", "conditional", "feature_matching",
                       "perceptual", "synthetic_mix", "synthetic_ratio", "clf_lr", "imbalance_fix", "augment")
                      if c in row.index and not pd.isna(row[c]) and row[c] != ""},
         "classes": data.classes, "positive_class": data.classes[data.positive_label],
         "images": {f"{s}_{k}": int(counts.get((s, k), 0)) for s in SPLIT_ORDER for k in ("real", "synthetic")},
-        "manifest": str(manifest_path.resolve()), "generators": gens, "synthetic": syn_specs,
+        "manifest": str(run.manifest_path.resolve()), "generators": gens, "synthetic": syn_specs,
         "rerun": f"python -m trainables.classifier --config {out / 'classifier.yaml'}",
     }
-    (out / "export.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     return info
 
 
