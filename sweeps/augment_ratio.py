@@ -306,7 +306,25 @@ def setup(cfg: SweepConfig) -> tuple[SweepConfig, Path, object, dict, Path]:
               f"(labelled gan_kid_reference=train), which rewards memorisation, so ASHA does not prune on it "
               f"(early stopping off)", flush=True)
         cfg = replace(cfg, early_stop=False)
+    if cfg.gan_eval_every:
+        build_quality_reference(cfg, data)
     return cfg, work, data, state, state_path
+
+
+def build_quality_reference(cfg: SweepConfig, data) -> None:
+    """Train the domain feature network and build the real reference once, before any trial: concurrent trials
+    would otherwise each build the same ones side by side (minutes at 224 px) before their first GAN epoch."""
+    import torch
+
+    from data_prep import read_manifest
+    from sweeps.trial import quality_evaluator
+
+    t = time.time()
+    device = "cuda" if cfg.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+    ev = quality_evaluator(read_manifest(data.manifest), cfg, data, device)
+    print(f"GAN quality reference: {len(ev.reference.pixels)} real minority {data.gan_reference_split} image(s), "
+          f"{'cached' if ev.reference_was_cached else f'built in {time.time() - t:.0f} s'}, shared by every trial",
+          flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,10 +33,27 @@ def prepare_data(cfg: SweepConfig, work: Path) -> Path:
     if path.exists() and cfg.resume:
         return path  # same sweep, same split: never re-split under running trials
     m = data_prep.prepare(pcfg, out)
+    if cfg.max_images_per_class and cfg.data != "demo":
+        m = subsample(m, cfg.max_images_per_class, cfg.split_seed, path)
     from data_prep.__main__ import summary
 
     print(summary(m), flush=True)
     return path
+
+
+def subsample(m, per_class: int, seed: int, path: Path):
+    """Keep at most `per_class` real images of each class in each split (seeded), rewrite the manifest."""
+    from data_prep.manifest import Manifest, write_manifest
+
+    df = m.df
+    keep = (df.groupby(["split", "label"], group_keys=False, sort=True)
+              .apply(lambda g: g.sample(n=min(len(g), per_class), random_state=seed)))
+    dropped = len(df) - len(keep)
+    small = Manifest(df=df.loc[sorted(keep.index)].reset_index(drop=True), meta=dict(m.meta))
+    write_manifest(small, path)
+    print(f"kept at most {per_class} images per class and split: {len(small.df)} of {len(df)} "
+          f"({dropped} left out)", flush=True)
+    return small
 
 
 def trial_data(manifest: Path, work: Path):

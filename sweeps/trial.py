@@ -37,7 +37,7 @@ from analysis.schema import METRIC_NAMES
 from sweeps.config import SweepConfig
 from sweeps.space import MIX, ROW_KEYS, TRIAL_KEYS, config_id, gan_key, mix_members, setup_id
 
-METRICS = tuple(METRIC_NAMES)
+METRICS = METRIC_NAMES
 # Fewest real minority validation images a quality reference may have: KID from fewer is mostly noise, and
 # precision/recall need more than k = 3 neighbours. Below it the reference is the training images (stated).
 MIN_VAL_REFERENCE_IMAGES = 10
@@ -100,7 +100,9 @@ def classifier_config(config: Mapping[str, Any], sweep: SweepConfig, device: str
     return make({"model": sweep.clf_model, "image_size": sweep.image_size, "channels": sweep.channels,
                  "batch_size": sweep.clf_batch_size, "num_epochs": sweep.clf_epochs, "lr": float(config["clf_lr"]),
                  "synthetic_ratio": float(config["synthetic_ratio"]), "imbalance_fix": config["imbalance_fix"],
-                 "augment": config["augment"], "seed": int(config["seed"]), "device": device,
+                 # an arm that augments uses the sweep's policy for its modality (an X-ray is never flipped)
+                 "augment": "none" if config["augment"] == "none" else sweep.augment_policy,
+                 "seed": int(config["seed"]), "device": device,
                  "weights": sweep.clf_weights, "freeze_epochs": sweep.clf_freeze_epochs,
                  "input_norm": sweep.clf_input_norm})
 
@@ -161,7 +163,7 @@ def ensure_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
     """
     from data_prep import read_manifest
     from trainables.gan.sample import write_samples
-    from trainables.gan.train import run_gan_local
+    from trainables.gan.run import run_gan_local
 
     key = gan_key(config)
     run_dir = Path(data.work_dir) / "gans" / key
@@ -175,7 +177,7 @@ def ensure_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
         evaluator = quality_evaluator(manifest, sweep, data, device) if sweep.gan_eval_every else None
 
         if sweep.workers_per_trial > 1:  # DDP over several workers: a TorchTrainer inside this trial
-            from trainables.gan.train import run_gan_ray
+            from trainables.gan.ray_train import run_gan_ray
 
             result = run_gan_ray(data.manifest, run_dir, gcfg, num_workers=sweep.workers_per_trial,
                                  use_gpu=sweep.gpus_per_trial > 0, evaluate=evaluator,
@@ -186,6 +188,8 @@ def ensure_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
                                    evaluate=evaluator)
         info: dict[str, Any] = {"gan_key": key, "gan_run_dir": str(run_dir), "gan_epochs": result.get("epochs"),
                                 "time_gan_s": round(time.perf_counter() - t0, 2)}
+        if evaluator is not None:  # the driver builds it before any trial; True = this trial did not rebuild it
+            info["gan_reference_cached"] = bool(evaluator.reference_was_cached)
         if result.get("status") != "finished":
             info.update(status="failed", reason=f"GAN {result.get('status')}: {result.get('reason')}")
             done.write_text(json.dumps(info))  # a diverged config stays diverged: don't retrain it
@@ -213,7 +217,7 @@ def quality_evaluator(manifest, sweep: SweepConfig, data: TrialData, device: str
     from trainables.metrics.generative import make_gan_evaluator
 
     return make_gan_evaluator(manifest, sweep.image_size, sweep.channels, Path(data.work_dir) / "quality_cache",
-                              device=device, split=data.gan_reference_split)
+                              device=device, split=data.gan_reference_split, domain_epochs=sweep.quality_domain_epochs)
 
 
 QUALITY_COLUMNS = {"fid": "gan_fid", "kid": "gan_kid", "kid_std": "gan_kid_std", "precision": "gan_precision",

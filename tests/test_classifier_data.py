@@ -165,3 +165,17 @@ def test_config_from_dict_rejects_unknown_keys_and_variants():
         classifier_config({"imbalance_fix": "smote"})
     with pytest.raises(ConfigError, match="select_metric"):
         classifier_config({"select_metric": "auc"})
+
+
+def test_xray_policy_never_mirrors_and_standard_does():
+    """The augmentation is a policy per modality: an X-ray (heart on the left) is never flipped; the standard
+    policy flips about half the images. Left half dark, right half bright: a flip swaps them."""
+    x = torch.full((64, 1, 32, 32), -0.8)
+    x[..., 16:] = 0.8
+    mirrored = lambda y: (y[..., :16].mean(dim=(1, 2, 3)) > y[..., 16:].mean(dim=(1, 2, 3))).sum().item()  # noqa: E731
+    assert mirrored(AUGMENTS["xray"](x, torch.Generator().manual_seed(0))) == 0
+    assert 10 < mirrored(AUGMENTS["standard"](x, torch.Generator().manual_seed(0))) < 54
+    from trainables.arms import AUGMENT_NAMES, AUGMENT_POLICIES
+
+    assert set(AUGMENTS) == set(AUGMENT_NAMES) == {"none", *AUGMENT_POLICIES}
+    assert "no flips" in AUGMENT_NAMES["xray"]

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -396,3 +397,27 @@ def test_dry_run_prints_the_plan_and_refuses_trials_that_could_never_start(capsy
     assert "DOES NOT FIT" in capsys.readouterr().out
     assert main(["--gpus-per-trial", "0.5", "--name", "never"]) == 2  # a real run refuses before Ray starts
     assert "no trial could ever start" in capsys.readouterr().err
+
+
+def test_a_size_the_gan_snaps_is_evaluated_at_the_asked_size(tmp_path):
+    """X-ray 224 px: the GAN trains at 256 px, the KID reference and the classifier at 224 px. Every GAN
+    trial used to fail at its first KID check ("synthetic images are (256, 256, 1) but the real reference is
+    (224, 224, 1)"). Here 48 px (the GAN makes 64 px) with KID every epoch."""
+    from trainables.gan.config import nearest_supported_size
+
+    from sweeps.augment_ratio import trial_data
+    from sweeps.config import SweepConfig
+    from sweeps.trial import run_trial
+
+    assert nearest_supported_size(48) != 48
+    make_demo(tmp_path / "data", 60, 16, size=48)
+    data = trial_data(tmp_path / "data" / "manifest.parquet", tmp_path / "work")
+    s = SweepConfig(image_size=48, channels=3, gan_epochs=1, gan_batch_size=8, gan_width=8, gan_eval_every=1,
+                    quality_domain_epochs=1, clf_epochs=1, clf_batch_size=32, synthetic_ratios=(1.0,))
+    cfg = {"arm": "gan", "seed": 0, "gan_loss": "hinge", "gan_lr_g": 2e-4, "gan_lr_d": 2e-4, "diffaugment": False,
+           "n_critic": 1, "synthetic_ratio": 1.0, "clf_lr": 1e-3, "imbalance_fix": "none", "augment": "none"}
+    reports: list[dict] = []
+    row = run_trial(cfg, s, data, "snap", report=reports.append)
+    assert row["status"] == "ok", row.get("error")
+    kids = [r["gan_kid"] for r in reports if r.get("phase") == "gan" and r.get("gan_kid") is not None]
+    assert kids and all(np.isfinite(k) for k in kids) and np.isfinite(row["gan_kid"])

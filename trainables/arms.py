@@ -31,11 +31,33 @@ IMBALANCE_FIXES = MappingProxyType({
     "class_weight": ImbalanceFix(loss_weights=True, resample=False),
     "oversample": ImbalanceFix(loss_weights=False, resample=True),
 })
-# augment name -> what it does (the torch functions: trainables.classifier.data.AUGMENTS, same keys)
-AUGMENT_NAMES = MappingProxyType({
-    "none": "no augmentation",
-    "standard": "random h/v flips, rotation within +-15 degrees, brightness and contrast jitter of +-20 %",
+@dataclass(frozen=True)
+class AugmentPolicy:
+    """What an augmentation does to each training image (per modality: a chest X-ray must not be flipped)."""
+    hflip: bool  # random left-right flip
+    vflip: bool  # random up-down flip
+    max_rotation_deg: float  # uniform rotation within +- this
+    brightness: float  # +- this fraction of the intensity range
+    contrast: float  # contrast scaled by 1 +- this
+
+    def describe(self) -> str:
+        flips = " and ".join(f for f, on in (("left-right", self.hflip), ("up-down", self.vflip)) if on)
+        return (f"{'random ' + flips + ' flips, ' if flips else 'no flips, '}rotation within "
+                f"+-{self.max_rotation_deg:g} degrees, brightness +-{self.brightness:.0%}, contrast +-{self.contrast:.0%}")
+
+
+# augment policy name -> what it does (the torch side: trainables.classifier.data.AUGMENTS, same keys)
+AUGMENT_POLICIES = MappingProxyType({
+    "standard": AugmentPolicy(hflip=True, vflip=True, max_rotation_deg=15, brightness=0.2, contrast=0.2),
+    # chest X-rays: anatomy is lateralised (heart on the left) and upright; small tilts and exposure changes only
+    "xray": AugmentPolicy(hflip=False, vflip=False, max_rotation_deg=10, brightness=0.1, contrast=0.1),
+    # dermoscopy: a lesion has no up or left; any orientation, some colour/exposure change
+    "dermoscopy": AugmentPolicy(hflip=True, vflip=True, max_rotation_deg=180, brightness=0.2, contrast=0.2),
+    # surface defects on a part: flips and small rotations, mild lighting change
+    "industrial": AugmentPolicy(hflip=True, vflip=True, max_rotation_deg=15, brightness=0.1, contrast=0.1),
 })
+AUGMENT_NAMES = MappingProxyType({"none": "no augmentation",
+                                  **{name: p.describe() for name, p in AUGMENT_POLICIES.items()}})
 
 # arm -> the classifier settings that define it (the GAN arm gets its ratio from the search)
 CONTROL_ARMS: dict[str, dict[str, object]] = {

@@ -18,12 +18,14 @@ from a class-conditional generator may hold several classes: only its minority-c
 Controls (tables in trainables.arms, same code path as the synthetic runs, freely combined with them):
 IMBALANCE_FIXES  none | class_weight (loss weights n / (C * n_c)) | oversample (draw N indices
                  per epoch with probability proportional to 1 / n_class: balanced in expectation)
-AUGMENTS         none | standard (random h/v flips, rotation within +-15 degrees, brightness and
-                 contrast jitter of +-20 %), applied per image on normalised batches
+AUGMENTS         none | a policy of trainables.arms.AUGMENT_POLICIES: standard (random h/v flips, rotation
+                 within +-15 degrees, brightness and contrast jitter of +-20 %), xray (no flips, +-10 degrees,
+                 +-10 %), dermoscopy, industrial; applied per image on normalised batches
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 from data_prep.arrays import decode_rows, normalize
 from data_prep.errors import ConfigError, DataError
 from data_prep.manifest import Manifest, add_synthetic_rows, check_no_leakage, read_synthetic_rows
-from trainables.arms import AUGMENT_NAMES, IMBALANCE_FIXES
+from trainables.arms import AUGMENT_NAMES, AUGMENT_POLICIES, IMBALANCE_FIXES, AugmentPolicy
 from trainables.classifier.config import MAX_SYNTHETIC_RATIO
 
 
@@ -275,26 +277,29 @@ def epoch_indices(n: int, sample_weights: torch.Tensor | None, seed: int, epoch:
     return torch.multinomial(sample_weights, n, replacement=True, generator=g)
 
 
-def _standard_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Per-image random flips, rotation (+-15 deg), brightness/contrast jitter (+-20 %) on [-1, 1] images."""
+def _policy_augment(x: torch.Tensor, g: torch.Generator, policy: AugmentPolicy) -> torch.Tensor:
+    """Per-image random flips, rotation, brightness/contrast jitter of `policy` on [-1, 1] images."""
     n = x.shape[0]
     u = lambda *shape: torch.rand(*shape, generator=g).to(x.device)  # noqa: E731
-    x = torch.where((u(n) < 0.5).view(n, 1, 1, 1), x.flip(3), x)
-    x = torch.where((u(n) < 0.5).view(n, 1, 1, 1), x.flip(2), x)
-    angle = (u(n) * 2 - 1) * math.radians(15)
+    hflip, vflip = u(n) < 0.5, u(n) < 0.5  # drawn whatever the policy: the random stream stays the same
+    if policy.hflip:
+        x = torch.where(hflip.view(n, 1, 1, 1), x.flip(3), x)
+    if policy.vflip:
+        x = torch.where(vflip.view(n, 1, 1, 1), x.flip(2), x)
+    angle = (u(n) * 2 - 1) * math.radians(policy.max_rotation_deg)
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
                          torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    brightness = ((u(n) * 2 - 1) * 0.4).view(n, 1, 1, 1)  # +-20 % of the [0, 1] range = +-0.4 in [-1, 1]
-    contrast = (1 + (u(n) * 2 - 1) * 0.2).view(n, 1, 1, 1)
+    brightness = ((u(n) * 2 - 1) * 2 * policy.brightness).view(n, 1, 1, 1)  # a fraction of [0, 1] = 2x in [-1, 1]
+    contrast = (1 + (u(n) * 2 - 1) * policy.contrast).view(n, 1, 1, 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return ((x - mean) * contrast + mean + brightness).clamp(-1, 1)
 
 
-AUGMENTS = {  # the names and their meaning: trainables.arms.AUGMENT_NAMES
+AUGMENTS = {  # the names and their meaning: trainables.arms.AUGMENT_NAMES / AUGMENT_POLICIES
     "none": None,
-    "standard": _standard_augment,
+    **{name: functools.partial(_policy_augment, policy=p) for name, p in AUGMENT_POLICIES.items()},
 }
 assert set(AUGMENTS) == set(AUGMENT_NAMES), "trainables.arms.AUGMENT_NAMES and AUGMENTS must name the same augments"

@@ -317,6 +317,17 @@ def load_or_build_reference(manifest, image_size: int, channels: int, cache_dir:
     return ref, False
 
 
+def match_reference_size(fake: np.ndarray, ref: "RealReference") -> np.ndarray:
+    """Synthetic images resized to the real reference's side, as the classifier will see them: a GAN trains at
+    a supported side (224 px asked -> 256 px generated) while the reference and the classifier use the asked one."""
+    side = ref.pixels.shape[1]
+    if fake.shape[1:3] == (side, side):
+        return fake
+    from data_prep.images import resize_uint8
+
+    return np.stack([resize_uint8(img, side) for img in fake])
+
+
 class GanEvaluator:
     """evaluate(sample_fn, epoch) -> flat dict of scalar metrics; real side precomputed / cached."""
 
@@ -338,6 +349,7 @@ class GanEvaluator:
         fake = np.asarray(sample_fn(self.num_samples))
         if fake.dtype != np.uint8 or fake.ndim != 4:
             raise ValueError(f"sample_fn must return uint8 (n, H, W, C); got {fake.dtype} {fake.shape}")
+        fake = match_reference_size(fake, self.reference)
         t_sample = time.perf_counter() - t0
         feats = extract_features(self.extractor, fake, self.batch_size)
         with warnings.catch_warnings():
