@@ -103,6 +103,23 @@ def test_a_real_gain_of_010_is_seen_with_5_seeds():
     assert rate["helps"] >= 0.5 and rate["worse"] == 0.0, rate
 
 
+def test_the_smallest_detectable_difference_the_report_prints_is_detected():
+    """The report states the smallest true difference the sweep would detect with 80% power (alpha 0.05/4);
+    a GAN with exactly that gain must have its F1-vs-baseline claim made at least that often (Holm's later
+    steps are laxer than 0.05/4, so more often is fine)."""
+    from analysis.stats import min_detectable_difference
+    from verdict_sim import Spread
+
+    sp = Spread()
+    sd_diff = math.sqrt(2 * (sp.run ** 2 + sp.test_only ** 2))  # seed effects cancel in the paired difference
+    mde = min_detectable_difference(sd_diff, 5, alpha=0.05 / 4)
+    rng, hits, n = np.random.default_rng(11), 0, 300
+    for _ in range(n):
+        t = claims(simulate(rng, 5, mde))
+        hits += bool(((t["comparison"] == "GAN - baseline") & (t["metric"] == "f1") & (t["verdict"] == "helps")).any())
+    assert hits / n >= 0.75, hits / n
+
+
 def test_controls_that_help_do_not_make_the_gan_look_good():
     """The classical fix gives the gain, the GAN none: vs the best control the GAN must rarely 'help'."""
     eff = {"baseline": 0.0, "class_weight": 0.08, "oversample": 0.0, "augment": 0.0}

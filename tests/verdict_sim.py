@@ -22,11 +22,13 @@ CONTROLS = ("baseline", "class_weight", "oversample", "augment")
 
 @dataclass(frozen=True)
 class Spread:
-    """Standard deviations of the model's terms (metric units, 0-1)."""
-    seed: float = 0.03
-    run: float = 0.03
-    val_only: float = 0.02
-    test_only: float = 0.02
+    """Standard deviations of the model's terms (metric units, 0-1). The defaults are the spread measured on the
+    default demo sweep (2026-11-30, 5 confirm seeds x 25 configs, 15 minority images in val and in test): test F1
+    within a config sd 0.056 of which a shared seed effect 0.008, val F1 sd 0.024 (near its ceiling, 0.965)."""
+    seed: float = 0.01
+    run: float = 0.02
+    val_only: float = 0.015
+    test_only: float = 0.05
 
 
 def simulate(rng: np.random.Generator, n_seeds: int, gan_effect: float = 0.0, spread: Spread = Spread(),
