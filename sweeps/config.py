@@ -160,10 +160,18 @@ SMOKE = dict(demo_counts=(100, 24), max_images_per_class=64, mix_choices=("singl
 SMOKE_MODEL = "small_cnn"
 
 
+def smoke_images_per_class(image_size: int) -> int:
+    """Real images per class and split a smoke run keeps: 64 at 64 px and below, fewer for larger images so the
+    pixels to train on stay about the same (16 at 128 px and above; 16 still gives the >= 10 minority
+    validation images a quality reference needs)."""
+    return int(max(16, min(64, round(64 * (64 / image_size) ** 2))))
+
+
 def smoke(cfg: SweepConfig, given: Mapping[str, Any]) -> tuple[SweepConfig, list[str]]:
     """cfg shrunk for --smoke-test, keeping the fields in `given` (flags on the command line); -> (cfg, changes)."""
     new = dict(SMOKE)
     new["synthetic_ratios"] = tuple(sorted(cfg.synthetic_ratios)[:2])
+    new["max_images_per_class"] = smoke_images_per_class(cfg.image_size)
     if not cfg.clf_weights:  # pretrained weights fit one architecture only: keep it
         new["clf_model"] = SMOKE_MODEL
     new["clf_freeze_epochs"] = min(cfg.clf_freeze_epochs, 1)
