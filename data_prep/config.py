@@ -34,6 +34,22 @@ def config_from_dict(cls: type[T], values: Mapping[str, Any] | None, *, what: st
     return cls(**values)
 
 
+def read_mapping_file(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML (or JSON) file holding one mapping of settings; ConfigError naming the file otherwise."""
+    import yaml
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML/JSON ({exc})") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of {what} settings, got {type(values).__name__}")
+    return values
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 

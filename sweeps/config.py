@@ -5,9 +5,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
-from data_prep.config import config_from_dict
+from data_prep.config import config_from_dict, read_mapping_file
 from data_prep.errors import ConfigError
 
 GAN_LOSS_CHOICES = ("bce", "hinge", "wgan-gp")  # the default search; valid names are trainables.gan.losses.GAN_LOSSES
@@ -182,15 +180,7 @@ def smoke(cfg: SweepConfig, given: Mapping[str, Any]) -> tuple[SweepConfig, list
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep config file not found: {path}")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of sweep settings, got {type(values).__name__}")
+    values = read_mapping_file(path, "sweep config")
     return {k.replace("-", "_"): v for k, v in values.items()}
 
 

@@ -65,19 +65,11 @@ RUN_KEYS = ("manifest", "out", "synthetic")  # --config keys that are not Classi
 def load_run_config(path: str) -> tuple[dict, dict]:
     """--config FILE -> (run keys {manifest, out, synthetic}, ClassifierConfig values); paths made absolute
     relative to the file. Unknown keys are an error naming them and the valid ones."""
-    import yaml
-
+    from data_prep.config import read_mapping_file
     from trainables.classifier.config import ClassifierConfig
 
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML/JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of classifier settings, got {type(data).__name__}")
+    data = read_mapping_file(p, "classifier config")
     fields = {f.name for f in dataclasses.fields(ClassifierConfig)}
     values = dict(data.pop("classifier", None) or {})
     run = {k: data.pop(k) for k in RUN_KEYS if k in data}
