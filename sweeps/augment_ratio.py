@@ -86,7 +86,8 @@ def reattach_callbacks(tuner, callbacks: list) -> None:
     run_config.callbacks = list(callbacks)
 
 
-def run_phase(cfg: SweepConfig, phase: str, data, table, tune_config, param_space: dict | None) -> object:
+def run_phase(cfg: SweepConfig, phase: str, data, table, tune_config, param_space: dict | None,
+              deadline: float = 0.0) -> object:
     from ray import tune
 
     from sweeps.results import ResultsCallback, reconcile
@@ -100,7 +101,8 @@ def run_phase(cfg: SweepConfig, phase: str, data, table, tune_config, param_spac
     storage = cfg.storage_path if "://" in cfg.storage_path else str(Path(cfg.storage_path).resolve())
     exp_path = f"{storage.rstrip('/')}/{name}"
     table.phase = phase
-    callback = ResultsCallback(table)
+    callback = ResultsCallback(table, cfg.trial_time_budget_s, deadline)
+    stop = {"time_total_s": cfg.trial_time_budget_s} if cfg.trial_time_budget_s else None
     if cfg.resume and tune.Tuner.can_restore(exp_path):
         print(f"[{phase}] resuming {exp_path}", flush=True)
         tuner = tune.Tuner.restore(exp_path, trainable=fn, resume_unfinished=True, resume_errored=False,
@@ -108,7 +110,7 @@ def run_phase(cfg: SweepConfig, phase: str, data, table, tune_config, param_spac
         reattach_callbacks(tuner, [callback])
     else:
         tuner = tune.Tuner(fn, param_space=param_space or {}, tune_config=tune_config,
-                           run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[callback],
+                           run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[callback], stop=stop,
                                                      failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                                      verbose=1))
     grid = tuner.fit()
@@ -118,7 +120,12 @@ def run_phase(cfg: SweepConfig, phase: str, data, table, tune_config, param_spac
     return grid
 
 
-def search_phase(cfg: SweepConfig, data, table, max_conc: int):
+def time_left(deadline: float) -> float | None:
+    """Seconds of the sweep's budget left (None: no budget), for TuneConfig(time_budget_s=...)."""
+    return max(1.0, deadline - time.time()) if deadline else None
+
+
+def search_phase(cfg: SweepConfig, data, table, max_conc: int, deadline: float = 0.0):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -132,8 +139,9 @@ def search_phase(cfg: SweepConfig, data, table, max_conc: int):
         scheduler = ASHAScheduler(time_attr="gan_epoch", metric="gan_kid", mode="min",
                                   grace_period=cfg.gan_eval_every, max_t=cfg.gan_epochs + 1, reduction_factor=2)
     tc = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.num_samples,
-                         max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES)
-    return run_phase(cfg, "search", data, table, tc, None)
+                         max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES,
+                         time_budget_s=time_left(deadline))
+    return run_phase(cfg, "search", data, table, tc, None, deadline)
 
 
 def pick_best(df, k: int) -> list[dict]:
@@ -141,6 +149,8 @@ def pick_best(df, k: int) -> list[dict]:
     ranked by val_f1 then val_sensitivity; filled from the rest by the same ranking if the set is small."""
     from analysis import pareto_front
 
+    if not {"val_f1", "val_sensitivity"} <= set(df.columns):  # no search trial got as far as validation
+        return []
     ok = df[(df["stage"] == "classifier") & (df["arm"] == "gan") & (df["status"] == "ok")].copy()
     ok = ok.dropna(subset=["val_f1", "val_sensitivity"])
     if ok.empty or k == 0:
@@ -152,19 +162,24 @@ def pick_best(df, k: int) -> list[dict]:
     return ranked.head(k).to_dict("records")
 
 
-def confirm_phase(cfg: SweepConfig, data, table, max_conc: int, best: list[dict]):
+def confirm_phase(cfg: SweepConfig, data, table, max_conc: int, best: list[dict], deadline: float = 0.0):
     from ray import tune
 
     from sweeps.space import confirm_configs, confirm_seeds
 
+    if not best:
+        print("[confirm] no search GAN configuration finished with validation metrics (all failed or stopped): "
+              "the confirm phase runs the controls only, and the verdict will say the GAN cannot be assessed",
+              flush=True)
     configs = confirm_configs(cfg, best)
     seeds = confirm_seeds(cfg.num_seeds)
     lrs = ", ".join(f"{lr:g}" for lr in cfg.clf_lr_grid)
     print(f"[confirm] {len(configs)} trials: (controls {list(cfg.controls)} + top {len(best)} GAN config(s)) x "
           f"classifier LRs [{lrs}] x seeds {seeds[0]}-{seeds[-1]} (fresh: the search ran seed 0); "
           f"each GAN config retrained per seed", flush=True)
-    tc = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES)
-    return run_phase(cfg, "confirm", data, table, tc, {"trial": tune.grid_search(configs)})
+    tc = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES,
+                         time_budget_s=time_left(deadline))
+    return run_phase(cfg, "confirm", data, table, tc, {"trial": tune.grid_search(configs)}, deadline)
 
 
 def summarize(df) -> str:
@@ -227,7 +242,9 @@ def start_ray(cfg: SweepConfig) -> int:
     # Trial workers import this checkout's packages even when it is not pip-installed.
     root = str(Path(__file__).resolve().parents[1])
     pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(address=cfg.address, ignore_reinit_error=True, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    # "local": a new Ray of our own; with no address ray.init would join whatever Ray already runs on this machine
+    ray.init(address=cfg.address or "local", ignore_reinit_error=True,
+             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
     max_conc = concurrency(cfg)
     # With a search algorithm Tune keeps one pending trial at a time by default, which serialises short
     # trials; let as many be pending as may run at once.
@@ -241,18 +258,28 @@ def start_ray(cfg: SweepConfig) -> int:
     return max_conc
 
 
-def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max_conc: int) -> None:
-    """Search then confirm, each resumable: sweep_state.json records the phase reached and the search's picks."""
+def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max_conc: int,
+               deadline: float = 0.0) -> None:
+    """Search then confirm, each resumable: sweep_state.json records the phase reached and the search's picks.
+    deadline (time.time(), 0 = none): the sweep's time budget; the confirm phase gets what the search left."""
     if state["phase"] == "search":
-        search_phase(cfg, data, table, max_conc)
+        search_phase(cfg, data, table, max_conc, deadline)
         best = pick_best(table.frame(), cfg.top_k)
         from sweeps.space import TRIAL_KEYS
 
         state.update(phase="confirm", best=[{k: b.get(k) for k in (*TRIAL_KEYS, "config_id", "val_f1",
                                                                      "val_sensitivity")} for b in best])
         state_path.write_text(json.dumps(state, indent=2, default=float))
+    if state["phase"] == "confirm" and deadline and time.time() >= deadline:
+        print(f"[confirm] not started: the sweep's time budget ({cfg.time_budget_s:g} s) is spent; "
+              "run again with --resume and a larger --time-budget-s to confirm", flush=True)
+        return
     if state["phase"] == "confirm":
-        confirm_phase(cfg, data, table, max_conc, state.get("best", []))
+        confirm_phase(cfg, data, table, max_conc, state.get("best", []), deadline)
+        if deadline and time.time() >= deadline - 1:  # cut by the budget: --resume runs the trials left
+            print(f"[confirm] the sweep's time budget ({cfg.time_budget_s:g} s) ended the phase; trials it stopped "
+                  "are rows marked stopped; --resume with a larger --time-budget-s runs the rest", flush=True)
+            return
         state["phase"] = "done"
         state_path.write_text(json.dumps(state, indent=2, default=float))
 
@@ -346,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     table = ResultsTable(work / "results.parquet", cfg.name)
     max_conc = start_ray(cfg)
     print(f"sweep {cfg.name!r}: {max_conc} trial(s) at once; work dir {work}", flush=True)
-    run_phases(cfg, data, table, state, state_path, max_conc)
+    run_phases(cfg, data, table, state, state_path, max_conc, t0 + cfg.time_budget_s if cfg.time_budget_s else 0.0)
     ray.shutdown()
     finish(cfg, table, work, no_report)
     print(f"disk used by this sweep: {disk_use(work) / 1e6:.1f} MB in {work}; took {(time.time() - t0) / 60:.1f} min")

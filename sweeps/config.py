@@ -56,6 +56,7 @@ class SweepConfig:
     gan_width: int = 32  # ngf = ndf of the DCGAN
     gan_eval_every: int = 50  # epochs between KID evaluations reported to the scheduler; 0 = off
     quality_domain_epochs: int = 8  # epochs of the domain feature network FID/KID use (trained once per sweep)
+    inception_weights: str | None = None  # local InceptionV3 file: FID/KID in Inception space (comparable with published values; slow on CPU); None = domain features
     clf_model: str = "small_cnn"  # "small_cnn" | "resnet18" | "resnet50"
     clf_epochs: int = 12  # classifier epochs
     clf_batch_size: int = 64  # classifier images per step
@@ -68,6 +69,9 @@ class SweepConfig:
     workers_per_trial: int = 1  # > 1: the trial runs DDP through a TorchTrainer with this many workers
     max_concurrent: int = 0  # trials at once; 0 = as many as resources allow
     max_failures: int = 1  # retries of a trial that errors (worker/node loss); resumes from its checkpoints
+    # ---- time
+    time_budget_s: float = 0.0  # the whole sweep, seconds: trials running then are stopped, none start after (0 = none)
+    trial_time_budget_s: float = 0.0  # one trial, seconds: stopped at its first report past this (0 = none)
     smoke_test: bool = False  # tiny, CPU, fast: checks the whole pipeline in a few minutes
 
     def __post_init__(self) -> None:
@@ -100,6 +104,8 @@ class SweepConfig:
         for name in ("num_samples", "num_seeds", "gan_epochs", "clf_epochs", "workers_per_trial"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.time_budget_s < 0 or self.trial_time_budget_s < 0:
+            raise ConfigError("time_budget_s and trial_time_budget_s must be >= 0 (0 = no limit)")
         if self.top_k < 0 or self.max_concurrent < 0:
             raise ConfigError("top_k and max_concurrent must be >= 0")
         if self.gpus_per_trial < 0 or self.cpus_per_trial <= 0:
@@ -111,7 +117,7 @@ class SweepConfig:
                               "gpus_per_trial=1, or workers_per_trial=1 to pack fractional single-GPU trials")
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
-        for name in ("clf_weights", "vgg_weights"):
+        for name in ("clf_weights", "vgg_weights", "inception_weights"):
             path = getattr(self, name)
             if path and "://" not in path and not Path(path).expanduser().is_file():
                 raise ConfigError(f"{name}: no such file {path!r}; give a local state-dict file (nothing is "
@@ -129,7 +135,8 @@ class SweepConfig:
 
     def with_absolute_paths(self) -> "SweepConfig":
         """Local file settings made absolute (trials run in their own working directories)."""
-        fix = {k: str(Path(v).expanduser().resolve()) for k in ("clf_weights", "vgg_weights", "manifest")
+        fix = {k: str(Path(v).expanduser().resolve()) for k in ("clf_weights", "vgg_weights", "inception_weights",
+                                                                  "manifest")
                if (v := getattr(self, k)) and "://" not in v}
         return replace(self, **fix) if fix else self
 

@@ -53,7 +53,8 @@ class ResultsTable:
             gan_row = {k: r.get(k) for k in ("trial_id", "arm", "seed", "gan_loss", "gan_lr_g", "gan_lr_d",
                                              "diffaugment", "n_critic", "gan_key", "gan_run_dir", "time_gan_s",
                                              "config_id", "image_size", "channels", "sweep_phase",
-                                             "setup_id", "confirm_rank", "gan_kid_reference", "gan_reference_cached")}
+                                             "setup_id", "confirm_rank", "gan_kid_reference", "gan_reference_cached",
+                                             "gan_extractor")}
             gan_failed = (r.get("error") or "").startswith("GAN")  # trial.ensure_gan's reasons start so
             gan_row.update({c: r.get(c) for c in GAN_COLUMNS}, stage="gan", sweep_name=self.sweep_name,
                            status="failed" if gan_failed else "ok", error=r["error"] if gan_failed else "",
@@ -102,9 +103,19 @@ def _error_text(trial) -> str:
 class ResultsCallback(Callback):
     """Tune callback: writes a row when a trial completes, errors, or is stopped by the scheduler."""
 
-    def __init__(self, table: ResultsTable):
+    def __init__(self, table: ResultsTable, trial_budget_s: float = 0.0, sweep_deadline: float = 0.0):
         self.table = table
+        self.trial_budget_s = trial_budget_s  # > 0: a trial ended early past it was stopped by the time budget
+        self.sweep_deadline = sweep_deadline  # > 0: time.time() at which the sweep's budget ends
         self.last: dict[str, dict] = {}
+
+    def _stop_reason(self, last: Mapping[str, Any]) -> str:
+        phase = last.get("phase", "?")
+        if self.trial_budget_s and float(last.get("time_total_s") or 0) >= self.trial_budget_s:
+            return f"stopped by the trial time budget ({self.trial_budget_s:g} s) during the {phase} phase"
+        if self.sweep_deadline and time.time() >= self.sweep_deadline - 1:
+            return f"stopped by the sweep time budget during the {phase} phase"
+        return f"stopped early by the scheduler during the {phase} phase (last KID {last.get('gan_kid')})"
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         prev = self.last.setdefault(trial.trial_id, {})
@@ -120,9 +131,8 @@ class ResultsCallback(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = self.last.get(trial.trial_id, {})
         row = {**self._base(trial), **last}
-        if last.get("phase") != "final":  # ended before its final report: the scheduler stopped it
-            row.update(status="stopped", error=f"stopped early by the scheduler during the {last.get('phase', '?')} "
-                                               f"phase (last KID {last.get('gan_kid')})")
+        if last.get("phase") != "final":  # ended before its final report: the scheduler or a time budget stopped it
+            row.update(status="stopped", error=self._stop_reason(last))
         self.table.add(row, "classifier")
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -217,7 +217,9 @@ def quality_evaluator(manifest, sweep: SweepConfig, data: TrialData, device: str
     from trainables.metrics.generative import make_gan_evaluator
 
     return make_gan_evaluator(manifest, sweep.image_size, sweep.channels, Path(data.work_dir) / "quality_cache",
-                              device=device, split=data.gan_reference_split, domain_epochs=sweep.quality_domain_epochs)
+                              "inception" if sweep.inception_weights else "domain",
+                              inception_weights=sweep.inception_weights, device=device,
+                              split=data.gan_reference_split, domain_epochs=sweep.quality_domain_epochs)
 
 
 QUALITY_COLUMNS = {"fid": "gan_fid", "kid": "gan_kid", "kid_std": "gan_kid_std", "precision": "gan_precision",
@@ -243,6 +245,7 @@ def audit_gan(evaluator, synthetic_dirs: list, out_dir: Path) -> dict[str, Any]:
     (out_dir / "metrics.json").write_text(json.dumps(m, indent=2, default=str))
     out: dict[str, Any] = {col: float(m[k]) for k, col in QUALITY_COLUMNS.items() if isinstance(m.get(k), (int, float))}
     out["gan_kid_reference"] = str(ref.meta.get("split", ""))
+    out["gan_extractor"] = str(getattr(evaluator.extractor, "kind", ""))  # the report names the feature space
     return out
 
 

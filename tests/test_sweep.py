@@ -457,3 +457,58 @@ def test_each_shipped_config_runs_as_a_smoke_test(tmp_path, name):
     confirm = df[(df["stage"] == "classifier") & (df["sweep_phase"] == "confirm")]
     assert len(confirm) and (confirm["status"] == "ok").all(), confirm.loc[confirm["status"] != "ok", ["arm", "error"]]
     assert (tmp_path / f"{cfg['name']}_smoke" / "report" / "report.html").is_file()
+
+
+def test_inception_weights_put_the_sweeps_fid_in_inception_space(tmp_path):
+    """--inception-weights FILE: the sweep's FID/KID use that InceptionV3 (here a tiny TorchScript stand-in with
+    the same (N, 3, 299, 299) -> (N, 2048) contract); rows say which feature space, and the report names it."""
+    import torch
+    from torch import nn
+
+    from analysis.report import build_report
+    from sweeps.augment_ratio import trial_data
+    from sweeps.config import SweepConfig
+    from sweeps.results import ResultsTable
+    from sweeps.trial import run_trial
+
+    class TinyTS(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2048, 8, stride=8)
+
+        def forward(self, x):
+            return self.conv(x).mean(dim=(2, 3))
+
+    weights = tmp_path / "inception_ts.pt"
+    torch.jit.script(TinyTS()).save(str(weights))
+    make_demo(tmp_path / "data", 60, 16)
+    data = trial_data(tmp_path / "data" / "manifest.parquet", tmp_path / "work")
+    s = SweepConfig(image_size=32, gan_epochs=1, gan_batch_size=8, gan_width=8, gan_eval_every=1, clf_epochs=1,
+                    clf_batch_size=32, synthetic_ratios=(1.0,), inception_weights=str(weights))
+    cfg = {"arm": "gan", "seed": 0, "gan_loss": "bce", "gan_lr_g": 2e-4, "gan_lr_d": 2e-4, "diffaugment": False,
+           "n_critic": 1, "synthetic_ratio": 1.0, "clf_lr": 1e-3, "imbalance_fix": "none", "augment": "none"}
+    row = run_trial(cfg, s, data, "inc", report=lambda r: None)
+    assert row["status"] == "ok" and row["gan_extractor"] == "inception" and np.isfinite(row["gan_fid"])
+    assert list((tmp_path / "work" / "quality_cache").glob("real_ref_*inception*"))
+    table = ResultsTable(tmp_path / "results.parquet", "inc", phase="confirm")
+    table.add(row, "classifier")
+    md = build_report(tmp_path / "results.parquet", tmp_path / "rep").read_text()
+    assert "InceptionV3 from local weights" in md
+    with pytest.raises(Exception, match="inception_weights: no such file"):
+        SweepConfig(inception_weights=str(tmp_path / "missing.pt"))
+
+
+@pytest.mark.slow
+def test_time_budgets_stop_trials_and_the_sweep_and_say_so(tmp_path):
+    """--trial-time-budget-s stops a trial at its first report past it; --time-budget-s ends the sweep. Ended
+    trials are rows marked stopped with the reason; the sweep still finishes, prints its answer and the report."""
+    proc = _run_sweep(["--smoke-test", "--storage-path", str(tmp_path), "--gan-epochs", "5000",
+                       "--trial-time-budget-s", "8", "--time-budget-s", "60"])
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-4000:]
+    df = pd.read_parquet(tmp_path / "smoke_test" / "results.parquet")
+    search = df[(df["stage"] == "classifier") & (df["sweep_phase"] == "search")]
+    assert len(search) == 2 and (search["status"] == "stopped").all()
+    assert search["error"].str.contains("trial time budget").all(), search["error"].tolist()
+    assert "no search GAN configuration finished" in out and "GAN cannot be assessed" in out
+    assert (tmp_path / "smoke_test" / "report" / "report.html").is_file()
