@@ -90,8 +90,10 @@ class SweepConfig:
         bad = [x for x in self.gan_losses if x not in GAN_LOSSES]
         if bad or not self.gan_losses:
             raise ConfigError(f"gan_losses {list(self.gan_losses)}: each must be one of {sorted(GAN_LOSSES)}")
-        if any(not 0 < r <= 10 for r in self.synthetic_ratios):
-            raise ConfigError(f"synthetic_ratios must be in (0, 10] (0 is the baseline control), "
+        from trainables.arms import MAX_SYNTHETIC_RATIO
+
+        if any(not 0 < r <= MAX_SYNTHETIC_RATIO for r in self.synthetic_ratios):
+            raise ConfigError(f"synthetic_ratios must be in (0, {MAX_SYNTHETIC_RATIO:g}] (0 is the baseline control), "
                               f"got {list(self.synthetic_ratios)}")
         from trainables.arms import AUGMENT_POLICIES, CONTROL_ARMS
 

@@ -66,6 +66,7 @@ CONTROL_ARMS: dict[str, dict[str, object]] = {
     "oversample": {"synthetic_ratio": 0.0, "imbalance_fix": "oversample", "augment": "none"},
     "augment": {"synthetic_ratio": 0.0, "imbalance_fix": "none", "augment": "standard"},
 }
+MAX_SYNTHETIC_RATIO = 10.0  # synthetic / real minority train images; more than 10x is a known failure mode
 CLASSICAL_CONTROLS = tuple(a for a in CONTROL_ARMS if a != "baseline")  # class_weight, oversample, augment
 GAN_ARM = "gan"
 ARMS = (*CONTROL_ARMS, GAN_ARM)

@@ -6,10 +6,9 @@ from typing import Any, Mapping
 
 from data_prep.config import config_from_dict
 from data_prep.errors import ConfigError
-from trainables.arms import AUGMENT_NAMES, IMBALANCE_FIXES
+from trainables.arms import AUGMENT_NAMES, IMBALANCE_FIXES, MAX_SYNTHETIC_RATIO  # noqa: F401 (re-exported)
 from trainables.metrics.classification import METRIC_KEYS, THRESHOLD_RULES
 
-MAX_SYNTHETIC_RATIO = 10.0  # more than 10x the real minority images is a known failure mode
 INPUT_NORMS = ("auto", "imagenet", "none")  # see models.input_normalisation
 
 

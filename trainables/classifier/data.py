@@ -40,13 +40,11 @@ from data_prep.arrays import decode_rows, normalize
 from data_prep.errors import ConfigError, DataError
 from data_prep.manifest import Manifest, add_synthetic_rows, check_no_leakage, read_synthetic_rows
 from trainables.arms import AUGMENT_NAMES, AUGMENT_POLICIES, IMBALANCE_FIXES, AugmentPolicy
-from trainables.classifier.config import MAX_SYNTHETIC_RATIO
 
 
 def n_synthetic_for(ratio: float, n_real_minority: int) -> int:
-    """Number of synthetic images for `ratio`: round(ratio * n_real_minority), halves rounded up."""
-    if not 0.0 <= ratio <= MAX_SYNTHETIC_RATIO:
-        raise DataError(f"synthetic_ratio must be in [0, {MAX_SYNTHETIC_RATIO:g}], got {ratio}")
+    """Number of synthetic images for `ratio` (bounded by ClassifierConfig): round(ratio * n_real_minority),
+    halves rounded up."""
     return int(math.floor(ratio * n_real_minority + 0.5))
 
 
