@@ -130,12 +130,6 @@ def _by_seed(ok: list[dict], config_id: str, column: str) -> dict[float, float]:
     return {s: float(np.mean(v)) for s, v in acc.items()}
 
 
-def _seed_values(rows: pd.DataFrame, config_id: str, column: str) -> pd.Series:
-    g = rows[rows["config_id"] == config_id]
-    # a row without a seed counts as its own seed (-1), as in summarize_configs
-    return g.groupby(g["seed"].astype("float64").fillna(-1.0))[column].mean().dropna()
-
-
 def decide(ok: pd.DataFrame, every: pd.DataFrame, metrics=HEADLINE_METRICS):
     """The headline's choices and claims, nothing else (the report adds words; tests simulate through this).
 
@@ -201,15 +195,17 @@ def headline(df: pd.DataFrame, metrics=HEADLINE_METRICS, configs: pd.DataFrame |
         if by_id is not None and p.config_id in by_id.index:
             p.summary = by_id.loc[p.config_id].copy()
             p.summary["config_id"] = p.config_id
+    recs = _records(ok[ok["config_id"].isin([p.config_id for p in picks])],
+                    ["config_id", "seed", *(f"{s}_{m}" for s in ("val", "test") for m in metrics)])
     rows = []
     for m in metrics:
         row = {"metric": m}
         for name, pick in (("baseline", base), ("gan", gan), ("control", ctrl)):
-            col = f"test_{m}"
-            ci = mean_ci(_seed_values(ok, pick.config_id, col), bounds=PROPORTION) if pick else mean_ci([])
-            val = _seed_values(ok, pick.config_id, f"val_{m}") if pick else pd.Series(dtype=float)
+            test = list(_by_seed(recs, pick.config_id, f"test_{m}").values()) if pick else []
+            val = list(_by_seed(recs, pick.config_id, f"val_{m}").values()) if pick else []
+            ci = mean_ci(test, bounds=PROPORTION)
             row.update({f"{name}_mean": ci.mean, f"{name}_lo": ci.lo, f"{name}_hi": ci.hi, f"{name}_n": ci.n,
-                        f"{name}_val_mean": float(val.mean()) if len(val) else math.nan})
+                        f"{name}_val_mean": float(np.mean(val)) if val else math.nan})
         vs_base = t[(t["metric"] == m) & (t["comparison"] == "GAN - baseline")].iloc[0]
         row.update({"improvement": vs_base["mean_diff"], "improvement_lo": vs_base["ci_lo"],
                     "improvement_hi": vs_base["ci_hi"], "improvement_p": vs_base["p_value"]})
