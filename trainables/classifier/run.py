@@ -6,10 +6,11 @@
 
 Writes RUN/config.json, RUN/history.jsonl and RUN/history.csv (one row per epoch: train_loss, val_loss,
 every val metric; for loss curves), RUN/metrics.json ({"val", "test", "threshold", "best_epoch", "data",
-"manifest", "synthetic", ...}; val/test "per_class" keyed by class name), RUN/confusion_matrix.png and
-RUN/checkpoints/{best,last}.pt. With cfg.num_folds = k the folds go to RUN/fold_<i>/ and RUN/metrics.json
-holds the fold means (plus "val_std"/"test_std"); k-fold CV with synthetic images is refused (the GAN
-trained on images that become a fold's validation set).
+"manifest", "synthetic", ...}; val/test "per_class" keyed by class name), RUN/test_scores.csv (row, label,
+score: each real test image's label and positive-class probability at the best epoch; the report's ROC/PR
+curves), RUN/confusion_matrix.png and RUN/checkpoints/{best,last}.pt. With cfg.num_folds = k the folds go to
+RUN/fold_<i>/ and RUN/metrics.json holds the fold means (plus "val_std"/"test_std"); k-fold CV with synthetic
+images is refused (the GAN trained on images that become a fold's validation set).
 TorchTrainer costs ~40 s fixed per fit, so single-device trials use this path; `run_classifier_ray`
 (trainables.classifier.ray_train) runs the same loop under DDP.
 """
@@ -29,8 +30,8 @@ from data_prep.manifest import Manifest, read_manifest
 from trainables.classifier.config import ClassifierConfig, classifier_config
 from trainables.classifier.data import (build_classifier_data, epoch_indices, kfold_manifests, load_tensors,
                                         sample_weights_for)
-from trainables.classifier.loop import (evaluate_best, resolve_device, strip_models, tensor_batches,
-                                        train_classifier)
+from trainables.classifier.loop import (evaluate_best, merge_predictions, resolve_device, strip_models,
+                                        tensor_batches, train_classifier)
 from trainables.metrics.classification import METRIC_KEYS
 
 
@@ -93,6 +94,25 @@ def write_history(out_dir: Path, history: list[dict]) -> None:
         df = pd.DataFrame(history)
         first = [c for c in ("epoch", "train_loss", "val_loss") if c in df.columns]
         df[first + [c for c in df.columns if c not in first]].to_csv(out_dir / "history.csv", index=False)
+
+
+def keep_predictions(kept: list):
+    """A gather for evaluate_best that also appends each split's merged predictions to `kept` (in split order):
+    the per-image scores come out of the one evaluation pass that makes the metrics."""
+    def gather(local, expected_n):
+        preds = merge_predictions([local], expected_n)
+        kept.append(preds)
+        return preds
+    return gather
+
+
+def write_scores(path: Path, preds, positive_label: int) -> None:
+    """RUN/test_scores.csv: row (position in the split), label, score (probability of the positive class)."""
+    idx, probs, labels = preds
+    score = probs[:, positive_label] if probs.ndim == 2 else probs
+    with open(path, "w") as f:
+        f.write("row,label,score\n")
+        f.writelines(f"{int(i)},{int(y)},{float(p):.6g}\n" for i, y, p in zip(idx, labels, score))
 
 
 def write_run_files(out_dir: Path, cfg: ClassifierConfig, result: dict, classes: list[str]) -> None:
@@ -159,8 +179,10 @@ def _fit_local(manifest: Manifest, out_dir: Path, cfg: ClassifierConfig, synthet
                                num_classes=data.num_classes, positive_label=data.positive_label,
                                train_labels=y_tr.numpy(), channels=ch, image_size=size, num_val=len(y_va),
                                device=device, resume_state=resume_state, save_state=save_state, log=log)
+    kept: list = []  # (index, probs, labels) of val, then test
     final = evaluate_best(outcome, {"val": (batches(x_va, y_va), len(y_va)), "test": (batches(x_te, y_te), len(y_te))},
-                          num_classes=data.num_classes, positive_label=data.positive_label, device=device)
+                          num_classes=data.num_classes, positive_label=data.positive_label, device=device,
+                          gather=keep_predictions(kept))
     slim = strip_models(outcome)
     result = {"val": final["val"], "test": final["test"], "threshold": slim["best"]["threshold"],
               "best_epoch": slim["best"]["epoch"], "select_metric": cfg.select_metric,
@@ -170,6 +192,7 @@ def _fit_local(manifest: Manifest, out_dir: Path, cfg: ClassifierConfig, synthet
               **run_sources(manifest, synthetic_dir)}
     name_per_class(result, data.classes)
     write_run_files(out_dir, cfg, result, data.classes)
+    write_scores(out_dir / "test_scores.csv", kept[-1], data.positive_label)
     return result
 
 
