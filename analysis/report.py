@@ -3,12 +3,14 @@
     python -m analysis.report RESULTS.parquet --out DIR
 
 Sections: trial status counts; headline (baseline vs best GAN vs best classical control on real
-test, chosen on real validation, mean +- 95% t-CI over seeds, paired tests, a plain verdict);
-per GAN loss; per GAN variant; figures (ratio curves, validation Pareto front, image quality vs
-usefulness, GAN loss curves, real vs synthetic samples, closest synthetic-real pairs); all
-configurations; failed and stopped trials; notes. Missing columns or files make a section say what
-is missing. build_report writes one section per function below; the document model and cell formats
-are in analysis.document, the figures in analysis.report_figures, the verdict in analysis.verdict.
+test, chosen on real validation, mean +- 95% t-CI over seeds, paired tests, a plain verdict); the
+headline's runs (confusion matrices, ROC / PR curves, classifier training curves, per-class metrics, from
+the classifier run folders the rows name: analysis.report_runs); per GAN loss; per GAN variant; figures
+(ratio curves, validation Pareto front, image quality vs usefulness, GAN loss curves, real vs synthetic
+samples, closest synthetic-real pairs); all configurations; failed and stopped trials; notes. Missing
+columns or files make a section say what is missing. build_report writes one section per function below; the
+document model and cell formats are in analysis.document, the figures in analysis.report_figures, the verdict
+in analysis.verdict.
 Needs pandas, pyarrow, numpy, matplotlib; no torch, no Ray.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pandas as pd
 from analysis.document import Doc, fci, fdiff, fnum
 from analysis.load import ResultsFileError, load, tidy
 from analysis.report_figures import figures
+from analysis.report_runs import runs_section
 from analysis.tables import (METRIC_LABELS, classifier_rows, not_ok, per_loss, per_variant, status_counts,
                              summarize_configs)
 from analysis.verdict import CLAIM_METRICS, Headline, fmt_p, headline
@@ -48,6 +51,7 @@ def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
     doc.p(f"Source: `{source}`. Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.")
     status_section(doc, out, df, clf, bad)
     hl = headline_section(doc, out, df, configs)
+    runs_section(doc, out, clf, hl, base)
     pl = per_loss_section(doc, out, df, configs)
     per_variant_section(doc, out, configs)
     doc.h(2, "Figures")

@@ -36,7 +36,10 @@ def make_results(losses=("bce", "hinge", "wgan-gp"), ratios=(0.25, 0.5, 1.0, 2.0
     """Rows for every (loss, lr, ratio, seed) GAN config, the baseline and three controls, GAN-stage
     rows carrying FID/KID/memorisation (joined to classifier rows by gan_key), and a few failed /
     stopped trials. With run_root, fake GAN run folders (history.jsonl, preview.png,
-    quality/closest_pairs.png, real_preview.png) are written there and referenced by gan_run_dir."""
+    quality/closest_pairs.png, real_preview.png) are written there and referenced by gan_run_dir, and fake
+    classifier run folders (metrics.json, history.csv, test_scores.csv) under run_root/classifiers/<trial_id>,
+    referenced by clf_run_dir (their ROC-AUC near the row's test_roc_auc; their own seeded draw, so the rows'
+    numbers do not depend on run_root)."""
     rng = np.random.default_rng(seed)
     rows, t = [], 0
 
@@ -94,7 +97,42 @@ def make_results(losses=("bce", "hinge", "wgan-gp"), ratios=(0.25, 0.5, 1.0, 2.0
         rows.append(base_row(arm="gan", config_id="cfg_hinge_stop", seed=1, gan_loss="hinge", status="stopped",
                              synthetic_ratio=4.0, error="early-stopped by ASHA at iteration 3 (val_f1 0.41)"))
         rows.append(base_row(arm="oversample", config_id="cfg_oversample", seed=7, status="failed", error=""))
+    if run_root is not None:
+        clf_rng = np.random.default_rng(seed + 1)
+        for r in rows:
+            if r["stage"] == "classifier" and r["status"] == "ok":
+                r["clf_run_dir"] = str(_fake_clf_run((Path(run_root) / "classifiers" / r["trial_id"]).resolve(),
+                                                     r["test_roc_auc"], clf_rng))
     return pd.DataFrame(rows)
+
+
+def _fake_clf_run(run_dir: Path, auc: float, rng: np.random.Generator, n_neg: int = 80, n_pos: int = 20) -> Path:
+    """metrics.json, history.csv and test_scores.csv of a pretend two-class classifier run (binormal scores whose
+    separation gives about the ROC-AUC asked for), in the layout trainables.classifier.run writes."""
+    from statistics import NormalDist
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    d = np.sqrt(2) * NormalDist().inv_cdf(min(max(auc, 0.501), 0.999))
+    labels = np.r_[np.zeros(n_neg, int), np.ones(n_pos, int)]
+    scores = 1 / (1 + np.exp(-(rng.normal(0, 1, len(labels)) + d * labels - d / 2)))
+    pred = (scores >= 0.5).astype(int)
+    cm = [[int(((labels == t) & (pred == p)).sum()) for p in (0, 1)] for t in (0, 1)]
+    per_class = {}
+    for c, name in enumerate(("benign", "malignant")):
+        prec, rec = cm[c][c] / max(cm[0][c] + cm[1][c], 1), cm[c][c] / max(sum(cm[c]), 1)
+        per_class[name] = {"precision": prec, "recall": rec, "f1": 2 * prec * rec / max(prec + rec, 1e-12),
+                           "support": sum(cm[c]), "label": c}
+    epochs = np.arange(1, 11)
+    best = int(rng.integers(4, 9))
+    pd.DataFrame({"epoch": epochs, "train_loss": 0.3 + 0.5 * np.exp(-epochs / 3),
+                  "val_loss": 0.45 + 0.3 * np.exp(-epochs / 3) + 0.01 * np.maximum(epochs - best, 0) ** 1.5}
+                 ).to_csv(run_dir / "history.csv", index=False)
+    pd.DataFrame({"row": np.arange(len(labels)), "label": labels, "score": scores.round(6)}).to_csv(
+        run_dir / "test_scores.csv", index=False)
+    (run_dir / "metrics.json").write_text(json.dumps({
+        "classes": ["benign", "malignant"], "positive_label": 1, "best_epoch": best, "threshold": 0.5,
+        "test": {"confusion_matrix": cm, "per_class": per_class, "n": len(labels), "threshold": 0.5}}, indent=2))
+    return run_dir
 
 
 def _fake_run(run_dir: Path, loss: str, rng: np.random.Generator) -> Path:

@@ -202,11 +202,12 @@ def test_full_report_embeds_every_figure(tmp_path):
     pngs = sorted(x.name for x in out.glob("*.png"))
     assert html.count(IMG) == len(pngs)
     assert {"ratio_f1_sensitivity.png", "pareto_val.png", "quality_vs_f1.png", "gan_loss_curves.png",
-            "samples_real_vs_synthetic.png", "closest_pairs_hinge.png", "closest_pairs_bce.png"} <= set(pngs)
+            "samples_real_vs_synthetic.png", "closest_pairs_hinge.png", "closest_pairs_bce.png",
+            "confusion_test.png", "roc_pr_test.png", "clf_training_curves.png"} <= set(pngs)
     for name in pngs:
         assert f"]({name})" in md
     for csv in ("headline.csv", "comparisons.csv", "configs.csv", "per_loss.csv", "pareto_val.csv",
-                "failed_trials.csv", "status_counts.csv"):
+                "failed_trials.csv", "status_counts.csv", "headline_runs.csv"):
         assert (out / csv).is_file(), csv
     assert "**" in md and "2 failed, 1 stopped" in md
     # failed/stopped trials are listed with their reasons, pipes and newlines escaped in markdown
@@ -297,7 +298,7 @@ def test_failed_only_sweep_says_so_and_lists_reasons(tmp_path):
 
 def test_analysis_imports_no_torch_and_no_ray():
     code = ("import sys, analysis, analysis.report, analysis.plots, analysis.verdict, analysis.document, "
-            "analysis.report_figures; "
+            "analysis.report_figures, analysis.report_runs, analysis.runs, analysis.run_plots; "
             "bad = [m for m in ('torch', 'ray') if m in sys.modules]; print(bad); assert not bad, bad")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
