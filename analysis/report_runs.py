@@ -36,8 +36,8 @@ def runs_section(doc: Doc, out: Path, clf: pd.DataFrame, hl, base: Path) -> list
           "on real validation, the best control chosen on validation): "
           + "; ".join(f"{a.label} `{a.config_id}`, {len(a.runs)} run(s)" for a in arms) + ". "
           "Confusion matrices are summed over the seeds (runs) whose run folder was found; ROC / PR and training "
-          "curves show one representative seed per arm, the one with the median real-test F1 (the lower middle one for an "
-          "even count), so they show a typical run, neither the best nor the worst.")
+          "curves show one representative seed per arm, the one with the median real-test F1 (the lower middle one "
+          "for an even count), so they show a typical run, neither the best nor the worst.")
     confusion_figure(doc, out, arms, classes, positive)
     curves = roc_pr_figure(doc, out, arms, positive)
     training_figure(doc, out, arms)
@@ -158,8 +158,8 @@ def per_class_table(doc: Doc, out: Path, arms: list[ArmRuns], classes: list[str]
     shown = {"Class": shown.pop("Class"), "Test images": [fnum(support.get(c), 0) for c in classes], **shown}
     doc.table(pd.DataFrame(shown), "per_class_test.csv")
     doc.p("Precision / recall / F1 of each class against all others on real test, at each run's own threshold, "
-          "mean over the runs (seeds) with metrics.json (the headline's sensitivity is the recall of the positive class "
-          "(+)). Exploratory: no claim is tested on these.")
+          "mean over the runs (seeds) with metrics.json (the headline's sensitivity is the recall of the positive "
+          "class (+)). Exploratory: no claim is tested on these.")
 
 
 def _runs_csv(out: Path, arms: list[ArmRuns], areas: dict) -> None:

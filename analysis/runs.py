@@ -11,13 +11,16 @@ Of a pick's seeds the report shows the confusion matrix summed, and the per-clas
 seed whose folder has metrics.json; ROC/PR and training curves come from one representative seed per arm: the
 one whose real-test F1 (results row) is the median of the seeds with a run folder (the lower middle one when
 their number is even; seeds tied on F1 in seed order). Results with a "fold" column (k-fold CV in the confirm
-phase) have one run per seed and fold: each is a run here (the folds share the real test set). Reads RUN/metrics.json, RUN/history.csv and RUN/test_scores.csv
-(written by trainables.classifier.run); a missing or unreadable file becomes a note, never an exception.
-A sweep folder moved elsewhere is found relative to the results file (analysis.export.locate).
-pandas/numpy only.
+phase) have one run per seed and fold: each is a run here (the folds share the real test set).
+Reads RUN/metrics.json, RUN/history.csv and RUN/test_scores.csv (written by trainables.classifier.run); a
+missing or unreadable file becomes a note, never an exception.
+A sweep folder moved elsewhere is found relative to the results file (analysis.export.locate); run folders in
+a sweep's remote store (clf_run_dir = s3://...) are read there through pyarrow.fs.
+pandas/numpy (pyarrow for store URIs).
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -41,7 +44,7 @@ class Run:
     fold: int | None                 # the CV fold (results with a "fold" column), else None
     test_f1: float                   # from the results row (the value the headline averages)
     named: str                       # clf_run_dir as the results row gives it
-    dir: Path | None = None          # the folder found (None: not found)
+    dir: "Path | RemoteDir | None" = None  # the folder found (None: not found)
     metrics: dict | None = None      # metrics.json
     history: pd.DataFrame | None = None  # history.csv (epoch, train_loss, val_loss, ...)
     scores: pd.DataFrame | None = None   # test_scores.csv (row, label, score)
@@ -114,44 +117,78 @@ def _int(x) -> int | None:
     return None if x is None or pd.isna(x) else int(x)
 
 
-def find_dir(named: str, base: Path) -> Path | None:
-    """The run folder a results row names: as given, relative to the results file, or moved with the sweep folder."""
+@dataclass
+class RemoteDir:
+    """A run folder in the sweep's store (s3://, gs://, file://), read through pyarrow.fs."""
+    uri: str
+    fs: object
+    path: str
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def read(self, name: str) -> bytes:
+        with self.fs.open_input_stream(f"{self.path}/{name}") as f:
+            return f.read()
+
+
+def find_dir(named: str, base: Path) -> tuple[Path | RemoteDir | None, str]:
+    """The run folder a results row names -> (folder, why not found). Tried in order: the path as given or
+    relative to the results file; moved with the sweep folder (beside the results file); a store URI
+    (clf_run_dir of a sweep with remote storage) read in place (an S3 endpoint comes from AWS_ENDPOINT_URL)."""
     if not named:
-        return None
+        return None, "the results row names none"
     p = Path(named).expanduser()
-    if not p.is_absolute() and (base / p).is_dir():
-        return base / p
+    if "://" not in named and not p.is_absolute() and (base / p).is_dir():
+        return base / p, ""
     try:
         found = locate(named, base / "results.parquet", "classifier run folder")
+        if found.is_dir():
+            return found, ""
     except ExportError:
-        return None
-    return found if found.is_dir() else None
+        pass
+    if "://" not in named:
+        return None, f"{named} not found"
+    try:
+        import pyarrow.fs as pafs
+
+        fs, path = pafs.FileSystem.from_uri(named)
+        if fs.get_file_info(path).type == pafs.FileType.Directory:
+            return RemoteDir(named, fs, path.rstrip("/")), ""
+        return None, f"{named} not found in the store"
+    except Exception as exc:  # no credentials, unknown scheme, no network: say so, never raise
+        return None, f"{named}: cannot read it from here ({type(exc).__name__}: {str(exc)[:120]})"
+
+
+def _read(folder: Path | RemoteDir, name: str) -> bytes:
+    return folder.read(name) if isinstance(folder, RemoteDir) else (folder / name).read_bytes()
 
 
 def read_run(run: Run, base: Path) -> None:
     """Fill run.dir / metrics / history / scores; what is missing goes to run.problems."""
-    run.dir = find_dir(run.named, base)
+    run.dir, why = find_dir(run.named, base)
     if run.dir is None:
-        run.problems.append(f"run folder not found ({run.named or 'the results row names none'})")
+        run.problems.append(f"run folder not found ({why})")
         return
     try:
-        m = json.loads((run.dir / "metrics.json").read_text())
+        m = json.loads(_read(run.dir, "metrics.json"))
         run.metrics = m if isinstance(m, dict) and isinstance(m.get("test"), dict) else None
         if run.metrics is None:
             run.problems.append("metrics.json has no test metrics")
+    except FileNotFoundError:
+        run.problems.append("no metrics.json")
     except (OSError, ValueError) as exc:
-        run.problems.append(f"no readable metrics.json ({type(exc).__name__})")
+        run.problems.append(f"metrics.json unreadable ({type(exc).__name__})")
     run.history = _csv(run, "history.csv", ("epoch", "train_loss", "val_loss"))
     run.scores = _csv(run, "test_scores.csv", ("label", "score"))
 
 
 def _csv(run: Run, name: str, needed: tuple[str, ...]) -> pd.DataFrame | None:
-    path = run.dir / name
-    if not path.is_file():
+    try:
+        df = pd.read_csv(io.BytesIO(_read(run.dir, name)))
+    except FileNotFoundError:
         run.problems.append(f"no {name}")
         return None
-    try:
-        df = pd.read_csv(path)
     except (OSError, ValueError) as exc:
         run.problems.append(f"{name} unreadable ({type(exc).__name__})")
         return None

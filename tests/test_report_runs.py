@@ -137,6 +137,14 @@ def test_moved_sweep_folder_finds_its_runs_and_missing_runs_are_a_note(sweep, tm
     assert "Missing run files (9 run(s)" in section and "run folder not found (/old/machine/sweep/" in section
     assert section.count("Not drawn:") == 3 and "## Headline" in md and "nan" not in section.lower()
     assert not (tmp_path / "lost" / "roc_pr_test.png").exists()
+    # rows naming run folders by store URI (a sweep with remote storage): read in place through pyarrow.fs
+    uris = rows_at(rows, root, Path("/STORE"))
+    uris = [dict(r, clf_run_dir=r["clf_run_dir"].replace("/STORE", (root).as_uri())) for r in uris]
+    assert uris[0]["clf_run_dir"].startswith("file:///")
+    md = _report(_write(tmp_path / "driver", uris, "oversample"), tmp_path / "remote")
+    assert "roc_pr_test.png" in md and "Missing run files" not in md
+    shown = pd.read_csv(tmp_path / "remote" / "headline_runs.csv")
+    assert shown["run_dir"].str.startswith("file:///").all() and shown["found"].all()
     # a run folder without test_scores.csv (made before it existed): no ROC/PR for that arm, said so
     old = tmp_path / "old"
     shutil.copytree(root / "classifiers", old / "classifiers")
