@@ -1,11 +1,12 @@
-"""Ray Data shards: manifest split -> materialised dataset of normalised tensors (local 2-CPU Ray)."""
+"""Ray Data shards: manifest split -> materialised dataset of uint8 tensors (local 2-CPU Ray)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from data_prep import read_manifest
-from data_prep.arrays import load_split_arrays, normalize
+from data_prep.arrays import load_split_arrays, normalize, normalize_batch
 from data_prep.shards import split_dataset
 from data_prep.errors import DataError
 
@@ -19,17 +20,18 @@ def test_shard_round_trip_matches_direct_decode(tiny_demo, ray_local):
     images = np.stack([r["image"] for r in got])
     labels = np.array([r["label"] for r in got])
     x, y = load_split_arrays(m, "train", 16, 3)
-    assert images.shape == (len(m.split("train")), 3, 16, 16) and images.dtype == np.float32
-    np.testing.assert_allclose(images, normalize(x), atol=1e-6)  # order kept, same decode path
+    assert images.shape == (len(m.split("train")), 3, 16, 16) and images.dtype == np.uint8  # 1 byte a pixel
+    np.testing.assert_array_equal(images, x.transpose(0, 3, 1, 2))  # order kept, same decode path
     np.testing.assert_array_equal(labels, y)
-    assert -1.0 <= images.min() and images.max() <= 1.0
+    # what the loops feed the models: the same float32 bits as normalising the whole split up front
+    np.testing.assert_array_equal(normalize_batch(torch.from_numpy(images)).numpy(), normalize(x))
 
 
 def test_minority_only_grayscale_and_torch_batches(tiny_demo, ray_local):
     m = read_manifest(tiny_demo)
     ds = split_dataset(m, "train", image_size=8, channels=1, label=m.positive_label)
     batches = list(ds.iter_torch_batches(batch_size=4))
-    assert all(b["image"].shape[1:] == (1, 8, 8) for b in batches)
+    assert all(b["image"].shape[1:] == (1, 8, 8) and b["image"].dtype == torch.uint8 for b in batches)
     assert all((b["label"] == m.positive_label).all() for b in batches)
     assert sum(len(b["label"]) for b in batches) == len(m.split("train", m.positive_label))
 

@@ -20,7 +20,8 @@ IMBALANCE_FIXES  none | class_weight (loss weights n / (C * n_c)) | oversample (
                  per epoch with probability proportional to 1 / n_class: balanced in expectation)
 AUGMENTS         none | a policy of trainables.arms.AUGMENT_POLICIES: standard (random h/v flips, rotation
                  within +-15 degrees, brightness and contrast jitter of +-20 %), xray (no flips, +-10 degrees,
-                 +-10 %), dermoscopy, industrial; applied per image on normalised batches
+                 +-10 %), dermoscopy, industrial; applied per image on normalised batches (after the
+                 uint8 -> float conversion of each batch, on its device)
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from data_prep.arrays import decode_rows, normalize
+from data_prep.arrays import decode_rows
 from data_prep.errors import ConfigError, DataError
 from data_prep.manifest import Manifest, add_synthetic_rows, check_no_leakage, read_synthetic_rows
 from trainables.arms import AUGMENT_NAMES, AUGMENT_POLICIES, IMBALANCE_FIXES, AugmentPolicy
@@ -236,9 +237,10 @@ def kfold_manifests(manifest: Manifest, num_folds: int, seed: int) -> list[Manif
 
 
 def load_tensors(rows: pd.DataFrame, image_size: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows -> (float32 (N, C, S, S) in [-1, 1], int64 labels)."""
-    x = normalize(decode_rows(rows, image_size, channels))
-    return torch.from_numpy(np.array(x)), torch.as_tensor(rows["label"].to_numpy(np.int64).copy())
+    """Rows -> (uint8 (N, C, S, S), int64 labels). The split stays uint8 (a quarter of float32's memory);
+    the training loop normalises each batch on its device (data_prep.arrays.normalize_batch, same bits)."""
+    x = decode_rows(rows, image_size, channels, channels_first=True)
+    return torch.from_numpy(x), torch.as_tensor(rows["label"].to_numpy(np.int64).copy())
 
 
 # ---- controls -------------------------------------------------------------------------------------------

@@ -5,9 +5,12 @@
     final = evaluate_best(cfg, out, val_data, test_data, ...)     # test gets val's threshold, unchanged
 
 `train_data(epoch)` yields (images, labels) batches; `val_data()` yields (images, labels, index) batches,
-index = row position in the split. `gather(local, n)` merges (index, probs, labels) across DDP ranks; every rank
-then computes the same metrics over the whole split (`merge_predictions` drops padded duplicates and
-fails if a row is missing), so each val/test image counts exactly once. Per epoch `report(row)` gets
+index = row position in the split. Images are uint8 (B, C, S, S) (what the in-process path and the Ray shards
+keep in memory) or float in [-1, 1]; uint8 batches are moved to the device first, then normalised there
+(data_prep.arrays.normalize_batch: the same bits as normalising the whole split up front, at a quarter of
+the host memory and of the host-to-device copy). `gather(local, n)` merges (index, probs, labels) across DDP
+ranks; every rank then computes the same metrics over the whole split (`merge_predictions` drops padded
+duplicates and fails if a row is missing), so each val/test image counts exactly once. Per epoch `report(row)` gets
 epoch, train_loss, val_loss, images_per_s, val_<metric> for every metric key, val_threshold, best_epoch and
 frozen (whether the backbone was frozen that epoch). val_loss is the training loss (cross-entropy, with the
 same class weights under imbalance_fix="class_weight") on the real val images, so the two curves compare.
@@ -30,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data_prep.arrays import normalize_batch
 from trainables.classifier.data import AUGMENTS, loss_weights_for
 from trainables.classifier.models import build_model, trainable_when_frozen
 from trainables.metrics.classification import METRIC_KEYS, choose_threshold, classification_metrics
@@ -69,7 +73,7 @@ def predict(model: nn.Module, batches: Iterable, device: torch.device) -> Preds:
     model.eval()
     idx, probs, labels = [], [], []
     for x, y, i in batches:
-        out = model(x.to(device, non_blocking=True))
+        out = model(normalize_batch(x.to(device, non_blocking=True)))
         probs.append(torch.softmax(out.float(), dim=1).cpu().numpy())
         labels.append(np.asarray(y.cpu() if torch.is_tensor(y) else y))
         idx.append(np.asarray(i.cpu() if torch.is_tensor(i) else i))
@@ -149,7 +153,7 @@ def train_classifier(cfg, train_data: Callable[[int], Iterable], val_data: Calla
         g = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 31 + rank)
         t0, n_images, loss_sum = time.perf_counter(), 0, 0.0
         for x, y in train_data(epoch):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = normalize_batch(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
             if augment is not None:
                 x = augment(x, g)
             loss = F.cross_entropy(net(x), y, weight=weights)
@@ -203,7 +207,8 @@ def evaluate_best(outcome: dict, splits: dict[str, tuple[Callable[[], Iterable],
 
 def tensor_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, order: torch.Tensor | None = None,
                    with_index: bool = False):
-    """In-memory batches in `order` (default: as stored), optionally with the row index."""
+    """In-memory batches in `order` (default: as stored, in x's dtype: uint8 stays uint8), optionally with the
+    row index."""
     order = torch.arange(len(y)) if order is None else order
     for s in range(0, len(order), batch_size):
         i = order[s:s + batch_size]

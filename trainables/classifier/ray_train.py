@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from data_prep.arrays import decode_rows, normalize
+from data_prep.arrays import decode_rows
 from data_prep.config import config_to_dict
 from data_prep.errors import ConfigError
 from data_prep.manifest import read_manifest
@@ -45,7 +45,7 @@ def indexed_dataset(rows: pd.DataFrame, image_size: int, channels: int):
     cols["index"] = np.arange(len(cols), dtype=np.int64)
 
     def decode(batch: pd.DataFrame) -> dict:
-        return {"image": normalize(decode_rows(batch, image_size, channels)),
+        return {"image": decode_rows(batch, image_size, channels, channels_first=True),  # uint8: loop normalises
                 "label": batch["label"].to_numpy(np.int64), "index": batch["index"].to_numpy(np.int64)}
 
     return decode_in_parallel(ray.data.from_pandas(cols)).map_batches(decode, batch_format="pandas",

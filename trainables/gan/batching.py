@@ -1,6 +1,7 @@
 """Batches for the GAN loop and sample iteration from a generator (no training here).
 
     batches = array_batches(images, batch_size=64, seed=0)           # batches(epoch) -> iterable of (B,C,S,S)
+                                                                     # in the images' dtype (uint8 stays uint8)
     batches = array_batches(images, 64, 0, labels=class_idx, balanced=True)   # conditional, class-balanced
     for chunk in iter_generated(G, n=1000, latent_dim=128, seed=0):  # uint8 (b, S, S, C) chunks
         ...
@@ -52,10 +53,12 @@ def generate_uint8(G: torch.nn.Module, n: int, latent_dim: int, seed: int, devic
 def array_batches(images: torch.Tensor, batch_size: int, seed: int, rank: int = 0,
                   world_size: int = 1, labels: torch.Tensor | None = None,
                   balanced: bool = False) -> Callable[[int], Iterable]:
-    """Float images (N, C, S, S) -> batches(epoch): a seeded shuffle per epoch, this rank's share, full batches
+    """Images (N, C, S, S) -> batches(epoch): a seeded shuffle per epoch, this rank's share, full batches
     (DCGAN drops the last partial batch; a set smaller than one batch is used as one batch).
     With `labels` (N,) class indices, batches are (images, labels) pairs (conditional GAN); `balanced` makes each
-    epoch every image of the smallest class plus as many of each other class, drawn afresh each epoch."""
+    epoch every image of the smallest class plus as many of each other class, drawn afresh each epoch.
+    Batches keep the images' dtype and device: uint8 images (a quarter of float32's memory) give uint8
+    batches, which train_gan makes float in [-1, 1] one batch at a time on the trainer's device."""
     n = images.shape[0]
     if n == 0:
         raise DataError("no training images: the minority-class training split is empty")

@@ -4,11 +4,11 @@
     result = train_gan(cfg, batches=array_batches(images, cfg.batch_size, cfg.seed), report=history.append,
                        trainer=trainer)
 
-`batches(epoch)` yields float (B, C, S, S) tensors in [-1, 1] (a class-conditional GAN: (images, class
-indices) pairs, see `array_batches(..., labels=)`); `report(metrics)` receives one dict per
-epoch (loss_D, loss_G, D_x, D_G_z, images_per_s, epoch_time_s, status, ...). Optional hooks:
-`checkpoint(state, epoch)` every cfg.checkpoint_every epochs (called just before that epoch's report, so a
-Ray worker can attach it to the report), `samples(epoch, uint8 images)` with the fixed-noise samples every
+`batches(epoch)` yields (B, C, S, S) batches, uint8 (made float in [-1, 1] on the trainer's device, batch by
+batch) or float in [-1, 1] (a class-conditional GAN: (images, class indices) pairs, see `array_batches(...,
+labels=)`); `report(metrics)` gets one dict per epoch (loss_D, loss_G, D_x, D_G_z, images_per_s, epoch_time_s,
+status, ...). Optional hooks: `checkpoint(state, epoch)` every cfg.checkpoint_every epochs (called just before
+that epoch's report, so a Ray worker can attach it to the report), `samples(epoch, uint8 images)` with the fixed-noise samples every
 cfg.sample_every epochs, and `evaluate(sample_fn, epoch) -> dict` every cfg.eval_every epochs (and at the
 last epoch), merged into that epoch's report. A Ray Train worker passes `wrap_model=prepare_model`
 and its rank / world size; per-epoch statistics and stop decisions are then all-reduced so every rank
@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from data_prep.arrays import denormalize
+from data_prep.arrays import denormalize, normalize_batch
 from data_prep.config import config_to_dict
 from data_prep.errors import DataError
 from trainables.gan.batching import array_batches, generate_uint8, iter_generated  # noqa: F401  (their old home)
@@ -207,7 +207,9 @@ class GanTrainer:
 
     def train_step(self, real: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """Run one D step on `real` (and the G step when it is due); graphed when enabled and full-sized.
-        y: class indices (B,) of `real`, required by a conditional GAN."""
+        real: uint8 (0..255) or float ([-1, 1]) (B, C, S, S); y: class indices (B,), required by a conditional GAN."""
+        if not real.is_floating_point():  # uint8: to float on the device, on this stream, before any static copy
+            real = normalize_batch(real.to(self.device, non_blocking=True))
         if self.num_classes:
             if y is None:
                 raise DataError("a class-conditional GAN needs (images, class indices) batches")
@@ -216,7 +218,7 @@ class GanTrainer:
         do_g = self.d_steps_total % self.cfg.n_critic == 0
         graph = self._graphs.get(do_g) if self.switches["cuda_graphs"] else None
         if graph is not None and real.shape[0] == self.cfg.batch_size:
-            # Replay: the batch (a pinned host tensor from a Ray shard, or a device tensor) is copied into the
+            # Replay: the batch (a device tensor, or a pinned host float tensor) is copied into the
             # static input on the stream that launches the replay, so the copy is ordered before the graph
             # reads it (a copy made elsewhere, e.g. in a loader's prefetch thread, would not be).
             self._static_real.copy_(real, non_blocking=True)
@@ -354,9 +356,7 @@ def train_gan(cfg: GanConfig, batches: Callable[[int], Iterable[torch.Tensor]], 
         trainer.reset_stats()
         n_images = 0
         for real in batches(epoch):
-            y = None
-            if isinstance(real, (tuple, list)):
-                real, y = real
+            real, y = real if isinstance(real, (tuple, list)) else (real, None)
             trainer.train_step(real, y)
             n_images += int(real.shape[0])
         stats = trainer.epoch_stats()  # the epoch's only host sync (all-reduced under DDP)

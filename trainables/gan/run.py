@@ -101,6 +101,30 @@ def finish_run(files: RunFiles, cfg: GanConfig, result: dict, preview, t0: float
     return result
 
 
+def training_images(manifest, cfg: GanConfig, meta: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The real training images of the trained classes -> (uint8 (N, C, S, S), class indices (N,), a uint8
+    (<= 64, S, S, C) preview). Decoded channels first and kept uint8 (a quarter of float32's memory);
+    train_gan makes each batch float on the trainer's device (data_prep.arrays.normalize_batch, same bits)."""
+    from data_prep.arrays import load_split_arrays
+
+    parts = []
+    for label in meta["trained_labels"]:
+        imgs, _ = load_split_arrays(manifest, "train", cfg.image_size, cfg.channels, label=label,
+                                    include_synthetic=False, channels_first=True)
+        if len(imgs) == 0:
+            what = "minority class" if label == manifest.positive_label else "class"
+            raise DataError(f"manifest {manifest.path} has no real training images of the {what} "
+                            f"{manifest.classes[label]!r} (label {label}): nothing to train the GAN on")
+        parts.append(imgs)
+    meta["num_train_images"] = int(sum(len(p) for p in parts))
+    meta["num_train_images_per_class"] = {manifest.classes[x]: int(len(a))
+                                          for x, a in zip(meta["trained_labels"], parts)}
+    first = _interleave(parts) if cfg.conditional else np.concatenate([p[:64] for p in parts])[:64]
+    preview = first.transpose(0, 2, 3, 1)  # channels last, as image files are
+    class_idx = np.concatenate([np.full(len(p), i, np.int64) for i, p in enumerate(parts)])
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)), class_idx, preview
+
+
 def run_gan_local(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig | Mapping[str, Any] | None = None,
                   report: Callable[[dict], Any] | None = None,
                   evaluate: Callable[[Callable[[int], Any], int], dict] | None = None,
@@ -109,25 +133,11 @@ def run_gan_local(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig
     from out_dir/checkpoints if present. `report(metrics)` gets each epoch (default: print a progress line);
     `vgg`: a VGG-layout feature net for the perceptual term instead of loading cfg.vgg_weights (tests).
     Returns the final metrics (also in out_dir/metrics.json): status "finished" | "diverged", reason, ..."""
-    from data_prep.arrays import load_split_arrays, normalize
-
     t0 = time.perf_counter()
     manifest, cfg, files = prepare_run(manifest_path, out_dir, cfg)
     meta = minority_meta(manifest, cfg)
-    parts, class_idx = [], []
-    for i, label in enumerate(meta["trained_labels"]):
-        imgs, _ = load_split_arrays(manifest, "train", cfg.image_size, cfg.channels, label=label,
-                                    include_synthetic=False)
-        if len(imgs) == 0:
-            what = "minority class" if label == manifest.positive_label else "class"
-            raise DataError(f"manifest {manifest.path} has no real training images of the {what} "
-                            f"{manifest.classes[label]!r} (label {label}): nothing to train the GAN on")
-        parts.append(imgs)
-        class_idx.append(np.full(len(imgs), i, np.int64))
-    images = np.concatenate(parts)
-    meta["num_train_images"] = int(len(images))
-    meta["num_train_images_per_class"] = {manifest.classes[x]: int(len(a)) for x, a in zip(meta["trained_labels"], parts)}
-    files.save_real_preview(images if not cfg.conditional else _interleave(parts))
+    images, class_idx, preview = training_images(manifest, cfg, meta)
+    files.save_real_preview(preview)
     trainer = GanTrainer(cfg, cfg.device, meta=meta, vgg=vgg)
     latest = files.latest_checkpoint()
     if latest is not None:
@@ -143,8 +153,8 @@ def run_gan_local(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig
         else:
             report(metrics)
 
-    data = torch.from_numpy(normalize(images)).to(trainer.device)  # a minority class fits in device memory
-    labels = torch.from_numpy(np.concatenate(class_idx)).to(trainer.device) if cfg.conditional else None
+    data = torch.from_numpy(images).to(trainer.device)  # uint8: the trained classes fit in device memory
+    labels = torch.from_numpy(class_idx).to(trainer.device) if cfg.conditional else None
     result = train_gan(cfg, array_batches(data, cfg.batch_size, cfg.seed, labels=labels, balanced=cfg.balanced_epochs),
                        on_epoch,
                        trainer=trainer, checkpoint=lambda s, e: files.save_checkpoint(s, e, cfg.keep_checkpoints),
