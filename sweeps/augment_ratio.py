@@ -63,17 +63,13 @@ REUSE_TRIAL_PROCESSES = True
 
 
 def concurrency(cfg: SweepConfig) -> int:
-    import ray
+    """Trials at once: --max-concurrent if given; else, on a cluster, what its autoscaler can grow to (so
+    pending trials make it add nodes); else what this Ray has now. Says which (sweeps/capacity.py)."""
+    from sweeps.plan import choose_concurrency, probe
 
-    if cfg.max_concurrent:
-        return cfg.max_concurrent
-    res = ray.cluster_resources()
-    n = cfg.workers_per_trial  # N > 1: N DDP workers of cpus/gpus_per_trial each, plus the trial's 0.25 CPU
-    cpu_need = cfg.cpus_per_trial if n == 1 else n * cfg.cpus_per_trial + DDP_TRIAL_CPU
-    by_cpu = int(res.get("CPU", 1) // cpu_need)
-    if cfg.gpus_per_trial > 0:
-        return max(1, min(by_cpu, int(res.get("GPU", 0) / (cfg.gpus_per_trial * n))))
-    return max(1, by_cpu)
+    n, source = choose_concurrency(cfg, probe(cfg))
+    print(f"concurrency: {n} trial(s) at once, from {source}", flush=True)
+    return n
 
 
 def reattach_callbacks(tuner, callbacks: list) -> None:
@@ -212,25 +208,12 @@ def disk_use(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def alive_nodes() -> list[dict[str, float]]:
-    import ray
-
-    return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
-
-
 def dry_run(cfg: SweepConfig) -> int:
-    from sweeps.plan import describe, local_node, unschedulable
+    from sweeps.plan import describe, probe
 
-    if cfg.address:
-        import ray
-
-        ray.init(address=cfg.address)
-        nodes, where = alive_nodes(), f"the cluster at {cfg.address} as it is now (an autoscaler may add nodes)"
-        ray.shutdown()
-    else:
-        nodes, where = [local_node()], "this machine (a local Ray)"
-    print(describe(cfg, nodes, where))
-    return 2 if unschedulable(cfg, nodes) and not cfg.address else 0
+    where = probe(cfg)  # this machine, or what the cluster at --address can grow to
+    print(describe(cfg, where))
+    return 2 if where.unschedulable(cfg) else 0
 
 
 def start_ray(cfg: SweepConfig) -> int:
@@ -310,10 +293,9 @@ def finish(cfg: SweepConfig, table, work: Path, no_report: bool) -> None:
 
 def setup(cfg: SweepConfig) -> tuple[SweepConfig, Path, object, dict, Path]:
     """Work dir, data split, sweep state and what trials know of the data; raises ConfigError / DataError."""
-    from sweeps.plan import check_fits, local_node
+    from sweeps.plan import check_fits, probe
 
-    if not cfg.address:  # a local Ray gets this machine: a trial that cannot fit would wait forever
-        check_fits(cfg, [local_node()])
+    check_fits(cfg, probe(cfg))  # a trial no node (type) can ever hold would wait PENDING forever
     work = cfg.local_work_dir
     state_path = work / "sweep_state.json"
     if state_path.exists() and not cfg.resume:

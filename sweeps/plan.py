@@ -3,31 +3,23 @@
     python sweeps/augment_ratio.py --dry-run [--config FILE] [flags]   # prints this plan, starts nothing
 
 A trial that no node can ever hold would wait PENDING forever (Ray's autoscaler only repeats "No available
-node types can fulfill resource request"); the sweep refuses such a config up front instead (exit 2).
+node types can fulfill resource request"); the sweep refuses such a config up front instead (exit 2). Where
+trials run (`probe`): this machine for a local Ray; with --address, what the cluster can grow to
+(sweeps/capacity.py: the autoscaler's node types and maxima, else the nodes present now).
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, fields
 
 from data_prep.errors import ConfigError
+from sweeps.capacity import DDP_TRIAL_CPU, Capacity, choose_concurrency, read_cluster_capacity, whole_trial  # noqa: F401
 from sweeps.config import SweepConfig
-
-DDP_TRIAL_CPU = 0.25  # what a --workers-per-trial N > 1 trial's own (coordinating) process reserves
 
 
 def trial_resources(cfg: SweepConfig) -> dict[str, float]:
     """Resources one trial holds at once: its own process, or N DDP workers plus a coordinating process."""
-    n = cfg.workers_per_trial
-    if n == 1:
-        return {"CPU": cfg.cpus_per_trial, "GPU": cfg.gpus_per_trial}
-    return {"CPU": n * cfg.cpus_per_trial + DDP_TRIAL_CPU, "GPU": n * cfg.gpus_per_trial}
-
-
-def worker_bundle(cfg: SweepConfig) -> dict[str, float]:
-    """The largest single piece of a trial that must land on one node (a DDP worker may sit on another node)."""
-    return {"CPU": cfg.cpus_per_trial, "GPU": cfg.gpus_per_trial}
+    return whole_trial(cfg)
 
 
 def local_node() -> dict[str, float]:
@@ -42,23 +34,36 @@ def local_node() -> dict[str, float]:
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
 
 
-def unschedulable(cfg: SweepConfig, nodes: list[dict[str, float]]) -> str | None:
-    """Why no trial of cfg can ever run on these nodes (resource dicts), or None when one can."""
-    need = worker_bundle(cfg) if cfg.workers_per_trial > 1 else trial_resources(cfg)
-    if any(all(node.get(k, 0.0) + 1e-9 >= v for k, v in need.items() if v > 0) for node in nodes):
-        if cfg.workers_per_trial == 1:
-            return None
-        total = {k: sum(n.get(k, 0.0) for n in nodes) for k in ("CPU", "GPU")}
-        whole = trial_resources(cfg)
-        if all(total[k] + 1e-9 >= v for k, v in whole.items() if v > 0):
-            return None
-        need = whole
-    have = "; ".join(", ".join(f"{k} {v:g}" for k, v in sorted(n.items()) if k in ("CPU", "GPU")) for n in nodes)
-    want = ", ".join(f"{k} {v:g}" for k, v in need.items() if v > 0)
-    return (f"a trial needs {want} (cpus_per_trial={cfg.cpus_per_trial:g}, gpus_per_trial={cfg.gpus_per_trial:g}, "
-            f"workers_per_trial={cfg.workers_per_trial}) but the largest node has only [{have or 'nothing'}]: "
-            "no trial could ever start. Lower --cpus-per-trial / --gpus-per-trial (0 = CPU), or run on a machine "
-            "or cluster (--address auto) that has them")
+def probe(cfg: SweepConfig, say=print) -> Capacity:
+    """Where this sweep's trials will run. No --address: this machine (the Ray this process runs, if one is
+    up). --address: what the cluster can grow to; connects for the look-up when Ray is not up yet (and
+    disconnects, so the sweep's own ray.init can set its runtime environment)."""
+    import ray
+
+    if not cfg.address:
+        if ray.is_initialized():
+            return Capacity.from_nodes([dict(ray.cluster_resources())], source="this machine's Ray")
+        return Capacity.from_nodes([local_node()], source="this machine (a local Ray)")
+    if ray.is_initialized():
+        return read_cluster_capacity(say)
+    try:
+        ray.init(address=cfg.address, log_to_driver=False)
+    except ConnectionError as exc:  # "auto" with no Ray running here
+        raise ConfigError(f"--address {cfg.address}: no Ray cluster to join ({exc}); start one (ray up cluster.yaml, "
+                          "or ray start --head) or leave --address out to run on a local Ray") from exc
+    try:
+        return read_cluster_capacity(say)
+    finally:
+        ray.shutdown()
+
+
+def _capacity(where: Capacity | list[dict[str, float]]) -> Capacity:
+    return where if isinstance(where, Capacity) else Capacity.from_nodes(where)
+
+
+def unschedulable(cfg: SweepConfig, where: Capacity | list[dict[str, float]]) -> str | None:
+    """Why no trial of cfg can ever run there (a Capacity, or node resource dicts), or None when one can."""
+    return _capacity(where).unschedulable(cfg)
 
 
 @dataclass(frozen=True)
@@ -88,20 +93,24 @@ def plan(cfg: SweepConfig) -> Plan:
                 lrs=len(cfg.clf_lr_grid), seeds=cfg.num_seeds)
 
 
-def describe(cfg: SweepConfig, nodes: list[dict[str, float]], where: str) -> str:
-    """The dry run's text: resolved settings, the plan, and whether the trials fit `nodes`."""
+def describe(cfg: SweepConfig, where: Capacity | list[dict[str, float]]) -> str:
+    """The dry run's text: resolved settings, the plan, and whether the trials fit `where`."""
+    cap = _capacity(where)
     settings = [f"  {f.name:<26} {getattr(cfg, f.name)!r}" for f in fields(cfg)]
     p = plan(cfg)
     res = trial_resources(cfg)
-    why = unschedulable(cfg, nodes)
-    per_node = [min((n.get(k, 0.0) / v for k, v in res.items() if v > 0), default=0.0) for n in nodes]
-    fit = (f"fits: {sum(math.floor(x + 1e-9) for x in per_node)} trial(s) at once on {where}" if why is None
-           else f"DOES NOT FIT: {why}")
+    why = cap.unschedulable(cfg)
+    if why is None:
+        n, source = choose_concurrency(cfg, cap)
+        fit = (f"fits: {cap.max_trials(cfg)} trial(s) at once on {cap.where()}; the sweep runs {n} at once, "
+               f"from {source}")
+    else:
+        fit = f"DOES NOT FIT: {why}"
     return "\n".join(["resolved settings:", *settings, "", "plan:", *("  " + ln for ln in p.lines()),
                       f"  each trial holds {', '.join(f'{k} {v:g}' for k, v in res.items() if v > 0)}; {fit}"])
 
 
-def check_fits(cfg: SweepConfig, nodes: list[dict[str, float]]) -> None:
-    why = unschedulable(cfg, nodes)
+def check_fits(cfg: SweepConfig, where: Capacity | list[dict[str, float]]) -> None:
+    why = unschedulable(cfg, where)
     if why:
         raise ConfigError(why)

@@ -38,6 +38,16 @@ def test_cluster_yaml_validates_with_rays_validator():
 
     with pytest.raises(jsonschema.ValidationError):
         validate_config(prepare_config(bad))
+    # storage every node reaches: the S3 bucket as the sweep's storage path, an instance profile with S3 access on
+    # the workers too (Ray gives workers no role by default), the head allowed to pass the workers' role on
+    text = (ROOT / "cluster.yaml").read_text()
+    assert "--address auto --storage-path s3://BUCKET/" in text
+    types = cfg["available_node_types"]
+    for name, profile in ((cfg["head_node_type"], "ganaug-head"), ("gpu_worker", "ganaug-worker")):
+        assert types[name]["node_config"]["IamInstanceProfile"]["Arn"].endswith(f":instance-profile/{profile}")
+    for needed in ('"arn:aws:s3:::BUCKET"', '"arn:aws:s3:::BUCKET/*"', '"s3:PutObject"', '"iam:PassRole"',
+                   "role/ganaug-worker", "AWS_ENDPOINT_URL"):
+        assert needed in text, needed
 
 
 def test_example_yaml_configs_resolve_and_unknown_keys_fail(tmp_path):
