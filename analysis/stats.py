@@ -6,7 +6,8 @@ Why these: a sweep has few seeds (3-10). A percentile bootstrap over 3 paired di
 for normal per-seed differences at any n >= 2 and is what the claim rests on. The sign-flip (permutation)
 test needs no normality but cannot go below 2 / 2^n (0.25 at 3 seeds, 0.0625 at 5): it is shown beside the
 t-test as a distribution-free check, never as the claim. Below MIN_PAIRED_SEEDS paired seeds nothing is
-tested. numpy + scipy.
+tested. With K-fold CV (--folds K) each seed's K folds are averaged first (seed_means): the seed stays the unit,
+n = seeds. numpy + scipy.
 """
 from __future__ import annotations
 
@@ -86,6 +87,29 @@ def sign_flip_p(d) -> float:
     signs = rng.choice((-1.0, 1.0), size=(SIGN_FLIP_DRAWS, n))
     count = int(np.sum(np.abs(signs @ d) / n >= obs - 1e-12 * max(1.0, obs)))
     return (1 + count) / (1 + SIGN_FLIP_DRAWS)
+
+
+def num_folds(rows: pd.DataFrame) -> int:
+    """K of a K-fold confirm phase: the distinct `fold` values among result rows (0: no folds, one fixed split)."""
+    if "fold" not in rows:
+        return 0
+    return int(pd.to_numeric(rows["fold"], errors="coerce").dropna().nunique())
+
+
+def seed_means(values, folds: int = 0) -> dict[float, float]:
+    """(seed, fold, value) triples -> {seed: the seed's mean}: the per-seed numbers the intervals and the paired
+    test use. The unit is the seed: a K-fold confirm phase (--folds K) gives each seed K rows that share its
+    training seed and most of their training images, so they are not independent replicates; their mean is ONE
+    observation (n = seeds, never seeds x folds). With folds K > 0 a seed counts only when each of its K
+    folds has a finite value (else its mean would cover other folds than another arm's: the pairing breaks);
+    fold None or folds 0 (a fixed split): every finite value of the seed is averaged."""
+    acc: dict[float, dict] = {}
+    for seed, fold, v in values:
+        if v is None or not np.isfinite(v):
+            continue
+        acc.setdefault(seed, {}).setdefault(fold, []).append(float(v))
+    return {s: float(np.mean([np.mean(v) for v in by_fold.values()])) for s, by_fold in acc.items()
+            if not folds or len(by_fold) >= folds}
 
 
 def sign_flip_floor(n: int) -> float:

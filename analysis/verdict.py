@@ -7,6 +7,11 @@ only, with its claims (paired t-tests, Holm-corrected) and the plain-language ve
 Each arm's classifier LR is chosen on real validation within the confirm phase; the GAN is the configuration
 the search ranked first (confirm_rank 1); the best control is chosen on validation among
 trainables.arms.CLASSICAL_CONTROLS. Test metrics never enter a choice.
+
+K-fold confirm phase (rows carry `fold`): each seed's K folds are averaged first (analysis.stats.seed_means), and
+a seed counts only with all K folds ok; the LR choice on validation, the intervals and the paired test then work
+on those per-seed means: the unit is the seed (n = seeds, not seeds x folds), since a seed's folds share its
+training seed and most of their images and are not independent replicates.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.stats import holm, mean_ci, paired_test
+from analysis.stats import holm, mean_ci, num_folds, paired_test, seed_means
 from analysis.tables import METRIC_LABELS, classifier_rows, summarize_configs
 from trainables.arms import CLASSICAL_CONTROLS
 
@@ -52,6 +57,7 @@ class Headline:
     single_seed: bool                          # every chosen config has < 2 seeds
     confirm_only: bool = True                  # False: the rows record no sweep phase (legacy results)
     gan_preregistered: bool = True             # the GAN was fixed by the search before the confirm phase
+    folds: int = 0                             # K of a K-fold confirm phase (averaged per seed), 0 = one split
     messages: list[str] = field(default_factory=list)
     context: list[str] = field(default_factory=list)  # what the intervals cover, detectable sizes, budgets
 
@@ -71,7 +77,7 @@ def _setup(rows: pd.DataFrame) -> pd.Series:
 
 
 def _records(rows: pd.DataFrame, columns) -> list[dict]:
-    cols = [c for c in columns if c in rows.columns]
+    cols = [c for c in (*columns, "fold") if c in rows.columns]
     out = rows[cols].to_dict("records")
     setups = _setup(rows).tolist()
     for r, sid in zip(out, setups):
@@ -80,6 +86,8 @@ def _records(rows: pd.DataFrame, columns) -> list[dict]:
         r["_seed"] = -1.0 if seed is None or pd.isna(seed) else float(seed)  # no seed: its own seed (-1)
         rank = r.get("confirm_rank")
         r["confirm_rank"] = None if rank is None or pd.isna(rank) else int(rank)
+        fold = r.get("fold")
+        r["_fold"] = None if fold is None or pd.isna(fold) else int(fold)
     return out
 
 
@@ -88,9 +96,10 @@ def _mean(xs) -> float:
     return float(np.mean(xs)) if xs else math.nan
 
 
-def _pick(ok: list[dict], every: list[dict], arms, only_rank: int | None = None) -> Pick | None:
+def _pick(ok: list[dict], every: list[dict], arms, only_rank: int | None = None, folds: int = 0) -> Pick | None:
     """Best setup among `arms` by validation: within each setup the classifier LR with the best mean val F1
-    over its seeds, then the setup whose chosen LR is best. only_rank: GAN setups of that confirm_rank only."""
+    over its seeds (each seed the mean of its folds), then the setup whose chosen LR is best. only_rank: GAN
+    setups of that confirm_rank only."""
     arms = set(arms)
     groups: dict[tuple, list[dict]] = {}
     for r in ok:
@@ -104,7 +113,8 @@ def _pick(ok: list[dict], every: list[dict], arms, only_rank: int | None = None)
 
     def key(item):  # val F1 desc, val sensitivity desc (NaN last), config_id
         (setup, cid), rs = item
-        f1, sens = _mean(r["val_f1"] for r in rs), _mean(r.get("val_sensitivity") for r in rs)
+        f1 = _mean(_by_seed(rs, cid, "val_f1", folds).values())
+        sens = _mean(_by_seed(rs, cid, "val_sensitivity", folds).values())
         return (-f1 if np.isfinite(f1) else np.inf, -sens if np.isfinite(sens) else np.inf, cid)
 
     (setup, cid), chosen = min(groups.items(), key=key)
@@ -112,22 +122,18 @@ def _pick(ok: list[dict], every: list[dict], arms, only_rank: int | None = None)
     bad = [r for r in mine if r["status"] != "ok"]
     return Pick(arm=str(chosen[0]["arm"]), setup_id=str(setup), config_id=str(cid),
                 n_lrs=len({r["config_id"] for r in mine}),
-                seeds_ok=sorted({int(r["_seed"]) for r in chosen}),
+                seeds_ok=sorted(int(s) for s in _by_seed(chosen, cid, "val_f1", folds)),
                 seeds_failed=sorted({int(r["_seed"]) for r in bad}),
-                failures=[f"seed {int(r['_seed'])}: {r['status']}" + (f" ({r['error'][:160]})" if r["error"] else "")
-                          for r in bad],
+                failures=[f"seed {int(r['_seed'])}" + (f" fold {r['_fold']}" if r.get("_fold") is not None else "")
+                          + f": {r['status']}" + (f" ({r['error'][:160]})" if r["error"] else "") for r in bad],
                 rows=len(mine), summary=pd.Series({"config_id": cid}, dtype=object))
 
 
-def _by_seed(ok: list[dict], config_id: str, column: str) -> dict[float, float]:
-    """seed -> mean of `column` over the config's rows of that seed (finite values only)."""
-    acc: dict[float, list[float]] = {}
-    for r in ok:
-        if r["config_id"] == config_id:
-            v = r.get(column)
-            if v is not None and np.isfinite(v):
-                acc.setdefault(r["_seed"], []).append(float(v))
-    return {s: float(np.mean(v)) for s, v in acc.items()}
+def _by_seed(ok: list[dict], config_id: str, column: str, folds: int = 0) -> dict[float, float]:
+    """seed -> mean of `column` over the config's rows of that seed (finite values only); with K folds, the mean
+    of its K folds, and only seeds with all K (analysis.stats.seed_means: the seed is the unit)."""
+    return seed_means(((r["_seed"], r.get("_fold"), r.get(column)) for r in ok if r["config_id"] == config_id),
+                      folds)
 
 
 def decide(ok: pd.DataFrame, every: pd.DataFrame, metrics=HEADLINE_METRICS):
@@ -136,6 +142,7 @@ def decide(ok: pd.DataFrame, every: pd.DataFrame, metrics=HEADLINE_METRICS):
     ok: successful classifier rows (classifier_rows); every: classifier rows of any status.
     -> (baseline Pick, GAN Pick, control Pick, tests DataFrame, phase_recorded, gan_preregistered)."""
     every, phase_recorded = confirm_rows(every)
+    folds = num_folds(every)  # K-fold confirm phase: every per-seed number is the mean of the seed's K folds
     every = _records(every, ["arm", "config_id", "seed", "status", "error"])
     if phase_recorded:
         ok = confirm_rows(ok)[0]
@@ -143,9 +150,9 @@ def decide(ok: pd.DataFrame, every: pd.DataFrame, metrics=HEADLINE_METRICS):
                        *(f"test_{m}" for m in metrics)])
     ranks = [r["confirm_rank"] for r in ok if r["arm"] == "gan" and r["confirm_rank"] is not None]
     preregistered = bool(ranks)
-    base = _pick(ok, every, ["baseline"])
-    gan = _pick(ok, every, ["gan"], only_rank=min(ranks) if preregistered else None)
-    ctrl = _pick(ok, every, list(CLASSICAL_CONTROLS))
+    base = _pick(ok, every, ["baseline"], folds=folds)
+    gan = _pick(ok, every, ["gan"], only_rank=min(ranks) if preregistered else None, folds=folds)
+    ctrl = _pick(ok, every, list(CLASSICAL_CONTROLS), folds=folds)
     tests = []
     for m in metrics:
         col = f"test_{m}"
@@ -154,9 +161,10 @@ def decide(ok: pd.DataFrame, every: pd.DataFrame, metrics=HEADLINE_METRICS):
                 res = paired_test({}, {})
                 note = f"no test: no {'GAN' if gan is None else other_name} configuration in the confirm phase"
             else:
-                res = paired_test(_by_seed(ok, gan.config_id, col), _by_seed(ok, other.config_id, col),
+                res = paired_test(_by_seed(ok, gan.config_id, col, folds), _by_seed(ok, other.config_id, col, folds),
                                   bounds=DIFFERENCE)
-                note = res.note
+                note = res.note + (f"; each seed the mean of its {folds} CV folds (folds are not independent "
+                                   f"replicates: n = seeds)" if folds else "")
             claim = m in CLAIM_METRICS and other_name in COMPARISONS
             tests.append({"comparison": f"GAN - {other_name}", "metric": m, "claim": claim,
                           "mean_diff": res.mean_diff, "ci_lo": res.lo, "ci_hi": res.hi, "sd_diff": res.sd_diff,
@@ -188,6 +196,7 @@ def headline(df: pd.DataFrame, metrics=HEADLINE_METRICS, configs: pd.DataFrame |
     base, gan, ctrl, t, phase_recorded, preregistered = decide(ok, every, metrics)
     picks = [p for p in (base, gan, ctrl) if p is not None]
     ok = confirm_rows(ok)[0] if phase_recorded else ok
+    folds = num_folds(confirm_rows(every)[0])
     if configs is None:  # only the chosen configs' summaries are needed here
         configs = summarize_configs(ok[ok["config_id"].isin([p.config_id for p in picks])])
     by_id = configs.set_index("config_id") if len(configs) else None
@@ -201,8 +210,8 @@ def headline(df: pd.DataFrame, metrics=HEADLINE_METRICS, configs: pd.DataFrame |
     for m in metrics:
         row = {"metric": m}
         for name, pick in (("baseline", base), ("gan", gan), ("control", ctrl)):
-            test = list(_by_seed(recs, pick.config_id, f"test_{m}").values()) if pick else []
-            val = list(_by_seed(recs, pick.config_id, f"val_{m}").values()) if pick else []
+            test = list(_by_seed(recs, pick.config_id, f"test_{m}", folds).values()) if pick else []
+            val = list(_by_seed(recs, pick.config_id, f"val_{m}", folds).values()) if pick else []
             ci = mean_ci(test, bounds=PROPORTION)
             row.update({f"{name}_mean": ci.mean, f"{name}_lo": ci.lo, f"{name}_hi": ci.hi, f"{name}_n": ci.n,
                         f"{name}_val_mean": float(np.mean(val)) if val else math.nan})
@@ -213,7 +222,7 @@ def headline(df: pd.DataFrame, metrics=HEADLINE_METRICS, configs: pd.DataFrame |
     table = pd.DataFrame(rows)
     ns = [len(p.seeds_ok) for p in (base, gan, ctrl) if p is not None]
     h = Headline(base, gan, ctrl, table, t, bool(ns) and max(ns) < 2, confirm_only=phase_recorded,
-                 gan_preregistered=preregistered)
+                 gan_preregistered=preregistered, folds=folds)
     h.messages = verdict(h)
     h.context = context(h, df)
     return h
@@ -343,11 +352,21 @@ def context(h: Headline, df: pd.DataFrame) -> list[str]:
     """What the intervals cover, how large a difference the sweep could detect, and each arm's budget."""
     out = []
     seeds = sorted({s for p in (h.baseline, h.gan, h.control) if p for s in p.seeds_ok})
-    out.append("The intervals and tests cover the variation between training seeds (every confirm seed retrains "
-               "the GAN and the classifier) on one fixed data split"
-               + (f" (seeds {seeds[0]}-{seeds[-1]}{', none of them used by the search' if h.confirm_only else ''})"
-                  if seeds else "")
-               + ". They do not cover which images happened to land in the test set.")
+    span = (f" (seeds {seeds[0]}-{seeds[-1]}{', none of them used by the search' if h.confirm_only else ''})"
+            if seeds else "")
+    if h.folds:
+        out.append(f"{h.folds} folds averaged per seed; n = seeds. Each confirm seed ran {h.folds}-fold "
+                   "cross-validation of the real train+val images (the GAN retrained on each fold's training part "
+                   "only, the classifier validated on the fold's held-out part); a seed's folds share its seed "
+                   "and overlap in their training images, so they are not independent replicates: each seed's fold "
+                   f"mean is one observation, and the intervals and paired tests are over seeds{span}, never seeds "
+                   "x folds. "
+                   "Every fold is tested on the same fixed test split, so the intervals do not cover which images "
+                   "happened to land in the test set.")
+    else:
+        out.append("The intervals and tests cover the variation between training seeds (every confirm seed "
+                   "retrains the GAN and the classifier) on one fixed data split" + span
+                   + ". They do not cover which images happened to land in the test set.")
     n_pos = pd.to_numeric(df.get("n_test_positive", pd.Series(dtype=float)), errors="coerce").dropna()
     if len(n_pos):
         n = int(n_pos.iloc[0])

@@ -171,8 +171,9 @@ def confirm_phase(cfg: SweepConfig, data, table, max_conc: int, best: list[dict]
     seeds = confirm_seeds(cfg.num_seeds)
     lrs = ", ".join(f"{lr:g}" for lr in cfg.clf_lr_grid)
     print(f"[confirm] {len(configs)} trials: (controls {list(cfg.controls)} + top {len(best)} GAN config(s)) x "
-          f"classifier LRs [{lrs}] x seeds {seeds[0]}-{seeds[-1]} (fresh: the search ran seed 0); "
-          f"each GAN config retrained per seed", flush=True)
+          f"classifier LRs [{lrs}] x seeds {seeds[0]}-{seeds[-1]} (fresh: the search ran seed 0)"
+          + (f" x {cfg.folds} CV folds" if cfg.folds else "")
+          + f"; each GAN config retrained per seed{' and fold' if cfg.folds else ''}", flush=True)
     tc = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES,
                          time_budget_s=time_left(deadline))
     return run_phase(cfg, "confirm", data, table, tc, {"trial": tune.grid_search(configs)}, deadline)
@@ -306,7 +307,10 @@ def setup(cfg: SweepConfig) -> tuple[SweepConfig, Path, object, dict, Path]:
     state = json.loads(state_path.read_text()) if state_path.exists() else {"phase": "search"}
     state.setdefault("config", json.loads(json.dumps(cfg.__dict__, default=list)))
     state_path.write_text(json.dumps(state, indent=2))
-    data = trial_data(manifest, work)
+    from sweeps.data import write_fold_manifests
+
+    folds = write_fold_manifests(manifest, work, cfg.folds, cfg.split_seed, cfg.resume) if cfg.folds else []
+    data = trial_data(manifest, work, folds)  # --folds K: the confirm phase's fold manifests, written once
     if data.gan_reference_split != "val":
         from sweeps.trial import MIN_VAL_REFERENCE_IMAGES
 
@@ -316,11 +320,12 @@ def setup(cfg: SweepConfig) -> tuple[SweepConfig, Path, object, dict, Path]:
               f"(early stopping off)", flush=True)
         cfg = replace(cfg, early_stop=False)
     if cfg.gan_eval_every:
-        build_quality_reference(cfg, data)
+        for i, d in enumerate((data, *data.folds)):  # each fold's reference: its own val part, not its GAN's
+            build_quality_reference(cfg, d, f"fold {i - 1}'s trials" if i else "")
     return cfg, work, data, state, state_path
 
 
-def build_quality_reference(cfg: SweepConfig, data) -> None:
+def build_quality_reference(cfg: SweepConfig, data, used_by: str = "") -> None:
     """Train the domain feature network and build the real reference once, before any trial: concurrent trials
     would otherwise each build the same ones side by side (minutes at 224 px) before their first GAN epoch."""
     import torch
@@ -332,7 +337,8 @@ def build_quality_reference(cfg: SweepConfig, data) -> None:
     device = "cuda" if cfg.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     ev = quality_evaluator(read_manifest(data.manifest), cfg, data, device)
     print(f"GAN quality reference: {len(ev.reference.pixels)} real minority {data.gan_reference_split} image(s), "
-          f"{'cached' if ev.reference_was_cached else f'built in {time.time() - t:.0f} s'}, shared by every trial",
+          f"{'cached' if ev.reference_was_cached else f'built in {time.time() - t:.0f} s'}, shared by "
+          f"{used_by or 'every trial'}",
           flush=True)
 
 

@@ -50,6 +50,7 @@ class SweepConfig:
     num_seeds: int = 5  # confirm seeds, shared by every arm (>= 3 for any test; 5 lets the sign-flip check reach 0.0625)
     top_k: int = 1  # search GAN configs confirmed; rank 1 (best on val) is the headline's, others exploratory
     clf_lr_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # confirm: every arm tries these LRs, picks one on val
+    folds: int = 0  # confirm: K >= 2 = K-fold CV of real train+val (test fixed), GAN retrained per fold; 0 = one split
     # ---- training budgets
     gan_epochs: int = 150  # GAN epochs per GAN config (the demo's 70 minority images: 3 steps an epoch)
     gan_batch_size: int = 32  # GAN images per step
@@ -110,13 +111,10 @@ class SweepConfig:
             raise ConfigError("time_budget_s and trial_time_budget_s must be >= 0 (0 = no limit)")
         if self.top_k < 0 or self.max_concurrent < 0:
             raise ConfigError("top_k and max_concurrent must be >= 0")
-        if self.gpus_per_trial < 0 or self.cpus_per_trial <= 0:
-            raise ConfigError(f"cpus_per_trial must be > 0 and gpus_per_trial >= 0, got "
-                              f"{self.cpus_per_trial}, {self.gpus_per_trial}")
-        if self.workers_per_trial > 1 and 0 < self.gpus_per_trial < 1:
-            raise ConfigError(f"gpus_per_trial={self.gpus_per_trial} with workers_per_trial={self.workers_per_trial}: "
-                              "DDP workers need a whole GPU each (NCCL refuses two ranks on one GPU); use "
-                              "gpus_per_trial=1, or workers_per_trial=1 to pack fractional single-GPU trials")
+        if self.folds < 0 or self.folds == 1:
+            raise ConfigError(f"folds must be 0 (the fixed split) or >= 2 (K-fold CV in the confirm phase), "
+                              f"got {self.folds}")
+        self._check_resources()
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         for name in ("clf_weights", "vgg_weights", "inception_weights"):
@@ -134,6 +132,15 @@ class SweepConfig:
         lo, hi = self.clf_lr_range
         if not 0 < lo <= hi:
             raise ConfigError(f"clf_lr_range must be (low, high) with 0 < low <= high, got {self.clf_lr_range}")
+
+    def _check_resources(self) -> None:
+        if self.gpus_per_trial < 0 or self.cpus_per_trial <= 0:
+            raise ConfigError(f"cpus_per_trial must be > 0 and gpus_per_trial >= 0, got "
+                              f"{self.cpus_per_trial}, {self.gpus_per_trial}")
+        if self.workers_per_trial > 1 and 0 < self.gpus_per_trial < 1:
+            raise ConfigError(f"gpus_per_trial={self.gpus_per_trial} with workers_per_trial={self.workers_per_trial}: "
+                              "DDP workers need a whole GPU each (NCCL refuses two ranks on one GPU); use "
+                              "gpus_per_trial=1, or workers_per_trial=1 to pack fractional single-GPU trials")
 
     def with_absolute_paths(self) -> "SweepConfig":
         """Local file settings made absolute (trials run in their own working directories)."""

@@ -56,9 +56,27 @@ def subsample(m, per_class: int, seed: int, path: Path):
     return small
 
 
-def trial_data(manifest: Path, work: Path):
+def write_fold_manifests(manifest: Path, work: Path, folds: int, seed: int, resume: bool = False) -> list[Path]:
+    """--folds K: the manifest's real train+val re-split into K stratified, patient-grouped folds (test untouched;
+    trainables.classifier.data.kfold_manifests), fold f -> <work>/data/folds/fold_<f>/manifest.parquet, whose
+    "val" is fold f's held-out part and "train" the rest. Written once by the driver and seeded by the split seed,
+    so every arm and seed sees the same folds (they pair like the seeds do); a resumed sweep keeps the files."""
+    from data_prep import read_manifest
+    from data_prep.manifest import write_manifest
+    from trainables.classifier.data import kfold_manifests
+
+    paths = [Path(work) / "data" / "folds" / f"fold_{f}" / "manifest.parquet" for f in range(folds)]
+    if resume and all(p.is_file() for p in paths):
+        return paths  # same sweep, same folds: never rewritten under running trials
+    for m, path in zip(kfold_manifests(read_manifest(manifest), folds, seed), paths):
+        write_manifest(m, path)
+    return paths
+
+
+def trial_data(manifest: Path, work: Path, fold_manifests=()):
     """What every trial knows of the data before trials start: where things are, real minority images in val
-    and test, and so which split the GAN quality reference is built from (trial.reference_split)."""
+    and test, and so which split the GAN quality reference is built from (trial.reference_split); with fold
+    manifests (write_fold_manifests) the same for each fold, in TrialData.folds."""
     import data_prep
     from sweeps.trial import TrialData, reference_split
 
@@ -66,4 +84,5 @@ def trial_data(manifest: Path, work: Path):
     real_pos = (m.df["label"] == m.positive_label) & ~m.df["is_synthetic"]
     n_val, n_test = int((real_pos & (m.df["split"] == "val")).sum()), int((real_pos & (m.df["split"] == "test")).sum())
     return TrialData(manifest=str(Path(manifest).resolve()), work_dir=str(Path(work).resolve()),
-                     n_val_positive=n_val, n_test_positive=n_test, gan_reference_split=reference_split(n_val))
+                     n_val_positive=n_val, n_test_positive=n_test, gan_reference_split=reference_split(n_val),
+                     folds=tuple(trial_data(p, work) for p in fold_manifests))

@@ -75,22 +75,27 @@ class Plan:
     arms: int  # setups the confirm phase compares (controls + top-k GAN configs)
     lrs: int
     seeds: int
+    folds: int = 0  # K-fold CV in the confirm phase (0 = the fixed split)
 
     def lines(self) -> list[str]:
+        folds = f" x {self.folds} fold(s)" if self.folds else ""
+        each = "each confirm seed and fold" if self.folds else "each confirm seed"
         return [f"search : {self.search_trials} trial(s), at most {self.search_gan_trainings_max} GAN training(s) "
                 "(a GAN config recurring across trials is trained once)",
                 f"confirm: {self.confirm_trials} trial(s) = {self.arms} arm(s) x {self.lrs} classifier LR(s) x "
-                f"{self.seeds} seed(s), up to {self.confirm_gan_trainings} GAN training(s) (each confirm seed trains its own; a mix one per loss)"]
+                f"{self.seeds} seed(s){folds}, up to {self.confirm_gan_trainings} GAN training(s) ({each} trains "
+                "its own; a mix one per loss)"]
 
 
 def plan(cfg: SweepConfig) -> Plan:
     mix = "mix_losses" in cfg.mix_choices and len(cfg.gan_losses) > 1
     per_trial = len(cfg.gan_losses) if mix else 1  # a mix trains one GAN per loss
     arms = len(cfg.controls) + cfg.top_k
-    confirm = arms * len(cfg.clf_lr_grid) * cfg.num_seeds
+    folds = max(1, cfg.folds)  # every confirm trial runs once per fold, and each fold trains its own GAN
+    confirm = arms * len(cfg.clf_lr_grid) * cfg.num_seeds * folds
     return Plan(search_trials=cfg.num_samples, search_gan_trainings_max=cfg.num_samples * per_trial,
-                confirm_trials=confirm, confirm_gan_trainings=cfg.top_k * cfg.num_seeds * per_trial, arms=arms,
-                lrs=len(cfg.clf_lr_grid), seeds=cfg.num_seeds)
+                confirm_trials=confirm, confirm_gan_trainings=cfg.top_k * cfg.num_seeds * folds * per_trial,
+                arms=arms, lrs=len(cfg.clf_lr_grid), seeds=cfg.num_seeds, folds=cfg.folds)
 
 
 def describe(cfg: SweepConfig, where: Capacity | list[dict[str, float]]) -> str:

@@ -53,8 +53,8 @@ class ResultsTable:
             gan_row = {k: r.get(k) for k in ("trial_id", "arm", "seed", "gan_loss", "gan_lr_g", "gan_lr_d",
                                              "diffaugment", "n_critic", "gan_key", "gan_run_dir", "time_gan_s",
                                              "config_id", "image_size", "channels", "sweep_phase",
-                                             "setup_id", "confirm_rank", "gan_kid_reference", "gan_reference_cached",
-                                             "gan_extractor")}
+                                             "setup_id", "confirm_rank", "fold", "gan_kid_reference",
+                                             "gan_reference_cached", "gan_extractor")}
             gan_failed = (r.get("error") or "").startswith("GAN")  # trial.ensure_gan's reasons start so
             gan_row.update({c: r.get(c) for c in GAN_COLUMNS}, stage="gan", sweep_name=self.sweep_name,
                            status="failed" if gan_failed else "ok", error=r["error"] if gan_failed else "",

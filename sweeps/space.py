@@ -9,6 +9,13 @@ Confirm phase: every arm (the controls: baseline = ratio 0, class_weight, oversa
 and the top-k GAN configs of the search, rank 1 = the headline's GAN) x the same classifier-LR grid x the same
 fresh seeds, which the search never used. Each arm's LR is then chosen on real validation, so every arm gets
 the same tuning budget, and every confirm seed retrains the GAN (its key holds the seed).
+
+K-fold confirm phase (--folds K): every confirm trial above is run once per fold (its `fold`, 0..K-1, a row
+value, not part of config_id or setup_id: a config's rows across seeds AND folds share one config_id). Fold f
+trains the GAN and the classifier on fold f's train part and validates on its held-out part (the driver writes
+the fold manifests once, sweeps/data.py); the test split is the same for every fold. The fold is part of
+gan_key, so no two folds ever share a GAN (one that saw a fold's validation images would leak them).
+The statistics average each seed's K folds first: the unit of the paired test is the seed (analysis/verdict.py).
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ MIX = "mix"  # gan_loss of a trial whose synthetic set mixes one GAN per loss in
 OBJECTIVES = ("val_f1", "val_sensitivity")  # both maximised, on REAL validation images only
 SEARCH_SEED = 0  # every search trial trains with this seed
 CONFIRM_SEED_BASE = 1000  # confirm seeds are 1000, 1001, ...: never a search seed, so no search run is reused
-ROW_KEYS = ("confirm_rank",)  # trial values carried into results rows that are not part of the config's identity
+ROW_KEYS = ("confirm_rank", "fold")  # trial values carried into results rows that are not part of the config's identity
 
 
 def _canonical(v: Any) -> Any:
@@ -48,8 +55,9 @@ def _hash(values: Mapping[str, Any]) -> str:
 
 
 def gan_key(config: Mapping[str, Any]) -> str:
-    """Identity of a trained GAN: loss, lrs, DiffAugment, n_critic, conditioning, extra G terms, seed
-    (budgets are fixed per sweep). A mixed trial's own key is that of its mix; each member has its own."""
+    """Identity of a trained GAN: loss, lrs, DiffAugment, n_critic, conditioning, extra G terms, seed, and the
+    CV fold whose train part it fits (budgets are fixed per sweep). A mixed trial's own key is that of its mix;
+    each member has its own."""
     if config.get("arm") != "gan":
         return ""
     values = {k: config.get(k) for k in GAN_KEYS}
@@ -57,6 +65,8 @@ def gan_key(config: Mapping[str, Any]) -> str:
     for k, default in (("conditional", False), ("feature_matching", 0.0), ("perceptual", 0.0)):
         if _canonical(values[k]) in (None, default):
             values.pop(k)
+    if _canonical(config.get("fold")) is not None:  # a fold's GAN trained on that fold's train part only
+        values["fold"] = config.get("fold")
     return _hash(values)
 
 
@@ -159,7 +169,16 @@ def repeat_configs(best: list[Mapping[str, Any]], seeds, clf_lrs=None) -> list[d
     return out
 
 
+def fold_configs(configs: list[dict[str, Any]], folds: int) -> list[dict[str, Any]]:
+    """Each config once per CV fold 0..folds-1 (folds 0: the configs unchanged, the fixed split)."""
+    if not folds:
+        return configs
+    return [{**c, "fold": f} for c in configs for f in range(int(folds))]
+
+
 def confirm_configs(sweep, best: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Every confirm trial: (controls + top-k GAN configs) x sweep.clf_lr_grid x confirm_seeds(num_seeds)."""
+    """Every confirm trial: (controls + top-k GAN configs) x sweep.clf_lr_grid x confirm_seeds(num_seeds)
+    [x folds 0..K-1 with sweep.folds = K]."""
     seeds = confirm_seeds(sweep.num_seeds)
-    return control_configs(sweep, seeds, sweep.clf_lr_grid) + repeat_configs(best, seeds, sweep.clf_lr_grid)
+    configs = control_configs(sweep, seeds, sweep.clf_lr_grid) + repeat_configs(best, seeds, sweep.clf_lr_grid)
+    return fold_configs(configs, getattr(sweep, "folds", 0))

@@ -69,6 +69,19 @@ class TrialData:
     n_val_positive: int = 0  # real minority images in val (decides gan_reference_split)
     n_test_positive: int = 0  # real minority images in test (the report states it)
     gan_reference_split: str = "val"  # real images the GAN's KID/FID are measured against (reference_split)
+    folds: tuple["TrialData", ...] = ()  # --folds K: fold f's data (its manifest: fold f's train/val, same test)
+
+
+def fold_data(config: Mapping[str, Any], data: TrialData) -> TrialData:
+    """The data a trial trains on: its CV fold's (GAN, classifier and quality reference all use the fold's
+    manifest, so the fold's GAN never sees the fold's validation images) or, without a fold, the sweep's split."""
+    fold = config.get("fold")
+    if fold is None or (isinstance(fold, float) and math.isnan(fold)):
+        return data
+    if not 0 <= int(fold) < len(data.folds):
+        raise ValueError(f"trial config asks for fold {fold} but the driver wrote {len(data.folds)} fold "
+                         f"manifest(s) (--folds); a resumed sweep must keep its --folds")
+    return data.folds[int(fold)]
 
 
 def gan_config(config: Mapping[str, Any], sweep: SweepConfig, device: str):
@@ -291,6 +304,7 @@ def run_trial(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, tr
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     device = "cuda" if sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     t0 = time.perf_counter()
+    data = fold_data(config, data)
     row: dict[str, Any] = {k: config[k] for k in (*TRIAL_KEYS, *ROW_KEYS) if k in config}
     row.update(trial_id=trial_id, config_id=config_id(config), setup_id=setup_id(config), gan_key=gan_key(config),
                status="ok", error="", image_size=sweep.image_size, channels=sweep.channels,
