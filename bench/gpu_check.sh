@@ -248,7 +248,7 @@ gpu_pytest() {  # gpu_pytest MARKEXPR NAME: the gpu tests; a skipped one fails t
     "$PY" -m pip install -q --no-index --no-deps --target /tmp/pytest_site .devwheels/pytest/*.whl || return 1
     export PYTHONPATH=/tmp/pytest_site:$PYTHONPATH
   fi
-  "$PY" -m pytest -q -ra -p no:cacheprovider -m "$1" tests/test_gpu.py --junitxml="$xml"; rc=$?
+  "$PY" -m pytest -q -ra -p no:cacheprovider -m "$1" tests/test_gpu.py tests/test_memory_dtype.py --junitxml="$xml"; rc=$?
   "$PY" - "$xml" <<'EOF' || rc=1
 import os, sys, xml.etree.ElementTree as ET
 if not os.path.isfile(sys.argv[1]):

@@ -147,3 +147,34 @@ def test_in_process_trials_hold_their_splits_as_uint8(tiny_demo, tmp_path, monke
     clf_run.run_classifier_local(tiny_demo, tmp_path / "clf", {"model": "small_cnn", "image_size": 32,
                                                                "batch_size": 16, "num_epochs": 1, "device": "cpu"})
     assert seen["clf"] and all(d == torch.uint8 and s[1:] == (3, 32, 32) for d, s in seen["clf"]), seen["clf"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: torch.cuda.is_available() is False "
+                                                          "here (run on a GPU host: bash bench/gpu_check.sh)")
+@pytest.mark.parametrize("where", ["cuda", "cpu"])  # uint8 on the device (in-process) / on the host (a Ray shard)
+def test_graphed_gan_on_uint8_batches_trains_like_float_batches(where):
+    """A CUDA-graphed step copies each batch into a static float buffer: uint8 batches are made float before that
+    copy, on the replaying stream, so the graph sees the values a float batch would give."""
+    from trainables.gan.batching import array_batches
+    from trainables.gan.config import GanConfig, resolve_config
+    from trainables.gan.loop import GanTrainer, train_gan
+    from trainables.gan.step_checks import strict_numerics
+
+    cfg = resolve_config(GanConfig(image_size=32, channels=3, ngf=16, ndf=16, batch_size=8, device="cuda",
+                                   num_epochs=2, cuda_graphs="on", bf16="off", diffaugment="color,translation",
+                                   seed=5))
+    u8 = torch.randint(0, 256, (48, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    old = torch.from_numpy(normalize(u8.numpy().transpose(0, 2, 3, 1)))
+    runs = []
+    with strict_numerics():
+        for images in (u8.to(where), old.to(where)):
+            hist, tr = [], GanTrainer(cfg, "cuda")
+            train_gan(cfg, array_batches(images, cfg.batch_size, cfg.seed), hist.append, trainer=tr)
+            assert tr._graphs, "12 full batches: the step is captured after its warm-up steps"
+            runs.append((hist, {k: v.float().cpu() for k, v in tr.G_module.state_dict().items()}))
+    (h_u8, g_u8), (h_f, g_f) = runs
+    for a, b in zip(h_u8, h_f):
+        assert (a["loss_D"], a["loss_G"]) == pytest.approx((b["loss_D"], b["loss_G"]), rel=1e-5)
+    worst = max(float((g_u8[k] - g_f[k]).abs().max() / g_f[k].abs().max().clamp_min(1e-12)) for k in g_f)
+    assert worst < 1e-5, worst
