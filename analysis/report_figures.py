@@ -161,13 +161,21 @@ def closest_pairs_figures(doc: Doc, out: Path, chosen, dirs: dict) -> None:
 
 
 def resolve_dir(value: str, base: Path) -> Path | None:
+    """A run folder a results row names: as given, relative to the results file, or moved with the sweep folder
+    (a store URI's folder fetched beside the results file, as a sweep on remote storage does for its report)."""
+    from analysis.export import ExportError, locate
+
     if not value:
         return None
     # a mixed-loss config lists its member GANs' run dirs joined by ";": show the first member
-    p = Path(value.split(";")[0])
-    if p.is_absolute():
-        return p
-    return base / p if (base / p).exists() else p
+    first = value.split(";")[0]
+    p = Path(first)
+    if "://" not in first and not p.is_absolute() and (base / p).exists():
+        return base / p
+    try:
+        return locate(first, base / "results.parquet", "GAN run folder")
+    except ExportError:
+        return None if "://" in first else p
 
 
 def run_dirs(clf: pd.DataFrame, config_id: str, base: Path) -> list[tuple[int | None, Path]]:

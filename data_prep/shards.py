@@ -11,6 +11,9 @@ Ray Train workers get their part with `ray.train.get_dataset_shard(name)`.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import numpy as np
 import pandas as pd
 
@@ -18,6 +21,31 @@ from data_prep.arrays import decode_rows
 from data_prep.errors import DataError
 
 _MAX_ROWS_PER_BLOCK = 4096  # decode work per task; measured: fewer, larger blocks beat many small ones
+_ON_THIS_NODE = contextvars.ContextVar("decode_on_this_node", default=False)
+
+
+@contextlib.contextmanager
+def decode_on_this_node(on: bool = True):
+    """Datasets made in the body decode on this node: its files are in this node's scratch (a sweep on remote
+    storage, sweeps.artifacts), not on a shared file system. The decoded blocks then sit in the object store,
+    and Train workers on any node read their shards from there."""
+    token = _ON_THIS_NODE.set(bool(on))
+    try:
+        yield
+    finally:
+        _ON_THIS_NODE.reset(token)
+
+
+def decode_remote_args() -> dict:
+    """Ray remote args of the decode tasks: none, or pinned to this node (on 0 CPUs: the trial's own CPUs and its
+    workers' may be all this node has; the decode runs once per trial)."""
+    if not _ON_THIS_NODE.get():
+        return {}
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(
+        node_id=ray.get_runtime_context().get_node_id(), soft=False)}
 
 
 def decode_in_parallel(ds):
@@ -53,5 +81,5 @@ def split_dataset(manifest, split: str, image_size: int, channels: int, label: i
         imgs = decode_rows(batch, image_size, channels, channels_first=True)
         return {"image": imgs, "label": batch["label"].to_numpy(np.int64)}
 
-    ds = ds.map_batches(decode, batch_format="pandas", batch_size=None)
+    ds = ds.map_batches(decode, batch_format="pandas", batch_size=None, **decode_remote_args())
     return ds.materialize() if materialize else ds

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/a
 
 from data_prep.errors import ConfigError, DataError  # noqa: E402
 from sweeps import config as sweep_config  # noqa: E402
+from sweeps.answer import disk_use, summarize  # noqa: E402
 from sweeps.config import SweepConfig  # noqa: E402
 from sweeps.data import prepare_data, trial_data  # noqa: E402,F401  (trial_data: tests and bench use it here too)
 from sweeps.plan import DDP_TRIAL_CPU  # noqa: E402  what a DDP trial's own (coordinating) process reserves
@@ -94,19 +95,20 @@ def run_phase(cfg: SweepConfig, phase: str, data, table, tune_config, param_spac
         resources = {"cpu": DDP_TRIAL_CPU, "gpu": 0}
     fn = tune.with_resources(tune.with_parameters(trainable, sweep=cfg, data=data), resources)
     name = f"{cfg.name}-{phase}"
-    storage = cfg.storage_path if "://" in cfg.storage_path else str(Path(cfg.storage_path).resolve())
+    storage, fs = tune_storage(cfg)
     exp_path = f"{storage.rstrip('/')}/{name}"
     table.phase = phase
     callback = ResultsCallback(table, cfg.trial_time_budget_s, deadline)
     stop = {"time_total_s": cfg.trial_time_budget_s} if cfg.trial_time_budget_s else None
-    if cfg.resume and tune.Tuner.can_restore(exp_path):
+    if cfg.resume and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
         print(f"[{phase}] resuming {exp_path}", flush=True)
         tuner = tune.Tuner.restore(exp_path, trainable=fn, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False, param_space=param_space)
+                                   restart_errored=False, param_space=param_space, storage_filesystem=fs)
         reattach_callbacks(tuner, [callback])
     else:
         tuner = tune.Tuner(fn, param_space=param_space or {}, tune_config=tune_config,
-                           run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[callback], stop=stop,
+                           run_config=tune.RunConfig(name=name, storage_path=storage, storage_filesystem=fs,
+                                                     callbacks=[callback], stop=stop,
                                                      failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                                      verbose=1))
     grid = tuner.fit()
@@ -114,6 +116,18 @@ def run_phase(cfg: SweepConfig, phase: str, data, table, tune_config, param_spac
     if added:
         print(f"[{phase}] recovered {added} finished trial(s) missing from results.parquet", flush=True)
     return grid
+
+
+def tune_storage(cfg: SweepConfig) -> tuple[str, object]:
+    """(storage_path, storage_filesystem) for Tune: a local folder, or the URI with an S3 endpoint override."""
+    from sweeps.storage import filesystem, is_remote
+
+    if not is_remote(cfg.storage_path):
+        return str(Path(cfg.storage_path).resolve()), None
+    endpoint = cfg.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    if cfg.storage_path.startswith("s3://") and endpoint:
+        return filesystem(cfg.storage_path, endpoint)[1], filesystem(cfg.storage_path, endpoint)[0]
+    return cfg.storage_path, None
 
 
 def time_left(deadline: float) -> float | None:
@@ -179,36 +193,6 @@ def confirm_phase(cfg: SweepConfig, data, table, max_conc: int, best: list[dict]
     return run_phase(cfg, "confirm", data, table, tc, {"trial": tune.grid_search(configs)}, deadline)
 
 
-def summarize(df) -> str:
-    """The answer in a few lines: the headline's verdict and each arm's real-test numbers (confirm phase)."""
-    import analysis
-    from analysis.tables import METRIC_LABELS
-
-    tidy = analysis.tidy(df)
-    if analysis.classifier_rows(tidy).empty:
-        return "no trial finished successfully; see the failed rows in results.parquet"
-    h = analysis.headline(tidy)
-    t = h.table.set_index("metric")
-    head = f"  {'arm':<34}{'seeds':>6}{'val F1':>9}{'test F1':>9}{'test sens':>11}{'test AUC':>10}"
-    rows = []
-    for name, pick in (("baseline", h.baseline), ("gan", h.gan), ("control", h.control)):
-        if pick is None:
-            continue
-        label = "GAN " + str(pick.summary.get("gan_loss", "")) + f" ratio {pick.summary.get('synthetic_ratio', 0):g}" \
-            if name == "gan" else (pick.arm if name == "baseline" else f"best control: {pick.arm}")
-        rows.append(f"  {label:<34}{len(pick.seeds_ok):>6}{t.loc['f1', name + '_val_mean']:>9.3f}"
-                    f"{t.loc['f1', name + '_mean']:>9.3f}{t.loc['sensitivity', name + '_mean']:>11.3f}"
-                    f"{t.loc['roc_auc', name + '_mean']:>10.3f}")
-    verdict = [m.replace("**", "") for m in h.messages]
-    return "\n".join(["real-test metrics of the confirm phase, mean over seeds (every choice made on val):", head]
-                     + rows + [""] + verdict + [f"({METRIC_LABELS['f1']} and sensitivity carry the claims; "
-                                                "the report has the tests and what they cover.)"])
-
-
-def disk_use(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def dry_run(cfg: SweepConfig) -> int:
     from sweeps.plan import describe, probe
 
@@ -227,8 +211,10 @@ def start_ray(cfg: SweepConfig) -> int:
     root = str(Path(__file__).resolve().parents[1])
     pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     # "local": a new Ray of our own; with no address ray.init would join whatever Ray already runs on this machine
-    ray.init(address=cfg.address or "local", ignore_reinit_error=True,
-             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    env_vars = {"PYTHONPATH": pythonpath}
+    if cfg.s3_endpoint:  # pyarrow reads it on every process: our store, Tune's and Train's storage alike
+        os.environ["AWS_ENDPOINT_URL"] = env_vars["AWS_ENDPOINT_URL"] = cfg.s3_endpoint
+    ray.init(address=cfg.address or "local", ignore_reinit_error=True, runtime_env={"env_vars": env_vars})
     max_conc = concurrency(cfg)
     # With a search algorithm Tune keeps one pending trial at a time by default, which serialises short
     # trials; let as many be pending as may run at once.
@@ -238,7 +224,13 @@ def start_ray(cfg: SweepConfig) -> int:
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # Snapshot the experiment state often (it is small): a killed driver then resumes with every
     # finished trial known, instead of re-running trials finished since the last snapshot.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # Remote storage: every snapshot is an upload, so every 30 s (our own results.parquet and sweep_state.json,
+    # which --resume reads first, are published as each trial ends).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "30" if "://" in cfg.storage_path else "2")
+    if "://" in cfg.storage_path:
+        from sweeps.leases import start_leases
+
+        start_leases(cfg.sweep_dir)  # the cross-node GAN cache's leases, on this (the driver's) node
     return max_conc
 
 
@@ -253,7 +245,7 @@ def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max
 
         state.update(phase="confirm", best=[{k: b.get(k) for k in (*TRIAL_KEYS, "config_id", "val_f1",
                                                                      "val_sensitivity")} for b in best])
-        state_path.write_text(json.dumps(state, indent=2, default=float))
+        write_state(cfg, state, state_path)
     if state["phase"] == "confirm" and deadline and time.time() >= deadline:
         print(f"[confirm] not started: the sweep's time budget ({cfg.time_budget_s:g} s) is spent; "
               "run again with --resume and a larger --time-budget-s to confirm", flush=True)
@@ -265,16 +257,12 @@ def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max
                   "are rows marked stopped; --resume with a larger --time-budget-s runs the rest", flush=True)
             return
         state["phase"] = "done"
-        state_path.write_text(json.dumps(state, indent=2, default=float))
+        write_state(cfg, state, state_path)
 
 
 def finish(cfg: SweepConfig, table, work: Path, no_report: bool) -> None:
     """results.parquet to its storage, the answer printed, the report written."""
-    results = table.write()
-    if "://" in cfg.storage_path:
-        import pyarrow.fs as pafs
-
-        pafs.copy_files(str(results), f"{cfg.sweep_dir}/results.parquet")
+    results = table.write()  # and to remote storage (ResultsTable.store)
     print("\n" + summarize(table.frame()))
     failed = table.frame().query("status != 'ok'")
     if len(failed):
@@ -285,8 +273,13 @@ def finish(cfg: SweepConfig, table, work: Path, no_report: bool) -> None:
     try:
         from analysis.report import build_report
 
+        store = sweep_store(cfg, work)
+        if store.remote:  # the runs' small files (histories, metrics, scores), found beside results.parquet
+            for key in ("gans", "classifiers"):  # not checkpoints, synthetic sets, Train runs
+                store.fetch(key, skip_suffixes=(".pt",), skip_folders=("synthetic", "samples", "ray"))
         report = build_report(results, work / "report")
-        print(f"report:  {report.parent / 'report.html'} (and report.md)")
+        where = store.publish("report")
+        print(f"report:  {where}/report.html (and report.md)")
     except Exception as exc:  # the results are safe on disk; say what went wrong with the report
         print(f"report could not be written ({type(exc).__name__}: {exc}); "
               f"try: python -m analysis.report {results} --out {work / 'report'}")
@@ -303,6 +296,9 @@ def setup(cfg: SweepConfig) -> tuple[SweepConfig, Path, object, dict, Path]:
         raise ConfigError(f"{work} already holds a sweep named {cfg.name!r}; pass --resume to continue it or "
                           f"--name to start another")
     work.mkdir(parents=True, exist_ok=True)
+    if cfg.resume:  # a resumed remote sweep may run on a new head: its state and rows come from the store
+        for key in ("sweep_state.json", "results.parquet"):
+            sweep_store(cfg, work).fetch(key)
     manifest = prepare_data(cfg, work)
     state = json.loads(state_path.read_text()) if state_path.exists() else {"phase": "search"}
     state.setdefault("config", json.loads(json.dumps(cfg.__dict__, default=list)))
@@ -322,7 +318,26 @@ def setup(cfg: SweepConfig) -> tuple[SweepConfig, Path, object, dict, Path]:
     if cfg.gan_eval_every:
         for i, d in enumerate((data, *data.folds)):  # each fold's reference: its own val part, not its GAN's
             build_quality_reference(cfg, d, f"fold {i - 1}'s trials" if i else "")
+    store = sweep_store(cfg, work)
+    if store.remote:  # trials on any node get the data and the reference from the store, never from this disk
+        from sweeps.artifacts import publish_for_cluster
+
+        data = publish_for_cluster(data, store, cfg.image_size, cfg.channels)
+        store.publish("sweep_state.json")
     return cfg, work, data, state, state_path
+
+
+def sweep_store(cfg: SweepConfig, work: Path):
+    """The sweep's folder in its storage; with remote storage this driver's scratch is its work dir."""
+    from sweeps.storage import Store
+
+    return Store(cfg.sweep_dir, cfg.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL") or None, scratch=str(work))
+
+
+def write_state(cfg: SweepConfig, state: dict, state_path: Path) -> None:
+    """sweep_state.json (phase reached, the search's picks) on the driver's disk and in remote storage."""
+    state_path.write_text(json.dumps(state, indent=2, default=float))
+    sweep_store(cfg, state_path.parent).publish("sweep_state.json")
 
 
 def build_quality_reference(cfg: SweepConfig, data, used_by: str = "") -> None:
@@ -331,7 +346,7 @@ def build_quality_reference(cfg: SweepConfig, data, used_by: str = "") -> None:
     import torch
 
     from data_prep import read_manifest
-    from sweeps.trial import quality_evaluator
+    from sweeps.quality import quality_evaluator
 
     t = time.time()
     device = "cuda" if cfg.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
@@ -358,10 +373,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from sweeps.results import ResultsTable
 
-    table = ResultsTable(work / "results.parquet", cfg.name)
+    table = ResultsTable(work / "results.parquet", cfg.name, store=sweep_store(cfg, work))
     max_conc = start_ray(cfg)
     print(f"sweep {cfg.name!r}: {max_conc} trial(s) at once; work dir {work}", flush=True)
-    run_phases(cfg, data, table, state, state_path, max_conc, t0 + cfg.time_budget_s if cfg.time_budget_s else 0.0)
+    try:
+        run_phases(cfg, data, table, state, state_path, max_conc, t0 + cfg.time_budget_s if cfg.time_budget_s else 0.0)
+    finally:
+        if "://" in cfg.storage_path:  # the lease actor is detached: it would outlive the sweep
+            from sweeps.leases import stop_leases
+
+            stop_leases(cfg.sweep_dir)
     ray.shutdown()
     finish(cfg, table, work, no_report)
     print(f"disk used by this sweep: {disk_use(work) / 1e6:.1f} MB in {work}; took {(time.time() - t0) / 60:.1f} min")

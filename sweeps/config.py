@@ -28,7 +28,8 @@ class SweepConfig:
     # ---- where things go
     name: str = "augment_ratio"  # sweep name: results land in <storage_path>/<name>/
     storage_path: str = "results"  # local folder or s3://bucket/prefix (Tune storage)
-    work_dir: str | None = None  # local/shared folder for GAN cache and runs; default <storage_path>/<name>
+    work_dir: str | None = None  # the driver's folder (data split, report); default <storage_path>/<name> when local
+    s3_endpoint: str | None = None  # S3-compatible endpoint of an s3:// storage_path (MinIO...); default AWS_ENDPOINT_URL
     address: str | None = None  # "auto" joins a running cluster; None starts a local Ray
     resume: bool = False  # continue an interrupted sweep of the same name (finished trials are not re-run)
     # ---- search

@@ -31,8 +31,9 @@ def _clean(v: Any) -> Any:
 class ResultsTable:
     """Rows keyed by (trial_id, stage); every `add` rewrites the parquet atomically."""
 
-    def __init__(self, path: str | Path, sweep_name: str, phase: str = ""):
+    def __init__(self, path: str | Path, sweep_name: str, phase: str = "", store=None):
         self.path = Path(path)
+        self.store = store  # a remote sweeps.storage.Store: every write is published as <sweep>/results.parquet
         self.sweep_name = sweep_name
         self.phase = phase
         self.rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -84,6 +85,8 @@ class ResultsTable:
                         df[c] = df[c].astype(str)
         df.to_parquet(tmp, index=False)
         tmp.replace(self.path)
+        if self.store is not None and self.store.remote:  # losing the driver's disk loses no row
+            self.store.publish(self.path.name)
         return self.path
 
 

@@ -1,11 +1,14 @@
 """The Tune function trainable of the sweep: one trial = (GAN, if its arm uses one) -> synthetic set -> classifier.
 
 No wasted GAN training: a GAN is identified by `space.gan_key` (loss, lrs, DiffAugment, n_critic, seed)
-and lives in <work_dir>/gans/<key>/. The first trial that needs it trains it under a file lock; every
-later trial (any ratio, any classifier LR) finds `done.json` and reuses the generator and its synthetic
-set. A trial stopped by the scheduler or killed mid-GAN leaves checkpoints, so the next trial asking
-for that GAN resumes it instead of starting over. The synthetic set is sampled once per GAN, large
-enough for the largest ratio in the sweep; each classifier draws its own seeded subset.
+and lives in <storage>/<name>/gans/<key>/. The first trial that needs it trains it under the key's lease
+(sweeps.leases: a file lock on local storage, a cluster-wide Ray actor on remote storage); every later trial
+(any ratio, any classifier LR, any node) finds its `done.json` and reuses the generator and its synthetic
+set. A trial stopped by the scheduler or killed mid-GAN leaves checkpoints (published to remote storage as
+they are written), so the next trial asking for that GAN resumes it instead of starting over. The synthetic
+set is sampled once per GAN, large enough for the largest ratio in the sweep; each classifier draws its own
+seeded subset. On remote storage a trial first fetches the data bundle into its node's scratch
+(sweeps.artifacts.localize) and never opens a path on the driver's disk.
 
 Reported to Tune: per GAN epoch (phase "gan": gan_epoch, losses, KID every gan_eval_every epochs, which
 ASHA uses to stop weak GANs), per classifier epoch (phase "classifier"), and a final row (phase
@@ -22,9 +25,7 @@ mix by its first member alone. Its quality metrics are those of the mixed synthe
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import functools
 import json
 import math
@@ -34,7 +35,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from analysis.schema import METRIC_NAMES
+from data_prep.shards import decode_on_this_node
 from sweeps.config import SweepConfig
+from sweeps.quality import audit_gan, mix_quality, quality_evaluator
 from sweeps.space import MIX, ROW_KEYS, TRIAL_KEYS, config_id, gan_key, mix_members, setup_id
 
 METRICS = METRIC_NAMES
@@ -48,18 +51,6 @@ def reference_split(n_val_positive: int) -> str:
     return "val" if n_val_positive >= MIN_VAL_REFERENCE_IMAGES else "train"
 
 
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """Exclusive lock across processes on one machine or a shared POSIX file system."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 @dataclass(frozen=True)
 class TrialData:
     """What every trial knows of the sweep's data and places, fixed by the driver before any trial starts
@@ -69,6 +60,9 @@ class TrialData:
     n_val_positive: int = 0  # real minority images in val (decides gan_reference_split)
     n_test_positive: int = 0  # real minority images in test (the report states it)
     gan_reference_split: str = "val"  # real images the GAN's KID/FID are measured against (reference_split)
+    storage: str = ""  # the sweep's folder in remote storage (s3://...): manifests are keys in it, fetched by
+    # sweeps.artifacts.localize into each node's scratch; "" = local paths, as given
+    s3_endpoint: str | None = None  # S3-compatible endpoint of `storage` (None: AWS, or AWS_ENDPOINT_URL)
     folds: tuple["TrialData", ...] = ()  # --folds K: fold f's data (its manifest: fold f's train/val, same test)
 
 
@@ -169,97 +163,83 @@ def _report(metrics: dict) -> None:
 
 
 def ensure_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, device: str,
-               report=_report) -> dict[str, Any]:
-    """Train (or reuse) the GAN of this config, sample its synthetic set once, audit it once.
+               report=_report, holder: str = "") -> dict[str, Any]:
+    """Train (or reuse) the GAN of this config, sample its synthetic set once, audit it once: one training per
+    GAN key across the cluster (sweeps.leases), completion = gans/<key>/done.json in the store (written last).
 
     -> {"gan_key", "gan_run_dir", "synthetic_dir", "status", "reason", "gan_trained_here", gan_* metrics}
     """
-    from data_prep import read_manifest
-    from trainables.gan.sample import write_samples
-    from trainables.gan.run import run_gan_local
+    from sweeps.artifacts import artifact_uri, store_of
+    from sweeps.leases import gan_lease
 
     key = gan_key(config)
-    run_dir = Path(data.work_dir) / "gans" / key
-    done = run_dir / "done.json"
-    with file_lock(run_dir.parent / f"{key}.lock"):
-        if done.exists():
-            return {**json.loads(done.read_text()), "gan_trained_here": False}
-        t0 = time.perf_counter()
-        manifest = read_manifest(data.manifest)
-        gcfg = gan_config(config, sweep, device)
-        evaluator = quality_evaluator(manifest, sweep, data, device) if sweep.gan_eval_every else None
-
-        if sweep.workers_per_trial > 1:  # DDP over several workers: a TorchTrainer inside this trial
-            from trainables.gan.ray_train import run_gan_ray
-
-            result = run_gan_ray(data.manifest, run_dir, gcfg, num_workers=sweep.workers_per_trial,
-                                 use_gpu=sweep.gpus_per_trial > 0, evaluate=evaluator,
-                                 resources_per_worker=ddp_worker_resources(sweep),
-                                 callbacks=tune_forwarder(functools.partial(gan_progress, key=key)))
-        else:
-            result = run_gan_local(data.manifest, run_dir, gcfg, report=lambda m: report(gan_progress(m, key)),
-                                   evaluate=evaluator)
-        info: dict[str, Any] = {"gan_key": key, "gan_run_dir": str(run_dir), "gan_epochs": result.get("epochs"),
-                                "time_gan_s": round(time.perf_counter() - t0, 2)}
-        if evaluator is not None:  # the driver builds it before any trial; True = this trial did not rebuild it
-            info["gan_reference_cached"] = bool(evaluator.reference_was_cached)
-        if result.get("status") != "finished":
-            info.update(status="failed", reason=f"GAN {result.get('status')}: {result.get('reason')}")
-            done.write_text(json.dumps(info))  # a diverged config stays diverged: don't retrain it
-            return {**info, "gan_trained_here": True}
-        n_minority = int(((manifest.df["split"] == "train") & (manifest.df["label"] == manifest.positive_label)
-                          & ~manifest.df["is_synthetic"]).sum())
-        n_samples = max(1, math.ceil(max(sweep.synthetic_ratios) * n_minority))
-        synthetic_dir = run_dir / "synthetic"
-        ckpt = sorted((run_dir / "checkpoints").glob("*.pt"))[-1]
-        write_samples(ckpt, n_samples, synthetic_dir, seed=int(config["seed"]), device=device, overwrite=True,
-                      progress=False, labels=[manifest.positive_class] if gcfg.conditional else None)
-        info.update(status="ok", reason="", synthetic_dir=str(synthetic_dir))
-        if evaluator is not None:
-            info.update(audit_gan(evaluator, [synthetic_dir], run_dir / "quality"))
-        info["time_gan_s"] = round(time.perf_counter() - t0, 2)
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info, default=float))
-        tmp.replace(done)
+    store = store_of(data)
+    run_dir = store.local(f"gans/{key}")
+    here = {"gan_run_dir": artifact_uri(data, run_dir)}
+    with gan_lease(store, key, holder or key, run_dir.parent / f"{key}.lock"):
+        done = store.read_text(f"gans/{key}/done.json")
+        if done is not None:
+            info = json.loads(done)
+            if info.get("status") == "ok":  # the synthetic set and the run, into this node's scratch
+                store.fetch(f"gans/{key}", skip_suffixes=(".pt",))
+                here["synthetic_dir"] = str(run_dir / "synthetic")
+            return {**info, **here, "gan_trained_here": False}
+        store.fetch(f"gans/{key}/checkpoints")  # a run cut short elsewhere resumes from its checkpoints
+        info = {**_train_gan(config, sweep, data, device, report, run_dir, key, store), **here}
+        store.publish(f"gans/{key}")
+        store.write_text(f"gans/{key}/done.json", json.dumps(info, default=float))
+        if info["status"] == "ok":
+            info["synthetic_dir"] = str(run_dir / "synthetic")
         return {**info, "gan_trained_here": True}
 
 
-def quality_evaluator(manifest, sweep: SweepConfig, data: TrialData, device: str):
-    """The GAN evaluator of this sweep: domain features, reference = real minority images of
-    data.gan_reference_split ("val" unless val is too small), memorisation audit against real train."""
-    from trainables.metrics.generative import make_gan_evaluator
+def _train_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, device: str, report,
+               run_dir: Path, key: str, store) -> dict[str, Any]:
+    """ensure_gan's training, sampling and audit in run_dir (this node's scratch with remote storage; its
+    checkpoints are published as they are written) -> the done.json record."""
+    from data_prep import read_manifest
+    from sweeps.artifacts import CheckpointSync
+    from trainables.gan.run import run_gan_local
+    from trainables.gan.sample import write_samples
 
-    return make_gan_evaluator(manifest, sweep.image_size, sweep.channels, Path(data.work_dir) / "quality_cache",
-                              "inception" if sweep.inception_weights else "domain",
-                              inception_weights=sweep.inception_weights, device=device,
-                              split=data.gan_reference_split, domain_epochs=sweep.quality_domain_epochs)
+    t0 = time.perf_counter()
+    manifest = read_manifest(data.manifest)
+    gcfg = gan_config(config, sweep, device)
+    evaluator = quality_evaluator(manifest, sweep, data, device) if sweep.gan_eval_every else None
+    sync = CheckpointSync(store, f"gans/{key}")
+    if sweep.workers_per_trial > 1:  # DDP over several workers: a TorchTrainer inside this trial
+        from trainables.gan.ray_train import run_gan_ray
 
+        with decode_on_this_node(store.remote):  # the images are in this node's scratch
+            result = run_gan_ray(data.manifest, run_dir, gcfg, num_workers=sweep.workers_per_trial,
+                                 use_gpu=sweep.gpus_per_trial > 0, evaluate=evaluator,
+                                 resources_per_worker=ddp_worker_resources(sweep),
+                                 storage_path=store.uri(f"gans/{key}/ray") if store.remote else None,
+                                 callbacks=tune_forwarder(functools.partial(gan_progress, key=key)))
+    else:
+        def on_epoch(m: Mapping[str, Any]) -> None:
+            report(gan_progress(m, key))
+            sync()
 
-QUALITY_COLUMNS = {"fid": "gan_fid", "kid": "gan_kid", "kid_std": "gan_kid_std", "precision": "gan_precision",
-                   "recall": "gan_recall", "diversity_ratio": "gan_diversity_ratio",
-                   "memorised_fraction": "gan_memorised_fraction"}
-
-
-def audit_gan(evaluator, synthetic_dirs: list, out_dir: Path) -> dict[str, Any]:
-    """Final quality + memorisation audit of a sampled set (equal parts of each folder in synthetic_dirs)
-    against the evaluator's real reference; the memorisation audit compares with real train images."""
-    import pandas as pd
-
-    from data_prep.arrays import decode_rows
-    from data_prep.manifest import read_synthetic_rows
-    from trainables.metrics.generative import evaluate_synthetic
-
-    sets = [read_synthetic_rows(d) for d in synthetic_dirs]
-    n_each = min(len(r) for r in sets)
-    rows = pd.concat([r.head(n_each) for r in sets], ignore_index=True)
-    ref = evaluator.reference
-    fake = decode_rows(rows, ref.pixels.shape[1], ref.pixels.shape[3])
-    m = evaluate_synthetic(None, fake, None, evaluator.extractor, out_dir=out_dir, reference=ref)
-    (out_dir / "metrics.json").write_text(json.dumps(m, indent=2, default=str))
-    out: dict[str, Any] = {col: float(m[k]) for k, col in QUALITY_COLUMNS.items() if isinstance(m.get(k), (int, float))}
-    out["gan_kid_reference"] = str(ref.meta.get("split", ""))
-    out["gan_extractor"] = str(getattr(evaluator.extractor, "kind", ""))  # the report names the feature space
-    return out
+        result = run_gan_local(data.manifest, run_dir, gcfg, report=on_epoch, evaluate=evaluator)
+    info: dict[str, Any] = {"gan_key": key, "gan_epochs": result.get("epochs"),
+                            "time_gan_s": round(time.perf_counter() - t0, 2)}
+    if evaluator is not None:  # the driver builds it before any trial; True = this trial did not rebuild it
+        info["gan_reference_cached"] = bool(evaluator.reference_was_cached)
+    if result.get("status") != "finished":  # a diverged config stays diverged: its done.json says so
+        return {**info, "status": "failed", "reason": f"GAN {result.get('status')}: {result.get('reason')}"}
+    n_minority = int(((manifest.df["split"] == "train") & (manifest.df["label"] == manifest.positive_label)
+                      & ~manifest.df["is_synthetic"]).sum())
+    n_samples = max(1, math.ceil(max(sweep.synthetic_ratios) * n_minority))
+    synthetic_dir = run_dir / "synthetic"
+    ckpt = sorted((run_dir / "checkpoints").glob("*.pt"))[-1]
+    write_samples(ckpt, n_samples, synthetic_dir, seed=int(config["seed"]), device=device, overwrite=True,
+                  progress=False, labels=[manifest.positive_class] if gcfg.conditional else None)
+    info.update(status="ok", reason="")
+    if evaluator is not None:
+        info.update(audit_gan(evaluator, [synthetic_dir], run_dir / "quality"))
+    info["time_gan_s"] = round(time.perf_counter() - t0, 2)
+    return info
 
 
 def mix_progress(row: Mapping[str, Any], member: int, epochs_per_member: int) -> dict[str, Any]:
@@ -274,25 +254,6 @@ def mix_progress(row: Mapping[str, Any], member: int, epochs_per_member: int) ->
     return out
 
 
-def mix_quality(config: Mapping[str, Any], gans: list[dict], sweep: SweepConfig, data: TrialData,
-                device: str) -> dict[str, Any]:
-    """Quality of a mix's synthetic set (equal parts of each member's), computed once per mix under a lock."""
-    from data_prep import read_manifest
-
-    key = gan_key(config)
-    out_dir = Path(data.work_dir) / "gans" / key
-    done = out_dir / "mix_quality.json"
-    with file_lock(out_dir.parent / f"{key}.lock"):
-        if done.exists():
-            return json.loads(done.read_text())
-        evaluator = quality_evaluator(read_manifest(data.manifest), sweep, data, device)
-        q = audit_gan(evaluator, [g["synthetic_dir"] for g in gans], out_dir / "quality")
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps(q, default=float))
-        tmp.replace(done)
-        return q
-
-
 def run_trial(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, trial_id: str, report=_report,
               before: Callable[[Mapping[str, Any]], Any] | None = None) -> dict[str, Any]:
     """Everything one trial does, without Tune (tests call this directly). Returns the final row.
@@ -304,7 +265,9 @@ def run_trial(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, tr
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     device = "cuda" if sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     t0 = time.perf_counter()
-    data = fold_data(config, data)
+    from sweeps.artifacts import localize
+
+    data = fold_data(config, localize(data))
     row: dict[str, Any] = {k: config[k] for k in (*TRIAL_KEYS, *ROW_KEYS) if k in config}
     row.update(trial_id=trial_id, config_id=config_id(config), setup_id=setup_id(config), gan_key=gan_key(config),
                status="ok", error="", image_size=sweep.image_size, channels=sweep.channels,
@@ -331,7 +294,7 @@ def trial_gans(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
     gans = []
     for i, member in enumerate(members):
         member_report = (lambda r, i=i: report(mix_progress(r, i, sweep.gan_epochs))) if is_mix else report
-        gans.append(ensure_gan(member, sweep, data, device, member_report))
+        gans.append(ensure_gan(member, sweep, data, device, member_report, holder=str(row["trial_id"])))
     bad = [g for g in gans if g["status"] != "ok"]
     if not is_mix:
         row.update({k: v for k, v in gans[0].items() if k not in ("status", "reason")})
@@ -341,7 +304,7 @@ def trial_gans(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
                    time_gan_s=sum(g.get("time_gan_s", 0) for g in gans if g.get("gan_trained_here")),
                    gan_epochs=sum(int(g.get("gan_epochs") or 0) for g in gans))
         if not bad and sweep.gan_eval_every:
-            row.update(mix_quality(config, gans, sweep, data, device))
+            row.update(mix_quality(config, gans, sweep, data, device, holder=str(row["trial_id"])))
     if bad:
         row.update(status="failed", error="; ".join(g["reason"] for g in bad))
         return None
@@ -351,32 +314,38 @@ def trial_gans(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
 def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, device: str, report,
                      trial_id: str, synthetic_dir) -> dict[str, Any]:
     """Train the trial's classifier (in process, or DDP through a TorchTrainer) -> its val/test row values."""
+    from sweeps.artifacts import CheckpointSync, artifact_uri, store_of
     from trainables.classifier.run import run_classifier_local
 
     t1 = time.perf_counter()
-    clf_dir = Path(data.work_dir) / "classifiers" / trial_id
+    store, key = store_of(data), f"classifiers/{trial_id}"
+    clf_dir = store.fetch(key)  # remote: a retry on another node resumes from the checkpoints published below
+    sync = CheckpointSync(store, key)
     ccfg = classifier_config(config, sweep, device)
     if sweep.workers_per_trial > 1:
         from trainables.classifier.ray_train import run_classifier_ray
 
-        result = run_classifier_ray(data.manifest, clf_dir, dataclasses.replace(ccfg, device="auto"),
-                                    synthetic_dir=synthetic_dir, num_workers=sweep.workers_per_trial,
-                                    use_gpu=sweep.gpus_per_trial > 0, name=f"clf-{trial_id}",
-                                    resources_per_worker=ddp_worker_resources(sweep),
-                                    callbacks=tune_forwarder(classifier_progress))
+        with decode_on_this_node(store.remote):  # the images are in this node's scratch
+            result = run_classifier_ray(data.manifest, clf_dir, dataclasses.replace(ccfg, device="auto"),
+                                        synthetic_dir=synthetic_dir, num_workers=sweep.workers_per_trial,
+                                        use_gpu=sweep.gpus_per_trial > 0, name=f"clf-{trial_id}",
+                                        resources_per_worker=ddp_worker_resources(sweep),
+                                        storage_path=store.uri(f"{key}/ray") if store.remote else None,
+                                        callbacks=tune_forwarder(classifier_progress))
     else:
         def on_epoch(m: dict) -> None:
             progress = classifier_progress(m)
             if progress:
                 report(progress)
+            sync()
 
         result = run_classifier_local(data.manifest, clf_dir, ccfg, synthetic_dir=synthetic_dir, report=on_epoch,
                                       resume=True)
     out = {f"{split}_{k}": float(result[split][k]) if result[split].get(k) is not None else float("nan")
            for split in ("val", "test") for k in METRICS}
-    out.update(clf_run_dir=str(clf_dir),
-               synthetic_dir=";".join(d for d, _ in synthetic_dir) if isinstance(synthetic_dir, list)
-               else str(synthetic_dir or ""),
+    store.publish(key)
+    dirs = [d for d, _ in synthetic_dir] if isinstance(synthetic_dir, list) else [synthetic_dir] if synthetic_dir else []
+    out.update(clf_run_dir=artifact_uri(data, clf_dir), synthetic_dir=";".join(artifact_uri(data, d) for d in dirs),
                clf_threshold=float(result.get("threshold", float("nan"))),
                clf_best_epoch=int(result.get("best_epoch", -1)), n_synthetic=int(result.get("n_synthetic", 0)),
                time_classifier_s=round(time.perf_counter() - t1, 2))

@@ -26,7 +26,7 @@ from data_prep.arrays import decode_rows
 from data_prep.config import config_to_dict
 from data_prep.errors import ConfigError
 from data_prep.manifest import read_manifest
-from data_prep.shards import decode_in_parallel, split_dataset
+from data_prep.shards import decode_in_parallel, decode_remote_args, split_dataset
 from trainables.classifier.config import ClassifierConfig, classifier_config
 from trainables.classifier.data import build_classifier_data, epoch_indices, sample_weights_for
 from trainables.classifier.loop import evaluate_best, merge_predictions, strip_models, train_classifier
@@ -48,8 +48,8 @@ def indexed_dataset(rows: pd.DataFrame, image_size: int, channels: int):
         return {"image": decode_rows(batch, image_size, channels, channels_first=True),  # uint8: loop normalises
                 "label": batch["label"].to_numpy(np.int64), "index": batch["index"].to_numpy(np.int64)}
 
-    return decode_in_parallel(ray.data.from_pandas(cols)).map_batches(decode, batch_format="pandas",
-                                                                       batch_size=256).materialize()
+    return decode_in_parallel(ray.data.from_pandas(cols)).map_batches(decode, batch_format="pandas", batch_size=256,
+                                                                       **decode_remote_args()).materialize()
 
 
 def _eval_batches(name: str, batch_size: int, rank: int, world: int):

@@ -167,7 +167,8 @@ def run_gan_ray(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig |
                            "evaluate": evaluate, "local_checkpoint": str(latest) if latest else None,
                            "after_training": after_training},
         datasets={"train": ds},
-        **trainer_kwargs(name=RAY_RUN_NAME, storage_path=Path(storage_path or files.root / "ray").resolve(),
+        **trainer_kwargs(name=RAY_RUN_NAME, storage_path=storage_path if "://" in str(storage_path or "")
+                         else Path(storage_path or files.root / "ray").resolve(),  # a URI: s3://, gs://
                          num_workers=num_workers, use_gpu=use_gpu, max_failures=max_failures,
                          num_to_keep=cfg.keep_checkpoints, callbacks=callbacks,
                          resources_per_worker=resources_per_worker))

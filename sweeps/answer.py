@@ -1,0 +1,34 @@
+"""What the sweep prints when it ends: the verdict and each arm's real-test numbers, and the disk it used."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def summarize(df) -> str:
+    """The answer in a few lines: the headline's verdict and each arm's real-test numbers (confirm phase)."""
+    import analysis
+    from analysis.tables import METRIC_LABELS
+
+    tidy = analysis.tidy(df)
+    if analysis.classifier_rows(tidy).empty:
+        return "no trial finished successfully; see the failed rows in results.parquet"
+    h = analysis.headline(tidy)
+    t = h.table.set_index("metric")
+    head = f"  {'arm':<34}{'seeds':>6}{'val F1':>9}{'test F1':>9}{'test sens':>11}{'test AUC':>10}"
+    rows = []
+    for name, pick in (("baseline", h.baseline), ("gan", h.gan), ("control", h.control)):
+        if pick is None:
+            continue
+        label = "GAN " + str(pick.summary.get("gan_loss", "")) + f" ratio {pick.summary.get('synthetic_ratio', 0):g}" \
+            if name == "gan" else (pick.arm if name == "baseline" else f"best control: {pick.arm}")
+        rows.append(f"  {label:<34}{len(pick.seeds_ok):>6}{t.loc['f1', name + '_val_mean']:>9.3f}"
+                    f"{t.loc['f1', name + '_mean']:>9.3f}{t.loc['sensitivity', name + '_mean']:>11.3f}"
+                    f"{t.loc['roc_auc', name + '_mean']:>10.3f}")
+    verdict = [m.replace("**", "") for m in h.messages]
+    return "\n".join(["real-test metrics of the confirm phase, mean over seeds (every choice made on val):", head]
+                     + rows + [""] + verdict + [f"({METRIC_LABELS['f1']} and sensitivity carry the claims; "
+                                                "the report has the tests and what they cover.)"])
+
+
+def disk_use(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
