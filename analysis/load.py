@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.schema import (ALL_COLUMNS, GAN_COLUMNS, ID_COLUMNS, PATH_COLUMNS,
+from analysis.schema import (ALL_COLUMNS, GAN_COLUMNS, ID_COLUMNS, OPTIONAL_COLUMNS, PATH_COLUMNS,
                              REQUIRED_COLUMNS, TEST_COLUMNS, TIMING_COLUMNS, VAL_COLUMNS)
 
 STATUSES = ("ok", "failed", "stopped")
@@ -24,7 +24,7 @@ STATUSES = ("ok", "failed", "stopped")
 TEXT_COLUMNS = [c for c in ID_COLUMNS if c != "seed"] + [
     "gan_loss", "gan_key", "imbalance_fix", "augment", "synthetic_mix", "sweep_phase", "setup_id",
     "gan_kid_reference"] + PATH_COLUMNS
-INT_COLUMNS = ["seed", "n_critic", "image_size", "channels", "gan_epochs", "confirm_rank", "n_val_positive",
+INT_COLUMNS = ["seed", "n_critic", "image_size", "channels", "gan_epochs", "confirm_rank", "fold", "n_val_positive",
                "n_test_positive"]
 BOOL_COLUMNS = ["diffaugment", "conditional"]
 FLOAT_COLUMNS = (["gan_lr_g", "gan_lr_d", "synthetic_ratio", "clf_lr", "feature_matching", "perceptual"] + VAL_COLUMNS + TEST_COLUMNS
@@ -69,7 +69,7 @@ def load(path: str | Path) -> pd.DataFrame:
             f"(has {list(raw.columns)[:20]}{' ...' if raw.shape[1] > 20 else ''})")
     df = tidy(raw)
     df.attrs["source"] = str(file)
-    df.attrs["missing_columns"] = [c for c in ALL_COLUMNS if c not in raw.columns]
+    df.attrs["missing_columns"] = [c for c in ALL_COLUMNS if c not in raw.columns and c not in OPTIONAL_COLUMNS]
     return df
 
 

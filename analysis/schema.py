@@ -48,8 +48,10 @@ DESIGN_COLUMNS = [
     "confirm_rank",      # int: GAN configs of the confirm phase, 1 = the search's best on val (the headline's GAN)
     "gan_kid_reference", # "val" | "train": the real images the GAN's KID/FID were measured against
     "n_val_positive", "n_test_positive",  # int: real minority (positive) images in val / test
+    "fold",              # int: the CV fold of a --folds K confirm trial (0..K-1); empty without folds
 ]
 
 REQUIRED_COLUMNS = ID_COLUMNS
+OPTIONAL_COLUMNS = ["fold"]  # absent by design (no --folds): filled as empty without a note
 ALL_COLUMNS = (ID_COLUMNS + CONFIG_COLUMNS + VAL_COLUMNS + TEST_COLUMNS + GAN_COLUMNS + TIMING_COLUMNS + PATH_COLUMNS
                + DESIGN_COLUMNS)

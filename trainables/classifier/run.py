@@ -216,8 +216,9 @@ def check_folds_without_synthetic(cfg: ClassifierConfig, synthetic_dir) -> None:
         raise ConfigError(
             f"k-fold CV ({cfg.num_folds} folds) with synthetic images is refused: the GAN that made them trained on "
             f"real training images that the folds move into validation, so its images would leak validation "
-            f"images into training. Run the folds without --synthetic (baseline and controls), or drop --folds to "
-            f"judge synthetic images on the manifest's fixed split (a GAN trained per fold is not supported yet)")
+            f"images into training. Run the folds without --synthetic (baseline and controls), drop --folds to "
+            f"judge synthetic images on the manifest's fixed split; the sweep's --folds K retrains the GAN on each fold's "
+            f"training part (python sweeps/augment_ratio.py --folds K)")
 
 
 def run_classifier_local(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[str, Any] | None = None,
