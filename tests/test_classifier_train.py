@@ -122,3 +122,12 @@ def test_ray_ddp_two_workers_counts_odd_sized_val_and_test_once(manifest_path, t
     assert len(out["history"]) == 2 and out["test"]["threshold"] == out["threshold"]
     assert out["history"][0]["images_per_s"] > 0
     assert (tmp_path / "ddp" / "metrics.json").is_file() and (tmp_path / "ddp" / "checkpoints" / "best.pt").is_file()
+    # the ranks' test scores, merged: each of the 23 test images once, and the AUC they give is the run's
+    import pandas as pd
+    from torchmetrics.functional.classification import binary_auroc
+
+    scores = pd.read_csv(tmp_path / "ddp" / "test_scores.csv")
+    assert sorted(scores["row"]) == list(range(23))
+    auc = binary_auroc(torch.tensor(scores["score"].to_numpy()),
+                       torch.tensor((scores["label"] == m.positive_label).to_numpy().astype(int))).item()
+    assert auc == pytest.approx(out["test"]["roc_auc"], abs=1e-4)

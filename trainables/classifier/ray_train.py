@@ -30,7 +30,8 @@ from data_prep.shards import decode_in_parallel, decode_remote_args, split_datas
 from trainables.classifier.config import ClassifierConfig, classifier_config
 from trainables.classifier.data import build_classifier_data, epoch_indices, sample_weights_for
 from trainables.classifier.loop import evaluate_best, merge_predictions, strip_models, train_classifier
-from trainables.classifier.run import as_config, best_checkpoint, name_per_class, run_sources, write_run_files
+from trainables.classifier.run import (as_config, best_checkpoint, name_per_class, run_sources, scores_csv,
+                                       write_run_files)
 from trainables.ray_worker import CheckpointReporter, fit, load_from_ray_checkpoint, trainer_kwargs
 
 _SHUFFLE_BUFFER = 1024  # rows per worker mixed between batches
@@ -127,15 +128,22 @@ def _train_loop_per_worker(config: dict) -> None:
                                gather=gather, wrap_model=ray.train.torch.prepare_model, device=device,
                                resume_state=load_from_ray_checkpoint("last.pt"), save_state=save_state,
                                world_size=world, rank=rank, **kw)
+    kept: list = []  # merged (index, probs, labels) of val, then test: the scores of the one evaluation pass
+
+    def keep(local, expected_n):
+        kept.append(gather(local, expected_n))
+        return kept[-1]
+
     final = evaluate_best(outcome, {"val": (batches("val"), config["num_val"]),
-                                    "test": (batches("test"), config["num_test"])}, device=device, gather=gather, **kw)
+                                    "test": (batches("test"), config["num_test"])}, device=device, gather=keep, **kw)
     slim = strip_models(outcome)
     row = {"epoch": len(slim["history"]), "final": True, "best_epoch": slim["best"]["epoch"],
            "threshold": slim["best"]["threshold"],
            **{f"{s}_{k}": float(final[s][k]) for s in ("val", "test") for k in final[s] if isinstance(final[s][k], float)}}
     if rank == 0:
         report.stage({"best.pt": _best(outcome["best"], config),
-                      "final.json": json.dumps({**final, **slim}, default=str)})
+                      "final.json": json.dumps({**final, **slim}, default=str),
+                      "test_scores.csv": scores_csv(kept[-1], config["positive_label"])})
     report(row)
 
 
@@ -185,6 +193,7 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
         final = json.loads((Path(d) / "final.json").read_text())
         (out_dir / "checkpoints").mkdir(exist_ok=True)
         shutil.copy(Path(d) / "best.pt", out_dir / "checkpoints" / "best.pt")
+        shutil.copy(Path(d) / "test_scores.csv", out_dir / "test_scores.csv")
     out = {"val": final["val"], "test": final["test"], "threshold": final["best"]["threshold"],
            "best_epoch": final["best"]["epoch"], "select_metric": cfg.select_metric, "n_synthetic": data.n_synthetic,
            "data": data.summary(), "classes": data.classes, "positive_label": data.positive_label,

@@ -106,13 +106,15 @@ def keep_predictions(kept: list):
     return gather
 
 
-def write_scores(path: Path, preds, positive_label: int) -> None:
-    """RUN/test_scores.csv: row (position in the split), label, score (probability of the positive class)."""
+def scores_csv(preds, positive_label: int) -> str:
+    """RUN/test_scores.csv's text: row (position in the split), label, score (probability of the positive class)."""
     idx, probs, labels = preds
     score = probs[:, positive_label] if probs.ndim == 2 else probs
-    with open(path, "w") as f:
-        f.write("row,label,score\n")
-        f.writelines(f"{int(i)},{int(y)},{float(p):.6g}\n" for i, y, p in zip(idx, labels, score))
+    return "row,label,score\n" + "".join(f"{int(i)},{int(y)},{float(p):.6g}\n" for i, y, p in zip(idx, labels, score))
+
+
+def write_scores(path: Path, preds, positive_label: int) -> None:
+    Path(path).write_text(scores_csv(preds, positive_label))
 
 
 def write_run_files(out_dir: Path, cfg: ClassifierConfig, result: dict, classes: list[str]) -> None:
