@@ -29,6 +29,13 @@ class Curve:
     prevalence: float  # share of positives among the test images (a PR curve's chance level)
 
 
+
+def _wrap(title: str, width: int = 36) -> str:
+    """Panel titles wrapped line by line, so neighbouring panels' titles never run into each other."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
+
 def confusion_matrices(panels: list[tuple[str, np.ndarray, list[str]]], out: Path,
                        positive: str = "") -> tuple[Path | None, str]:
     """One panel per arm: counts (rows true, columns predicted) with each row's percentage."""
@@ -50,7 +57,7 @@ def confusion_matrices(panels: list[tuple[str, np.ndarray, list[str]]], out: Pat
         ax.set_yticks(range(len(classes)), names, fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(_wrap(title), fontsize=9)
     fig.tight_layout()
     return _save(fig, out), ""
 
@@ -97,7 +104,7 @@ def training_curves(panels: list[tuple[str, str, pd.DataFrame, int | None]], out
                 label="val loss (real)")
         if best is not None:
             ax.axvline(best, color="gray", linestyle=":", linewidth=1, label=f"chosen epoch {best}")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(_wrap(title), fontsize=9)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
