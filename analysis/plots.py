@@ -47,9 +47,22 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def ratio_points(configs: pd.DataFrame) -> pd.DataFrame:
+    """One config per synthetic ratio (of one GAN loss's configs), by ratio: the best on validation among those
+    run with >= 2 seeds when there are any, since one run's val value beside a mean over seeds wins by luck
+    (a search run's val F1 against a confirmed config's mean); else the best single run."""
+    best = []
+    for _, group in configs.groupby("synthetic_ratio"):
+        n = pd.to_numeric(group["n_seeds"], errors="coerce") if "n_seeds" in group else pd.Series(1, index=group.index)
+        many = group[n >= 2]
+        best.append(rank_by_val(many if len(many) else group).iloc[0])
+    return pd.DataFrame(best).sort_values("synthetic_ratio")
+
+
 def ratio_curves(configs: pd.DataFrame, out: Path) -> tuple[Path | None, str]:
     """Real-test F1 and sensitivity vs synthetic ratio, one line per GAN loss (mean + 95% CI band);
-    at each (loss, ratio) the config shown is the best by validation. Baseline and the best config
+    at each (loss, ratio) the config shown is the best by validation among those run with >= 2 seeds (all
+    when none was); single runs are hollow and every point says its n. Baseline and the best config
     of each control arm are horizontal references."""
     gan = configs[(configs["arm"] == "gan") & configs["synthetic_ratio"].notna()] if len(configs) else configs
     if gan.empty:
@@ -65,10 +78,20 @@ def ratio_curves(configs: pd.DataFrame, out: Path) -> tuple[Path | None, str]:
         col = f"test_{metric}"
         for loss in losses:
             g = gan[gan["gan_loss"] == loss]
-            best = [rank_by_val(grp).iloc[0] for _, grp in g.groupby("synthetic_ratio")]
-            b = pd.DataFrame(best).sort_values("synthetic_ratio")
+            b = ratio_points(g)
             color = loss_color(loss, losses)
-            ax.plot(b["synthetic_ratio"], b[col], marker="o", color=color, label=f"GAN {loss or '(unknown)'}")
+            ax.plot(b["synthetic_ratio"], b[col], color=color, label=f"GAN {loss or '(unknown)'}", marker="o")
+            # a single run (a search-phase config: one seed, no interval) is drawn hollow and every point says
+            # its n, so one lucky search run does not read like a confirmed mean
+            n = pd.to_numeric(b.get("n_seeds", pd.Series(1, index=b.index)), errors="coerce").fillna(1).astype(int)
+            one = (n < 2).to_numpy()
+            ax.scatter(b["synthetic_ratio"][one], b[col][one], s=36, facecolor="white", edgecolor=color, zorder=3)
+            ci = b[f"{col}_lo"].notna().to_numpy() & ~one  # each mean's own 95% t-CI, also where no band joins it
+            ax.errorbar(b["synthetic_ratio"][ci], b[col][ci], fmt="none", ecolor=color, capsize=3, linewidth=1,
+                        yerr=[(b[col] - b[f"{col}_lo"])[ci].astype(float), (b[f"{col}_hi"] - b[col])[ci].astype(float)])
+            for x, y, k in zip(b["synthetic_ratio"], b[col], n):
+                if np.isfinite(y):
+                    ax.annotate(f"n={k}", (x, y), textcoords="offset points", xytext=(4, 5), fontsize=7, color=color)
             if b[f"{col}_lo"].notna().any():
                 ax.fill_between(b["synthetic_ratio"].astype(float), b[f"{col}_lo"].astype(float),
                                 b[f"{col}_hi"].astype(float), color=color, alpha=0.15, linewidth=0)
@@ -88,8 +111,9 @@ def ratio_curves(configs: pd.DataFrame, out: Path) -> tuple[Path | None, str]:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), frameon=False,
                bbox_to_anchor=(0.5, -0.06))
-    fig.text(0.5, -0.11, "Lines: mean over seeds of the config chosen on validation at each ratio; "
-             "bands: 95% t-CI (baseline band in grey).", ha="center", fontsize=8, color="dimgray")
+    fig.text(0.5, -0.14, "Lines: mean over n seeds of the config chosen on validation at each ratio (among configs "
+             "run with >= 2 seeds where there are any; exploratory).\nHollow points: n = 1, a single search run, "
+             "no interval. Bands: 95% t-CI (baseline band in grey).", ha="center", fontsize=8, color="dimgray")
     fig.tight_layout()
     return _save(fig, out), ""
 

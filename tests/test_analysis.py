@@ -401,3 +401,20 @@ def test_headline_uses_confirm_rows_tunes_every_arm_on_val_and_counts_failed_see
     md = build_report(p, tmp_path / "rep").read_text()
     assert "GAN: 1 seed(s) failed or stopped in the confirm phase" in md and "RuntimeError: boom" in md
     assert "2 classifier LR(s) x 5 seed(s)" in md and "Caution" not in md
+
+
+def test_ratio_curve_shows_a_confirmed_mean_over_a_luckier_single_run():
+    """At a ratio with a 5-seed config, the curve shows it even when a single search run there has a higher
+    val F1 (that one run's luck); a ratio with single runs only shows the best of them."""
+    from analysis.plots import ratio_points
+
+    configs = pd.DataFrame([
+        {"config_id": "lucky", "synthetic_ratio": 10.0, "n_seeds": 1, "val_f1": 0.99, "val_sensitivity": 1.0},
+        {"config_id": "confirmed", "synthetic_ratio": 10.0, "n_seeds": 5, "val_f1": 0.95, "val_sensitivity": 0.9},
+        {"config_id": "confirmed_worse", "synthetic_ratio": 10.0, "n_seeds": 5, "val_f1": 0.90, "val_sensitivity": 0.9},
+        {"config_id": "a", "synthetic_ratio": 0.5, "n_seeds": 1, "val_f1": 0.80, "val_sensitivity": 0.7},
+        {"config_id": "b", "synthetic_ratio": 0.5, "n_seeds": 1, "val_f1": 0.85, "val_sensitivity": 0.7},
+    ])
+    chosen = ratio_points(configs)
+    assert list(chosen["synthetic_ratio"]) == [0.5, 10.0]
+    assert list(chosen["config_id"]) == ["b", "confirmed"]
