@@ -1,7 +1,7 @@
 """Does GAN augmentation of the minority class help a classifier on REAL held-out images? The main command.
 
-    python sweeps/augment_ratio.py                         # full demo sweep on a local Ray (~20 min, 2 CPUs)
-    python sweeps/augment_ratio.py --smoke-test            # every stage, tiny (~3 min)
+    python sweeps/augment_ratio.py                         # full demo sweep on a local Ray (~16 min, 2 CPUs)
+    python sweeps/augment_ratio.py --smoke-test            # every stage, tiny (~1 min)
     python sweeps/augment_ratio.py --config sweeps/configs/skin_lesion_64.yaml --data ~/isic
     python sweeps/augment_ratio.py --address auto --storage-path s3://bucket/sweeps --gpus-per-trial 0.25
     python sweeps/augment_ratio.py --resume                # continue an interrupted sweep of the same --name
