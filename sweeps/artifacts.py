@@ -104,9 +104,9 @@ def localize(data):
     with node_lock(store.local("data/.fetch.lock")):
         store.fetch(BUNDLE)
         store.fetch("quality_cache")
-    here = {"storage": data.storage, "work_dir": str(store.local())}
-    folds = tuple(dataclasses.replace(f, manifest=str(store.local(f.manifest)), **here) for f in data.folds)
-    return dataclasses.replace(data, manifest=str(store.local(data.manifest)), folds=folds, **here)
+    work = str(store.local())
+    folds = tuple(dataclasses.replace(f, manifest=str(store.local(f.manifest)), work_dir=work) for f in data.folds)
+    return dataclasses.replace(data, manifest=str(store.local(data.manifest)), folds=folds, work_dir=work)
 
 
 def artifact_uri(data, local_path: str | Path) -> str:

@@ -36,6 +36,7 @@ from sweeps.answer import disk_use, summarize  # noqa: E402
 from sweeps.config import SweepConfig  # noqa: E402
 from sweeps.data import prepare_data, trial_data  # noqa: E402,F401  (trial_data: tests and bench use it here too)
 from sweeps.plan import DDP_TRIAL_CPU  # noqa: E402  what a DDP trial's own (coordinating) process reserves
+from sweeps.storage import is_remote  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> tuple[dict, dict]:
@@ -120,13 +121,14 @@ def run_phase(cfg: SweepConfig, phase: str, data, table, tune_config, param_spac
 
 def tune_storage(cfg: SweepConfig) -> tuple[str, object]:
     """(storage_path, storage_filesystem) for Tune: a local folder, or the URI with an S3 endpoint override."""
-    from sweeps.storage import filesystem, is_remote
+    from sweeps.storage import filesystem
 
-    if not is_remote(cfg.storage_path):
+    if "://" not in cfg.storage_path:  # a local folder (file:// URIs go to Tune as they are)
         return str(Path(cfg.storage_path).resolve()), None
     endpoint = cfg.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
     if cfg.storage_path.startswith("s3://") and endpoint:
-        return filesystem(cfg.storage_path, endpoint)[1], filesystem(cfg.storage_path, endpoint)[0]
+        fs, path = filesystem(cfg.storage_path, endpoint)
+        return path, fs
     return cfg.storage_path, None
 
 
@@ -226,8 +228,8 @@ def start_ray(cfg: SweepConfig) -> int:
     # finished trial known, instead of re-running trials finished since the last snapshot.
     # Remote storage: every snapshot is an upload, so every 30 s (our own results.parquet and sweep_state.json,
     # which --resume reads first, are published as each trial ends).
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "30" if "://" in cfg.storage_path else "2")
-    if "://" in cfg.storage_path:
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "30" if is_remote(cfg.storage_path) else "2")
+    if is_remote(cfg.storage_path):
         from sweeps.leases import start_leases
 
         start_leases(cfg.sweep_dir)  # the cross-node GAN cache's leases, on this (the driver's) node
@@ -379,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_phases(cfg, data, table, state, state_path, max_conc, t0 + cfg.time_budget_s if cfg.time_budget_s else 0.0)
     finally:
-        if "://" in cfg.storage_path:  # the lease actor is detached: it would outlive the sweep
+        if is_remote(cfg.storage_path):  # the lease actor is detached: it would outlive the sweep
             from sweeps.leases import stop_leases
 
             stop_leases(cfg.sweep_dir)

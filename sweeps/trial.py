@@ -178,19 +178,19 @@ def ensure_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
     here = {"gan_run_dir": artifact_uri(data, run_dir)}
     with gan_lease(store, key, holder or key, run_dir.parent / f"{key}.lock"):
         done = store.read_text(f"gans/{key}/done.json")
-        if done is not None:
-            info = json.loads(done)
+        trained = done is None
+        if trained:
+            store.fetch(f"gans/{key}/checkpoints")  # a run cut short elsewhere resumes from its checkpoints
+            info = {**_train_gan(config, sweep, data, device, report, run_dir, key, store), **here}
+            store.publish(f"gans/{key}")
+            store.write_text(f"gans/{key}/done.json", json.dumps(info, default=float))
+        else:
+            info = {**json.loads(done), **here}
             if info.get("status") == "ok":  # the synthetic set and the run, into this node's scratch
                 store.fetch(f"gans/{key}", skip_suffixes=(".pt",))
-                here["synthetic_dir"] = str(run_dir / "synthetic")
-            return {**info, **here, "gan_trained_here": False}
-        store.fetch(f"gans/{key}/checkpoints")  # a run cut short elsewhere resumes from its checkpoints
-        info = {**_train_gan(config, sweep, data, device, report, run_dir, key, store), **here}
-        store.publish(f"gans/{key}")
-        store.write_text(f"gans/{key}/done.json", json.dumps(info, default=float))
-        if info["status"] == "ok":
-            info["synthetic_dir"] = str(run_dir / "synthetic")
-        return {**info, "gan_trained_here": True}
+    if info.get("status") == "ok":
+        info["synthetic_dir"] = str(run_dir / "synthetic")
+    return {**info, "gan_trained_here": trained}
 
 
 def _train_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, device: str, report,
@@ -206,7 +206,6 @@ def _train_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
     manifest = read_manifest(data.manifest)
     gcfg = gan_config(config, sweep, device)
     evaluator = quality_evaluator(manifest, sweep, data, device) if sweep.gan_eval_every else None
-    sync = CheckpointSync(store, f"gans/{key}")
     if sweep.workers_per_trial > 1:  # DDP over several workers: a TorchTrainer inside this trial
         from trainables.gan.ray_train import run_gan_ray
 
@@ -217,6 +216,8 @@ def _train_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
                                  storage_path=store.uri(f"gans/{key}/ray") if store.remote else None,
                                  callbacks=tune_forwarder(functools.partial(gan_progress, key=key)))
     else:
+        sync = CheckpointSync(store, f"gans/{key}")
+
         def on_epoch(m: Mapping[str, Any]) -> None:
             report(gan_progress(m, key))
             sync()
@@ -320,7 +321,6 @@ def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialD
     t1 = time.perf_counter()
     store, key = store_of(data), f"classifiers/{trial_id}"
     clf_dir = store.fetch(key)  # remote: a retry on another node resumes from the checkpoints published below
-    sync = CheckpointSync(store, key)
     ccfg = classifier_config(config, sweep, device)
     if sweep.workers_per_trial > 1:
         from trainables.classifier.ray_train import run_classifier_ray
@@ -333,6 +333,8 @@ def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialD
                                         storage_path=store.uri(f"{key}/ray") if store.remote else None,
                                         callbacks=tune_forwarder(classifier_progress))
     else:
+        sync = CheckpointSync(store, key)
+
         def on_epoch(m: dict) -> None:
             progress = classifier_progress(m)
             if progress:
