@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
-
 import data_prep
+from demo_data import write_three_class_folder
 from trainables.classifier.__main__ import main
 from trainables.classifier.loop import mean_loss
 from trainables.classifier.models import IMAGENET_MEAN, IMAGENET_STD, build_model
@@ -109,20 +108,10 @@ def test_mean_loss_matches_cross_entropy():
         float(torch.nn.functional.cross_entropy(logits, y, weight=w)), rel=1e-5)
 
 
-def _three_class_folder(root, counts=(24, 12, 9), size=16):
-    rng = np.random.default_rng(0)
-    for c, (name, n) in enumerate(zip(("bird", "cat", "dog"), counts)):
-        (root / name).mkdir(parents=True)
-        for i in range(n):
-            img = np.clip(rng.normal(60 + 70 * c, 25, (size, size, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(root / name / f"{i:03d}.png")
-    return root
-
-
 def test_history_csv_has_loss_curves_and_metrics_name_each_class(tmp_path):
     from data_prep.__main__ import main as prep_main
 
-    src = _three_class_folder(tmp_path / "img")
+    src = write_three_class_folder(tmp_path / "img")
     assert prep_main(["--source", str(src), "--out", str(tmp_path / "d"), "--image-size", "16"]) == 0
     run = tmp_path / "run"
     assert main(["--manifest", str(tmp_path / "d" / "manifest.parquet"), "--out", str(run), "--smoke-test",

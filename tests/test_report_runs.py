@@ -19,7 +19,7 @@ import pytest
 import analysis
 from analysis.report import main
 from analysis.schema import METRIC_NAMES
-from demo_data import make_demo
+from demo_data import make_demo, write_three_class_folder
 
 IMG = '<img src="data:image/png;base64,'
 SEEDS = (1000, 1001, 1002)
@@ -177,22 +177,10 @@ def rows_at(rows: list[dict], old_root: Path, new_root: Path) -> list[dict]:
     return [dict(r, clf_run_dir=r["clf_run_dir"].replace(str(old_root), str(new_root))) for r in rows]
 
 
-def _three_class_folder(root: Path, counts=(24, 12, 9), size=16) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c, (name, n) in enumerate(zip(("bird", "cat", "dog"), counts)):
-        (root / name).mkdir(parents=True)
-        for i in range(n):
-            img = np.clip(rng.normal(60 + 70 * c, 25, (size, size, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(root / name / f"{i:03d}.png")
-    return root
-
-
 def test_multi_class_sets_get_a_per_class_table_and_square_confusion_matrices(tmp_path):
     import data_prep
 
-    src = _three_class_folder(tmp_path / "img")
+    src = write_three_class_folder(tmp_path / "img")
     data_prep.prepare(data_prep.PrepConfig(source=str(src), image_size=16), tmp_path / "d", progress=False)
     arms = {k: ARMS[k] for k in ("baseline", "gan", "class_weight")}
     rows = _runs(tmp_path / "d" / "manifest.parquet", tmp_path / "sweep", arms, seeds=(1000, 1001))
