@@ -29,7 +29,6 @@ class Curve:
     prevalence: float  # share of positives among the test images (a PR curve's chance level)
 
 
-
 def _wrap(title: str, width: int = 36) -> str:
     """Panel titles wrapped line by line, so neighbouring panels' titles never run into each other."""
     import textwrap

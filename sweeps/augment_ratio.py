@@ -64,12 +64,13 @@ def parse_args(argv: list[str] | None) -> tuple[dict, dict]:
 REUSE_TRIAL_PROCESSES = True
 
 
-def concurrency(cfg: SweepConfig) -> int:
+def concurrency(cfg: SweepConfig, cap=None) -> int:
     """Trials at once: --max-concurrent if given; else, on a cluster, what its autoscaler can grow to (so
-    pending trials make it add nodes); else what this Ray has now. Says which (sweeps/capacity.py)."""
+    pending trials make it add nodes); else what this Ray has now. Says which (sweeps/capacity.py). cap: the
+    Capacity the sweep already probed (None: probe now)."""
     from sweeps.plan import choose_concurrency, probe
 
-    n, source = choose_concurrency(cfg, probe(cfg))
+    n, source = choose_concurrency(cfg, cap if cap is not None else probe(cfg))
     print(f"concurrency: {n} trial(s) at once, from {source}", flush=True)
     return n
 
@@ -203,7 +204,7 @@ def dry_run(cfg: SweepConfig) -> int:
     return 2 if where.unschedulable(cfg) else 0
 
 
-def start_ray(cfg: SweepConfig) -> int:
+def start_ray(cfg: SweepConfig, cap=None) -> int:
     """Connect to / start Ray with this checkout on the workers' path; -> trials at once. Tune settings that
     depend on it are set here too."""
     import ray
@@ -217,7 +218,7 @@ def start_ray(cfg: SweepConfig) -> int:
     if cfg.s3_endpoint:  # pyarrow reads it on every process: our store, Tune's and Train's storage alike
         os.environ["AWS_ENDPOINT_URL"] = env_vars["AWS_ENDPOINT_URL"] = cfg.s3_endpoint
     ray.init(address=cfg.address or "local", ignore_reinit_error=True, runtime_env={"env_vars": env_vars})
-    max_conc = concurrency(cfg)
+    max_conc = concurrency(cfg, cap)
     # With a search algorithm Tune keeps one pending trial at a time by default, which serialises short
     # trials; let as many be pending as may run at once.
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max_conc)
@@ -287,11 +288,12 @@ def finish(cfg: SweepConfig, table, work: Path, no_report: bool) -> None:
               f"try: python -m analysis.report {results} --out {work / 'report'}")
 
 
-def setup(cfg: SweepConfig) -> tuple[SweepConfig, Path, object, dict, Path]:
-    """Work dir, data split, sweep state and what trials know of the data; raises ConfigError / DataError."""
-    from sweeps.plan import check_fits, probe
+def setup(cfg: SweepConfig, cap) -> tuple[SweepConfig, Path, object, dict, Path]:
+    """Work dir, data split, sweep state and what trials know of the data; raises ConfigError / DataError.
+    cap: where the trials will run (sweeps.plan.probe)."""
+    from sweeps.plan import check_fits
 
-    check_fits(cfg, probe(cfg))  # a trial no node (type) can ever hold would wait PENDING forever
+    check_fits(cfg, cap)  # a trial no node (type) can ever hold would wait PENDING forever
     work = cfg.local_work_dir
     state_path = work / "sweep_state.json"
     if state_path.exists() and not cfg.resume:
@@ -367,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = sweep_config.resolve(yaml_values, cli).with_absolute_paths()
         if dry:
             return dry_run(cfg)
-        cfg, work, data, state, state_path = setup(cfg)
+        from sweeps.plan import probe
+
+        cap = probe(cfg)  # this machine, or what the cluster at --address can grow to: looked up once
+        cfg, work, data, state, state_path = setup(cfg, cap)
     except (DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -376,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     from sweeps.results import ResultsTable
 
     table = ResultsTable(work / "results.parquet", cfg.name, store=sweep_store(cfg, work))
-    max_conc = start_ray(cfg)
+    max_conc = start_ray(cfg, cap)
     print(f"sweep {cfg.name!r}: {max_conc} trial(s) at once; work dir {work}", flush=True)
     try:
         run_phases(cfg, data, table, state, state_path, max_conc, t0 + cfg.time_budget_s if cfg.time_budget_s else 0.0)

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from data_prep.arrays import to_channels_first
 from trainables.metrics.feature_base import default_device, to_channels_last, uint8_to_unit
 
 DOMAIN_CNN_VERSION = 2  # bump when the architecture or training recipe changes: invalidates cached weights
@@ -89,7 +90,7 @@ def train_domain_cnn(images: np.ndarray, labels: np.ndarray, num_classes: int, *
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     weight = torch.tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     opt = torch.optim.Adam(cnn.parameters(), lr=lr)
-    x_all = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    x_all = torch.from_numpy(to_channels_first(images))
     cnn = to_channels_last(cnn)
     y_all = torch.from_numpy(labels.astype(np.int64))
     t0 = time.perf_counter()
