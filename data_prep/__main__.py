@@ -28,6 +28,10 @@ def summary(m) -> str:
     if m.meta.get("duplicates_moved_to_held_out"):
         lines.append(f"{m.meta['duplicates_moved_to_held_out']} duplicate image(s) that straddled the given "
                      f"splits were moved to the most held-out split holding a copy")
+    if m.meta.get("groups_moved_to_held_out"):
+        g = m.meta["groups_moved_to_held_out"]
+        lines.append(f"{g['images']} image(s) of {g['groups']} group(s) (patients) that crossed the given splits were "
+                     f"moved to the most held-out split holding one of their images (--move-crossing-groups)")
     return "\n".join(lines)
 
 
@@ -44,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
                         "CSV split column (a missing val is carved from train)")
     p.add_argument("--resplit", action="store_true",
                    help="split folders / CSV split column: pool all images and split anew with --fractions, --seed")
+    p.add_argument("--move-crossing-groups", action="store_true",
+                   help="given split: a group (patient) with images in several splits moves whole to the most held-out "
+                        "of them (test > val > train) instead of being an error")
     p.add_argument("--relabel", help="merge classes: SRC=TASK,SRC=TASK,... (e.g. MT_Crack=defect,MT_Free=good)")
     p.add_argument("--positive", help="task class that counts as positive (default: least frequent in train)")
     p.add_argument("--image-size", type=int, default=64)
@@ -65,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         cfg = PrepConfig(source=args.source, seed=args.seed, fractions=fractions,
-                         use_given_split=args.use_given_split, resplit=args.resplit, label_map=parse_label_map(args.relabel),
+                         use_given_split=args.use_given_split, resplit=args.resplit,
+                         move_crossing_groups=args.move_crossing_groups, label_map=parse_label_map(args.relabel),
                          positive_class=args.positive, channels=args.channels, image_size=args.image_size,
                          skip_bad=args.skip_bad, allow_outside_root=args.allow_outside_root,
                          demo_num_majority=maj, demo_num_minority=mino)

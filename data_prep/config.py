@@ -66,6 +66,7 @@ class PrepConfig:
     fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)  # train, val, test; must sum to 1
     use_given_split: bool = False  # keep the source's split (npz keys, split folders, CSV split column); val carved from train if absent
     resplit: bool = False  # split folders / CSV split column: pool their images and split anew (fractions, seed)
+    move_crossing_groups: bool = False  # given split: a patient (group) in several splits moves whole to the most held-out one; False = error
     label_map: tuple[tuple[str, str], ...] = ()  # (source class, task class) pairs; empty = keep classes
     positive_class: str | None = None  # task class treated as positive; None = least frequent in train
     channels: int = 3  # 1 (grayscale) or 3 (RGB): how images are decoded everywhere downstream

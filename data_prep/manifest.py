@@ -7,7 +7,9 @@ Paths of files inside the manifest's folder are stored relative to it, so a run 
 Rules enforced here (see DESIGN.md):
   * val and test hold real images only: `add_synthetic_rows` is the only way synthetic rows enter,
     and it sets split="train";
-  * `check_no_leakage` is called by every classifier-dataset builder and fails loudly.
+  * `check_no_leakage` is called on every manifest data_prep makes and by every classifier-dataset builder, and
+    fails loudly: synthetic rows outside train, the same pixels in train and val/test, a patient (group) in more
+    than one split.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ import pyarrow.parquet as pq
 from data_prep.config import PrepConfig
 from data_prep.errors import DataError, LeakageError
 from data_prep.sources import ScanResult
-from data_prep.split import SPLITS, assign_splits, carve_val_from_train, unify_duplicates_across_given_splits
+from data_prep.split import (SPLITS, assign_splits, carve_val_from_train, move_crossing_groups,
+                             unify_duplicates_across_given_splits)
 
 META_KEY = b"ganaug"
 MANIFEST_COLUMNS = ["image_id", "source", "source_key", "source_index", "source_label", "label",
@@ -91,8 +94,10 @@ def apply_label_map(source_labels: pd.Series, label_map: tuple[tuple[str, str], 
 
 
 def _split_for(cfg: PrepConfig, given_from: str, labels, given, groups, hashes, classes, label_of):
-    """(split per image, duplicates moved to held-out): the source's own split with use_given_split (checked:
-    train and test present, every class in every split, val carved from train when missing), else a new one."""
+    """(split per image, what was moved to a held-out split: meta entries): the source's own split with
+    use_given_split (checked: train and test present, every class in every split, val carved from train when
+    missing; exact duplicates, and with move_crossing_groups patients, unified in their most held-out split),
+    else a new one (groups never cross it)."""
     if given_from in ("split folders", "split column") and not (cfg.use_given_split or cfg.resplit):
         # never silently turn train/val/test folders into classes, nor silently drop a split the user wrote down
         found = sorted(set(given) - {""}, key=SPLITS.index)
@@ -116,12 +121,17 @@ def _split_for(cfg: PrepConfig, given_from: str, labels, given, groups, hashes, 
         if "val" not in set(given):
             split = carve_val_from_train(labels, given, groups, hashes, cfg.fractions, cfg.seed, classes)
         split, moved = unify_duplicates_across_given_splits(split, hashes)
+        moves = {"duplicates_moved_to_held_out": moved}
+        if cfg.move_crossing_groups:
+            split, images, n_groups = move_crossing_groups(split, groups, hashes)
+            if images:  # key absent when nothing moved: clean data gives the same manifest with or without the flag
+                moves["groups_moved_to_held_out"] = {"groups": n_groups, "images": images}
         for c, lab in label_of.items():
             for s in SPLITS:
                 if not np.any((labels == lab) & (split == s)):
                     raise DataError(f"{cfg.source}: class {c!r} has no image in the given {s} split")
-        return split, moved
-    return assign_splits(labels, groups, hashes, cfg.fractions, cfg.seed, classes), 0
+        return split, moves
+    return assign_splits(labels, groups, hashes, cfg.fractions, cfg.seed, classes), {"duplicates_moved_to_held_out": 0}
 
 
 def build_manifest(scan: ScanResult, cfg: PrepConfig) -> Manifest:
@@ -136,7 +146,7 @@ def build_manifest(scan: ScanResult, cfg: PrepConfig) -> Manifest:
     hashes = rec["sha256"].to_numpy(object)
     given = rec["given_split"].to_numpy(object)
     given_from = getattr(scan, "given_split_from", "") or ("npz keys" if np.all(np.isin(given, SPLITS)) else "")
-    split, moved = _split_for(cfg, given_from, labels, given, groups, hashes, classes, label_of)
+    split, moves = _split_for(cfg, given_from, labels, given, groups, hashes, classes, label_of)
 
     df = pd.DataFrame({
         "image_id": rec["image_id"].astype(str), "source": rec["source"].astype(str),
@@ -161,10 +171,10 @@ def build_manifest(scan: ScanResult, cfg: PrepConfig) -> Manifest:
         "label_map": [list(p) for p in cfg.label_map], "channels": cfg.channels,
         "image_size": cfg.image_size,
         "skipped_files": [[f, why] for f, why in scan.skipped],
-        "duplicates_moved_to_held_out": moved,
+        **moves,
     }
     m = Manifest(df=df, meta=meta)
-    check_no_leakage(m.df, where="new manifest")
+    check_no_leakage(m.df, where=f"manifest of {cfg.source}")
     return m
 
 
@@ -215,7 +225,8 @@ def read_manifest(path: str | Path) -> Manifest:
 def check_no_leakage(df: pd.DataFrame, where: str = "dataset") -> None:
     """The guard every classifier-dataset builder calls. Raises LeakageError on:
     a synthetic row outside train; a val/test image whose pixels also appear in train;
-    an image id in more than one split; a split name that is not train/val/test."""
+    an image id in more than one split; a group (patient) with images in more than one split;
+    a split name that is not train/val/test."""
     bad_split = sorted(set(df["split"]) - set(SPLITS))
     if bad_split:
         raise LeakageError(f"{where}: unknown split name(s) {bad_split}; expected {list(SPLITS)}")
@@ -235,6 +246,28 @@ def check_no_leakage(df: pd.DataFrame, where: str = "dataset") -> None:
     multi = ids[ids > 1]
     if len(multi):
         raise LeakageError(f"{where}: image id(s) {list(multi.index[:5])} appear in more than one split")
+    check_groups(real, where)
+
+
+def check_groups(real: pd.DataFrame, where: str, show: int = 5) -> None:
+    """LeakageError naming each group (patient) whose real images sit in more than one split, with its splits and
+    image counts (the first `show`, then how many more): the classifier would learn the patient, not the disease."""
+    grouped = real[real["group"].astype(str) != ""]
+    if grouped.empty:
+        return
+    per_split = grouped.groupby(["group", "split"]).size().unstack("split", fill_value=0)
+    crossing = per_split[(per_split > 0).sum(axis=1) > 1]
+    if crossing.empty:
+        return
+    order = [s for s in SPLITS if s in crossing.columns]
+    shown = [f"{g!r} ({', '.join(f'{s} {int(row[s])}' for s in order if row[s])})"
+             for g, row in crossing.head(show).iterrows()]
+    more = f" and {len(crossing) - show} more" if len(crossing) > show else ""
+    raise LeakageError(
+        f"{where}: {len(crossing)} group(s) (patients) have images in more than one split: {'; '.join(shown)}{more}. "
+        f"A patient in train and in val/test lets the classifier recognise the patient, not the disease. Fix the "
+        f"split, or let data_prep move each crossing group's images to the most held-out split holding one of them "
+        f"(test > val > train): python -m data_prep ... --move-crossing-groups (sweep: --move-crossing-groups)")
 
 
 def add_synthetic_rows(m: Manifest, synthetic: pd.DataFrame) -> Manifest:

@@ -5,7 +5,7 @@ Four kinds, chosen by what `source` names:
   * a directory            one sub-folder per class holding PNG/JPEG/BMP/TIFF files, or a pre-split tree
                            DIR/{train,val,test}/<class>/ (val may be named valid or validation)
   * a .csv file            columns path,label[,group][,split]; paths relative to the CSV's folder
-  * a .npz file            MedMNIST-style {train,val,test}_{images,labels} (any subset) or flat
+  * a .npz file            MedMNIST-style {train,val,test}_{images,labels[,groups]} (any subset) or flat
                            images, labels[, classes, groups]
 
 A source that carries a split (split folders, a CSV split column, npz split keys) records it per image in
@@ -168,6 +168,18 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: cannot be read as .npz ({exc})") from exc
 
 
+def _npz_groups(path: Path, arrays: dict[str, np.ndarray], key: str, n: int):
+    """The group (patient id) of each image from arrays[key], as strings; "" (no groups) when absent."""
+    groups = arrays.get(key)
+    if groups is None:
+        return ""
+    groups = np.asarray(groups).reshape(-1) if np.ndim(groups) == 2 and np.shape(groups)[1] == 1 else np.asarray(groups)
+    if groups.ndim != 1 or len(groups) != n:
+        raise DataError(f"{path}: {key} has shape {tuple(np.shape(arrays[key]))} but its images number {n}; expected "
+                        f"one group (patient id) per image")
+    return groups.astype(str)
+
+
 def list_npz(path: Path, arrays: dict[str, np.ndarray]) -> pd.DataFrame:
     keys = set(arrays)
     ref = _ref(path)
@@ -185,21 +197,22 @@ def list_npz(path: Path, arrays: dict[str, np.ndarray]) -> pd.DataFrame:
             frames.append(pd.DataFrame({
                 "image_id": [f"{s}_images/{i}" for i in range(len(imgs))],
                 "source": ref, "source_key": f"{s}_images", "source_index": np.arange(len(imgs)),
-                "source_label": labels, "group": "", "given_split": s}))
+                "source_label": labels, "group": _npz_groups(path, arrays, f"{s}_groups", len(imgs)),
+                "given_split": s}))
+        if "groups" in keys:
+            raise DataError(f"{path}: a flat 'groups' array beside split keys cannot be matched to images; give one "
+                            f"per split as {', '.join(f'{s}_groups' for s in split_keys)} (same length as "
+                            f"{split_keys[0]}_images)")
         if "classes" in keys:
             classes = arrays["classes"]
     elif {"images", "labels"} <= keys:
         imgs = arrays["images"]
         _check_npz_images(path, "images", imgs)
         labels = _npz_labels(path, "labels", arrays["labels"], len(imgs))
-        groups = arrays.get("groups")
-        if groups is not None and len(groups) != len(imgs):
-            raise DataError(f"{path}: groups has {len(groups)} entries but images has {len(imgs)}")
         frames.append(pd.DataFrame({
             "image_id": [f"images/{i}" for i in range(len(imgs))],
             "source": ref, "source_key": "images", "source_index": np.arange(len(imgs)),
-            "source_label": labels, "group": "" if groups is None else groups.astype(str),
-            "given_split": ""}))
+            "source_label": labels, "group": _npz_groups(path, arrays, "groups", len(imgs)), "given_split": ""}))
         classes = arrays.get("classes")
     else:
         raise DataError(f"{path}: unrecognised keys {sorted(keys)}; expected MedMNIST-style "

@@ -113,23 +113,55 @@ def carve_val_from_train(labels: np.ndarray, given: np.ndarray, groups: np.ndarr
     return out
 
 
-def unify_duplicates_across_given_splits(split: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, int]:
-    """Given splits may hold the same image twice; move every copy to its most held-out split.
+HELD_OUT_RANK = {"train": 0, "val": 1, "test": 2}  # test is the most held-out split
 
-    Returns the new split array and how many images moved (reported by the CLI, never silent).
-    """
-    rank = {"train": 0, "val": 1, "test": 2}
+
+def move_units_to_most_held_out(split: np.ndarray, keys) -> tuple[np.ndarray, int]:
+    """Images sharing a non-empty key form one unit; a unit spread over several splits goes whole to the most
+    held-out split holding one of its images (test > val > train), so evaluation keeps every image it had.
+
+    Returns the new split array and how many images moved (reported by the CLI, never silent)."""
     out = split.copy()
     moved = 0
-    by_hash: dict[str, list[int]] = {}
-    for i, h in enumerate(hashes):
-        by_hash.setdefault(h, []).append(i)
-    for idx in by_hash.values():
+    by_key: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        if k != "":
+            by_key.setdefault(k, []).append(i)
+    for idx in by_key.values():
         if len(idx) < 2:
             continue
-        target = max((out[i] for i in idx), key=rank.__getitem__)
+        target = max((out[i] for i in idx), key=HELD_OUT_RANK.__getitem__)
         for i in idx:
             if out[i] != target:
                 out[i] = target
                 moved += 1
     return out, moved
+
+
+def unify_duplicates_across_given_splits(split: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, int]:
+    """Given splits may hold the same image twice; move every copy to its most held-out split.
+
+    Returns the new split array and how many images moved (reported by the CLI, never silent).
+    """
+    return move_units_to_most_held_out(split, hashes)
+
+
+def crossing_groups(split: np.ndarray, groups: np.ndarray) -> list[str]:
+    """Non-empty groups (patients) whose images sit in more than one split, sorted."""
+    seen: dict[str, set] = {}
+    for g, s in zip(groups, split):
+        if g != "":
+            seen.setdefault(g, set()).add(s)
+    return sorted(g for g, splits in seen.items() if len(splits) > 1)
+
+
+def move_crossing_groups(split: np.ndarray, groups: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Each group (patient) with images in several splits goes whole to the most held-out split holding one of
+    them. Groups and exact duplicates are joined first (a duplicate of a moved image moves with it), so no patient
+    and no identical image straddles splits afterwards. -> (split, images moved, groups that crossed)."""
+    n_groups = len(crossing_groups(split, groups))
+    if not n_groups:
+        return split, 0, 0
+    units = _units(np.asarray(groups, dtype=object), np.asarray(hashes, dtype=object)).astype(str)
+    out, moved = move_units_to_most_held_out(split, units)
+    return out, moved, n_groups

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/augment_ratio.py` from a checkout
 
-from data_prep.errors import ConfigError, DataError  # noqa: E402
+from data_prep.errors import ConfigError, DataError, LeakageError  # noqa: E402
 from sweeps import config as sweep_config  # noqa: E402
 from sweeps.answer import disk_use, summarize  # noqa: E402
 from sweeps.config import SweepConfig  # noqa: E402
@@ -289,7 +289,7 @@ def finish(cfg: SweepConfig, table, work: Path, no_report: bool) -> None:
 
 
 def setup(cfg: SweepConfig, cap) -> tuple[SweepConfig, Path, object, dict, Path]:
-    """Work dir, data split, sweep state and what trials know of the data; raises ConfigError / DataError.
+    """Work dir, data split, sweep state and what trials know of the data; raises ConfigError / DataError / LeakageError.
     cap: where the trials will run (sweeps.plan.probe)."""
     from sweeps.plan import check_fits
 
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cap = probe(cfg)  # this machine, or what the cluster at --address can grow to: looked up once
         cfg, work, data, state, state_path = setup(cfg, cap)
-    except (DataError, ConfigError) as exc:
+    except (DataError, ConfigError, LeakageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     import ray

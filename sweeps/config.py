@@ -20,6 +20,7 @@ class SweepConfig:
     positive: str | None = None  # positive (minority) task class; default least frequent in train
     use_given_split: bool = False  # keep the source's split (npz keys, train/val/test folders, CSV split column)
     resplit: bool = False  # split folders / CSV split column: pool their images and split anew
+    move_crossing_groups: bool = False  # given split: a patient in several splits moves to the most held-out one (else: error)
     split_seed: int = 0  # seed of the data split (fixed for the whole sweep)
     image_size: int = 32  # px side the GAN and classifier train at
     channels: int = 3  # 1 or 3

@@ -11,7 +11,8 @@ def prepare_data(cfg: SweepConfig, work: Path) -> Path:
     import data_prep
 
     if cfg.manifest:
-        data_prep.read_manifest(cfg.manifest)  # fail now, with the file named, if it is not a manifest
+        # fail now, with the file named, if it is not a manifest or leaks (a patient across splits, ...)
+        data_prep.check_no_leakage(data_prep.read_manifest(cfg.manifest).df, where=f"--manifest {cfg.manifest}")
         return Path(cfg.manifest).resolve()
     out = work / "data"
     path = out / "manifest.parquet"
@@ -26,7 +27,8 @@ def prepare_data(cfg: SweepConfig, work: Path) -> Path:
             pafs.copy_files(source, str(local))
         source = str(local)
     pcfg = data_prep.PrepConfig(source=source, seed=cfg.split_seed, use_given_split=cfg.use_given_split,
-                                resplit=cfg.resplit, label_map=data_prep.parse_label_map(cfg.relabel),
+                                resplit=cfg.resplit, move_crossing_groups=cfg.move_crossing_groups,
+                                label_map=data_prep.parse_label_map(cfg.relabel),
                                 positive_class=cfg.positive,
                                 channels=cfg.channels, image_size=cfg.image_size,
                                 demo_num_majority=cfg.demo_counts[0], demo_num_minority=cfg.demo_counts[1])
