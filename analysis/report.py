@@ -23,14 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.document import Doc, fci, fdiff, fnum
+from analysis.document import Doc, fci, fnum
 from analysis.load import ResultsFileError, load, tidy
 from analysis.report_figures import figures
 from analysis.report_runs import runs_section
 from analysis.tables import (METRIC_LABELS, classifier_rows, not_ok, per_loss, per_variant, status_counts,
                              summarize_configs)
-from analysis.verdict import CLAIM_METRICS, Headline, fmt_p, headline
-from trainables.arms import ARM_DESCRIPTIONS, ARM_LABELS
+from analysis.report_headline import headline_section
 
 def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
     """Write report.md, report.html, PNGs and CSVs into `out`; returns the report.md path."""
@@ -50,7 +49,7 @@ def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
     doc.h(1, title)
     doc.p(f"Source: `{source}`. Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.")
     status_section(doc, out, df, clf, bad)
-    hl = headline_section(doc, out, df, configs)
+    hl = headline_section(doc, out, df, configs, base)
     runs_section(doc, out, clf, hl, base)
     pl = per_loss_section(doc, out, df, configs)
     per_variant_section(doc, out, configs)
@@ -94,21 +93,6 @@ def status_section(doc: Doc, out: Path, df: pd.DataFrame, clf: pd.DataFrame, bad
     if not df.empty and clf.empty:
         doc.p("**No classifier trial finished successfully: there is nothing to compare.** "
               f"({len(bad)} row(s) failed or were stopped; see the list below.)")
-
-
-def headline_section(doc: Doc, out: Path, df: pd.DataFrame, configs: pd.DataFrame) -> Headline | None:
-    """The verdict, the headline tables and what they cover (+ headline.csv, comparisons.csv)."""
-    doc.h(2, "Headline: does GAN augmentation help on real test data?")
-    if configs.empty:
-        doc.p("No successful classifier results, so no headline table.")
-        return None
-    hl = headline(df)
-    hl.table.to_csv(out / "headline.csv", index=False)
-    hl.tests.to_csv(out / "comparisons.csv", index=False)
-    doc.bullets(hl.messages)
-    _headline_tables(doc, hl)
-    doc.bullets(hl.context)
-    return hl
 
 
 def per_loss_section(doc: Doc, out: Path, df: pd.DataFrame, configs: pd.DataFrame) -> pd.DataFrame:
@@ -202,10 +186,11 @@ def notes_section(doc: Doc, missing: list[str]) -> None:
     doc.h(2, "Notes")
     notes = ["Rows are one per trial and stage; configurations group seed repeats by `config_id` "
              "(status ok, classifier stage). Several rows for one seed are averaged first.",
-             "95% CI: Student t-interval over seeds (mean ± t(0.975, n-1)·sd/√n), clipped to the metric's range. "
-             "Differences: paired by seed (every arm of the confirm phase runs the same seeds); paired t-test "
-             "(df = n - 1) with Holm's correction over the headline's claims; exact sign-flip test beside it. "
-             "Below 3 paired seeds nothing is tested.",
+             "95% CI of a configuration's mean: Student t-interval over seeds (mean ± t(0.975, n-1)·sd/√n), clipped "
+             "to the metric's range. The headline's intervals and tests add the sampling of the test images (a "
+             "stratified bootstrap over the fixed test set, shared by every arm and seed) to the spread between "
+             "seeds, with Welch-Satterthwaite degrees of freedom and Holm's correction over the four claims; below 3 "
+             "paired seeds nothing is tested.",
              "Search-phase rows (one seed each, the runs the search chose on) appear only in the exploratory "
              "tables and figures (per loss, per variant, ratio curves, Pareto front, all configurations); the "
              "headline uses confirm-phase rows only."]
@@ -214,73 +199,10 @@ def notes_section(doc: Doc, missing: list[str]) -> None:
     doc.bullets(notes)
 
 
-def describe(c: pd.Series | None) -> str:
-    """One-line description of a config (summary row)."""
-    if c is None:
-        return "none"
-    arm = c["arm"]
-    bits = []
-    if arm == "gan":
-        bits.append(f"GAN loss {c['gan_loss'] or '?'}, synthetic ratio {fnum(c['synthetic_ratio'], 3)}")
-        if np.isfinite(c.get("gan_lr_g", np.nan)):
-            bits.append(f"lr_G {fnum(c['gan_lr_g'])}, lr_D {fnum(c['gan_lr_d'])}")
-    else:
-        bits.append(ARM_DESCRIPTIONS.get(arm, arm))
-    if np.isfinite(c.get("clf_lr", np.nan)):
-        bits.append(f"classifier lr {fnum(c['clf_lr'])}")
-    return (", ".join(bits) + f" (config `{c['config_id']}`, {int(c['n_seeds'])} seed(s), "
-            f"val F1 {fnum(c['val_f1'])}, val sensitivity {fnum(c['val_sensitivity'])})")
-
-
 EXTRACTOR_NOTES = {
     "domain": "a small CNN trained on this data set's real images (extractor 'domain', the default)",
     "inception": "InceptionV3 from local weights (extractor 'inception')",
 }
-
-
-def _pick_text(name: str, pick) -> str:
-    if pick is None:
-        return f"{name}: none"
-    label = f" ({ARM_LABELS.get(pick.arm, pick.arm)})" if pick.arm not in ("gan", "baseline") else ""
-    seeds = f"{len(pick.seeds_ok)} seed(s) ok" + (f", {len(pick.seeds_failed)} failed or stopped"
-                                                  if pick.seeds_failed else "")
-    return (f"{name}{label}: {describe(pick.summary) if 'arm' in pick.summary else pick.config_id}; "
-            f"LR chosen on validation among {pick.n_lrs}; {seeds}")
-
-
-def _headline_tables(doc: Doc, hl) -> None:
-    rows = []
-    for _, r in hl.table.iterrows():
-        rows.append({"Metric": METRIC_LABELS[r["metric"]] + ("" if r["metric"] in CLAIM_METRICS else " (descriptive)"),
-                     "Baseline (no aug)": fci(r["baseline_mean"], r["baseline_lo"], r["baseline_hi"], r["baseline_n"]),
-                     "GAN aug": fci(r["gan_mean"], r["gan_lo"], r["gan_hi"], r["gan_n"]),
-                     "Best classical control": fci(r["control_mean"], r["control_lo"], r["control_hi"],
-                                                   r["control_n"]),
-                     "GAN - baseline": fdiff(r["improvement"], r["improvement_lo"], r["improvement_hi"]),
-                     "Val: baseline / GAN / control": " / ".join(fnum(r[f"{a}_val_mean"])
-                                                                 for a in ("baseline", "gan", "control"))})
-    doc.table(pd.DataFrame(rows))
-    doc.p("Real **test** metrics of the confirm phase (fresh seeds), mean ± half-width of the 95% t-interval over "
-          "seeds, clipped to [0, 1]; the last column gives the same arms' mean real **validation** metric, on which "
-          "every choice was made (test numbers never entered a choice). GAN - baseline: mean of the per-seed "
-          "differences with its 95% t-interval. Only F1 and sensitivity carry claims; the other metrics are "
-          "descriptive.")
-    doc.bullets([_pick_text("GAN", hl.gan), _pick_text("Baseline", hl.baseline),
-                 _pick_text("Best classical control", hl.control)])
-    doc.h(3, "The claims and their tests")
-    t = hl.tests[hl.tests["claim"]]
-    doc.table(pd.DataFrame({
-        "Comparison": t["comparison"], "Metric": t["metric"].map(METRIC_LABELS),
-        "Mean difference": t["mean_diff"].map(lambda x: f"{x:+.3f}" if np.isfinite(x) else "n/a"),
-        "95% t-CI": [f"[{a:+.3f}, {b:+.3f}]" if np.isfinite(a) else "n/a" for a, b in zip(t["ci_lo"], t["ci_hi"])],
-        "Paired seeds": t["n_paired"].astype(int),
-        "Paired t p": t["p_value"].map(fmt_p), "Holm p": t["p_holm"].map(fmt_p),
-        "Sign-flip p (floor)": [f"{fmt_p(p)} ({f:.3g})" if np.isfinite(p) else "n/a"
-                                for p, f in zip(t["p_sign_flip"], t["p_floor"])],
-        "Verdict": t["verdict"], "Method": t["method"]}), "comparisons.csv")
-    doc.p("A claim is made when the Holm-adjusted paired t-test p-value is below 0.05 (family: F1 and sensitivity "
-          "x GAN vs baseline and vs the best control). The exact sign-flip p-value needs no normality but can never "
-          "fall below its floor 2/2^n: with 3 seeds 0.25, with 5 seeds 0.0625; it is a check, not the claim.")
 
 
 def _loss_notes(df: pd.DataFrame, pl: pd.DataFrame) -> list[str]:

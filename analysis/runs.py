@@ -31,10 +31,10 @@ import pandas as pd
 
 from analysis.document import fnum
 from analysis.export import ExportError, locate
-from analysis.verdict import confirm_rows
+from analysis.tables import confirm_rows
 from trainables.arms import ARM_DESCRIPTIONS
 
-ARM_KEYS = ("baseline", "gan", "control")  # the Headline's attributes, in the order the figures show them
+ARM_KEYS = ("baseline", "control", "stacked", "gan")  # the Headline's attributes, in the order the figures show them
 
 
 @dataclass
@@ -73,12 +73,16 @@ class ArmRuns:
 def arm_label(key: str, pick) -> str:
     """The arm's name in figures and tables (the GAN's loss and ratio; the control's kind)."""
     s = pick.summary
-    if key == "gan":
+    if key in ("gan", "stacked"):
         bits = [f"{s.get('gan_loss')}" if s.get("gan_loss") else "",
                 f"ratio {float(s.get('synthetic_ratio')):g}" if _finite(s.get("synthetic_ratio")) else ""]
         bits = [b for b in bits if b]
-        return "GAN" + (f" ({', '.join(bits)})" if bits else "")
+        name = "Best control + GAN" if key == "stacked" else "GAN"
+        return name + (f" ({', '.join(bits)})" if bits else "")
     if key == "control":
+        if pick.arm == "control":
+            fix = [str(s.get(k)) for k in ("imbalance_fix", "augment") if str(s.get(k, "") or "none") != "none"]
+            return f"Best control ({' + '.join(fix) or 'tuned'})"
         return f"Best control ({ARM_DESCRIPTIONS.get(pick.arm, pick.arm)})"
     return "Baseline (no augmentation)"
 
@@ -95,8 +99,8 @@ def headline_runs(hl, clf: pd.DataFrame, base: Path) -> list[ArmRuns]:
     rows = confirm_rows(clf)[0] if hl.confirm_only else clf
     out = []
     for key in ARM_KEYS:
-        pick = getattr(hl, key)
-        if pick is None:
+        pick = getattr(hl, key, None)
+        if pick is None or not pick.config_id:
             continue
         mine = rows[rows["config_id"] == pick.config_id]
         keys = ["seed", "fold"] if "fold" in mine.columns and mine["fold"].notna().any() else ["seed"]

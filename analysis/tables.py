@@ -25,6 +25,15 @@ METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy
                  "f1": "F1", "macro_f1": "Macro F1", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}
 
 
+def confirm_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """The confirm phase's rows (fresh seeds) -> (rows, phase_recorded). Results that record no phase at all
+    (written before phases existed, or made by hand) are used whole, and phase_recorded is False."""
+    phase = rows["sweep_phase"] if "sweep_phase" in rows else pd.Series("", index=rows.index)
+    if (phase != "").any():
+        return rows[phase == "confirm"], True
+    return rows, False
+
+
 def classifier_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Successful classifier-stage rows, with GAN quality metrics filled in from the GAN stage.
 

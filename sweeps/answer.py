@@ -4,26 +4,32 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def summarize(df) -> str:
-    """The answer in a few lines: the headline's verdict and each arm's real-test numbers (confirm phase)."""
+def summarize(df, base: Path | None = None) -> str:
+    """The answer in a few lines: the headline's verdict and each arm's real-test numbers (confirm phase).
+    base: the sweep's folder, where the classifier run folders (their test scores) are found."""
     import analysis
+    from analysis.claims import arm_text
+    from analysis.scores import RunScores
     from analysis.tables import METRIC_LABELS
 
     tidy = analysis.tidy(df)
     if analysis.classifier_rows(tidy).empty:
         return "no trial finished successfully; see the failed rows in results.parquet"
-    h = analysis.headline(tidy)
+    h = analysis.headline(tidy, scores=RunScores(base))
     t = h.table.set_index("metric")
-    head = f"  {'arm':<34}{'seeds':>6}{'val F1':>9}{'test F1':>9}{'test sens':>11}{'test AUC':>10}"
+    head = f"  {'arm':<44}{'seeds':>6}{'val F1':>9}{'test F1':>9}{'test sens':>11}{'test AUC':>10}"
     rows = []
-    for name, pick in (("baseline", h.baseline), ("gan", h.gan), ("control", h.control)):
+    for key in ("baseline", "control", "stacked", "gan"):
+        pick = h.pick(key)
         if pick is None:
             continue
-        label = "GAN " + str(pick.summary.get("gan_loss", "")) + f" ratio {pick.summary.get('synthetic_ratio', 0):g}" \
-            if name == "gan" else (pick.arm if name == "baseline" else f"best control: {pick.arm}")
-        rows.append(f"  {label:<34}{len(pick.seeds_ok):>6}{t.loc['f1', name + '_val_mean']:>9.3f}"
-                    f"{t.loc['f1', name + '_mean']:>9.3f}{t.loc['sensitivity', name + '_mean']:>11.3f}"
-                    f"{t.loc['roc_auc', name + '_mean']:>10.3f}")
+        label = arm_text(h, key)
+        if key in ("stacked", "gan") and pick.config_id:
+            label += f" ({pick.summary.get('gan_loss', '')}, ratio {pick.summary.get('synthetic_ratio', 0):g})"
+        label = label if len(label) <= 42 else label[:39] + "..."
+        rows.append(f"  {label:<44}{len(pick.seeds_ok):>6}{t.loc['f1', key + '_val_mean']:>9.3f}"
+                    f"{t.loc['f1', key + '_mean']:>9.3f}{t.loc['sensitivity', key + '_mean']:>11.3f}"
+                    f"{t.loc['roc_auc', key + '_mean']:>10.3f}")
     verdict = [m.replace("**", "") for m in h.messages]
     return "\n".join(["real-test metrics of the confirm phase, mean over seeds (every choice made on val):", head]
                      + rows + [""] + verdict + [f"({METRIC_LABELS['f1']} and sensitivity carry the claims; "

@@ -266,7 +266,7 @@ def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max
 def finish(cfg: SweepConfig, table, work: Path, no_report: bool) -> None:
     """results.parquet to its storage, the answer printed, the report written."""
     results = table.write()  # and to remote storage (ResultsTable.store)
-    print("\n" + summarize(table.frame()))
+    print("\n" + summarize(table.frame(), work))
     failed = table.frame().query("status != 'ok'")
     if len(failed):
         print(f"\n{len(failed)} trial row(s) failed or were stopped (reasons in results.parquet and the report)")

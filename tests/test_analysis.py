@@ -75,15 +75,17 @@ def test_headline_means_and_cis_match_hand_computation(tmp_path):
         assert f1[f"{prefix}_lo"] == pytest.approx(x.mean() - half)
         assert f1[f"{prefix}_hi"] == pytest.approx(x.mean() + half)
         assert f1[f"{prefix}_n"] == 3
-    # paired by seed: the improvement is the mean of the per-seed differences
+    # paired by seed: the difference is the mean of the per-seed differences; without test scores (no run folders)
+    # the interval is the paired t-interval over seeds, and no claim is made (no confirm phase either)
     diffs = np.array([0.70, 0.74, 0.75]) - np.array([0.60, 0.62, 0.64])
-    assert f1["improvement"] == pytest.approx(diffs.mean())
-    half_d = t975(3) * diffs.std(ddof=1) / math.sqrt(3)  # paired t-interval of the mean difference
-    assert (f1["improvement_lo"], f1["improvement_hi"]) == (pytest.approx(diffs.mean() - half_d),
-                                                            pytest.approx(diffs.mean() + half_d))
+    assert f1["gan_vs_baseline"] == pytest.approx(diffs.mean())
+    half_d = t975(3) * diffs.std(ddof=1) / math.sqrt(3)
+    assert (f1["gan_vs_baseline_lo"], f1["gan_vs_baseline_hi"]) == (pytest.approx(diffs.mean() - half_d),
+                                                                    pytest.approx(diffs.mean() + half_d))
     tests = hl.tests.set_index(["comparison", "metric"])
-    assert tests.loc[("GAN - baseline", "f1"), "n_paired"] == 3
-    assert tests.loc[("GAN - control", "f1"), "mean_diff"] == pytest.approx(np.mean([0.04, 0.09, 0.05]))
+    assert tests.loc[("gan - baseline", "f1"), "n_paired"] == 3 and not tests["tested"].any()
+    assert tests.loc[("stacked - control", "f1"), "method"] == "no test: no stacked arm in the confirm phase"
+    assert hl.control.arm == "class_weight"  # results from before the tuned control: the best old control arm
 
     md = (build_report(p, tmp_path / "rep")).read_text()
     half = t975(3) * np.std([0.60, 0.62, 0.64], ddof=1) / math.sqrt(3)
@@ -104,7 +106,9 @@ def test_unpaired_seeds_are_reported_as_unpaired(tmp_path):
     rows = [row("base", "baseline", s, 0.6 + s / 100, 0.6) for s in (10, 11, 12)]
     rows += [row("g", "gan", s, 0.62 + s / 100, 0.7, gan_loss="bce", ratio=0.5) for s in (0, 1, 2)]
     md = build_report(write(tmp_path, rows), tmp_path / "rep").read_text()
-    assert "no test: no seed has a result in both arms" in md and "**No answer**" in md
+    assert "**Answer: cannot be assessed.** These results record no confirm phase" in md
+    comparisons = pd.read_csv(tmp_path / "rep" / "comparisons.csv")
+    assert (comparisons["n_paired"] == 0).all()  # no seed has a result in both arms
 
 
 # ---------------------------------------------------------------- selection and Pareto
@@ -130,8 +134,10 @@ def test_selection_uses_validation_not_test(tmp_path):
     assert per.loc["bce", "config_id"] == "tie_hi_sens"
     md = build_report(p, tmp_path / "rep").read_text()
     assert "config `val_best`" in md
-    # the val-chosen GAN is worse than baseline on test: the report must say so
-    assert "Test F1: the GAN is worse than the baseline (no augmentation)" in md
+    # the val-chosen GAN is worse than baseline on test: the table shows it, and without a confirm phase the
+    # report makes no claim either way
+    assert hl.table.set_index("metric").loc["f1", "gan_vs_baseline"] < 0
+    assert "**Answer: cannot be assessed.**" in md
 
 
 def test_pareto_front_hand_example():
@@ -229,7 +235,7 @@ def test_missing_optional_columns_still_render(tmp_path):
     html = (out / "report.html").read_text()
     assert html.count(IMG) == len(list(out.glob("*.png")))
     assert "n/a (no values)" in md                          # e.g. ROC-AUC column absent
-    assert "No successful classical control" in md
+    assert "No tuned classical control arm in the confirm phase" in md
     assert "Not drawn: no GAN configuration has both a FID/KID value" in md
     assert "no history.jsonl found" in md and "no preview.png found" in md
     assert "Columns absent from the results file" in md and "`gan_fid`" in md
@@ -260,19 +266,18 @@ def test_single_seed_says_no_ci_instead_of_nan(tmp_path):
     rows = [row("b", "baseline", 0, 0.6, 0.6), row("g", "gan", 0, 0.7, 0.7, gan_loss="bce", ratio=1.0),
             row("c", "oversample", 0, 0.65, 0.65)]
     md = build_report(write(tmp_path, rows), tmp_path / "rep").read_text()
-    assert "no test: 1 paired seed(s), a test needs at least 3" in md and "**No answer**" in md
+    assert "**Answer: cannot be assessed.**" in md
     assert "0.600 (1 seed: no CI)" in md and "+0.100 (no CI: too few seeds)" in md
     assert not re.search(r"\bnan\b", md, re.I)
 
 
-def test_gan_that_does_not_help_is_said_plainly(tmp_path):
+def test_results_without_a_confirm_phase_are_said_plainly(tmp_path):
     p = write(tmp_path, three_arm_rows(gan_test=(0.61, 0.60, 0.66), base_test=(0.60, 0.62, 0.64)))
     md = build_report(p, tmp_path / "rep").read_text()
-    assert "Test F1: no evidence of a difference from the baseline (no augmentation)" in md
-    assert "includes 0" in md and "does NOT help" not in md
+    assert "These results record no confirm phase" in md and "does NOT help" not in md
     # a DataFrame (e.g. from a notebook) renders the same verdict
     md_df = build_report(analysis.load(p), tmp_path / "rep_df").read_text()
-    assert "Test F1: no evidence of a difference from the baseline (no augmentation)" in md_df
+    assert "These results record no confirm phase" in md_df
 
 
 def test_empty_sweep_says_so(tmp_path):
@@ -396,11 +401,14 @@ def test_headline_uses_confirm_rows_tunes_every_arm_on_val_and_counts_failed_see
     assert hl.control.config_id == "c_0.003"
     f1 = hl.table.set_index("metric").loc["f1"]
     assert f1["gan_mean"] == pytest.approx(np.mean([0.61, 0.62, 0.63, 0.64]))  # no 0.99 search run, no NaN
-    t = hl.tests.set_index(["comparison", "metric"]).loc[("GAN - baseline", "f1")]
-    assert t["n_paired"] == 4  # the failed seed leaves the pairing
+    t = hl.tests.set_index(["comparison", "metric"]).loc[("gan - baseline", "f1")]
+    assert t["n_paired"] == 5 and t["n_as_no_help"] == 1  # the failed GAN seed counts as no help (0), not absent
+    assert t["cc_n"] == 4
     md = build_report(p, tmp_path / "rep").read_text()
-    assert "GAN: 1 seed(s) failed or stopped in the confirm phase" in md and "RuntimeError: boom" in md
+    assert "the GAN as searched: 1 seed(s) failed, were stopped or gated in the confirm phase, counted as no help" in md
+    assert "RuntimeError: boom" in md
     assert "2 classifier LR(s) x 5 seed(s)" in md and "Caution" not in md
+    assert "the test scores of the chosen runs could not be read" in md  # no run folders: no claim
 
 
 def test_ratio_curve_shows_a_confirmed_mean_over_a_luckier_single_run():

@@ -45,26 +45,29 @@ def test_folds_are_averaged_per_seed_so_n_is_the_number_of_seeds():
     """Folds share a per-seed effect: the paired test must be over the 5 seeds' fold means (n = 5), not over the
     15 seed x fold rows, whose pseudo-replicated interval would be too narrow."""
     import analysis
+    from analysis.decision import decide
     from analysis.stats import paired_test
 
     df = fold_rows(folds=3)
-    h = analysis.headline(analysis.tidy(df), metrics=["f1", "sensitivity"])
-    claims = h.tests[h.tests["claim"]]
-    assert h.folds == 3 and claims["tested"].all() and (claims["n_paired"] == len(SEEDS)).all()
-    assert h.gan.seeds_ok == list(SEEDS) and h.gan.config_id == "gan-0.001"
+    tidy = analysis.tidy(df)
+    d = decide(analysis.classifier_rows(tidy), tidy[tidy["stage"] == "classifier"], ["f1", "sensitivity"],
+               cover_test_images=False)  # the seeds' part of the uncertainty, which the folds must not inflate
+    claims = d.tests[d.tests["claim"] & (d.tests["comparison"] == "gan - baseline")]
+    assert d.folds == 3 and claims["tested"].all() and (claims["n_paired"] == len(SEEDS)).all()
+    assert d.picks["gan"].seeds_ok == list(SEEDS) and d.picks["gan"].config_id == "gan-0.001"
     # the same numbers by hand: each seed's folds averaged, then the paired test over seeds
     chosen = df[df["config_id"].isin(["gan-0.001", "baseline-0.001"])]
     by_seed = chosen.groupby(["arm", "seed"])["test_f1"].mean()
     want = paired_test(by_seed["gan"].to_dict(), by_seed["baseline"].to_dict())
-    got = claims[(claims["metric"] == "f1") & (claims["comparison"] == "GAN - baseline")].iloc[0]
+    got = claims[claims["metric"] == "f1"].iloc[0]
     assert got["mean_diff"] == pytest.approx(want.mean_diff) and got["ci_lo"] == pytest.approx(want.lo)
     assert got["p_value"] == pytest.approx(want.p_t)
     # treating the 15 rows as replicates would claim a far narrower interval than the seeds support
     rows = chosen.assign(unit=chosen["seed"] * 10 + chosen["fold"]).set_index(["arm", "unit"])["test_f1"]
     pseudo = paired_test(rows["gan"].to_dict(), rows["baseline"].to_dict())
     assert pseudo.n == 15 and (pseudo.hi - pseudo.lo) < 0.7 * (got["ci_hi"] - got["ci_lo"])
-    assert "3 folds averaged per seed; n = seeds" in " ".join(h.context)
-    assert "mean of its 3 CV folds" in got["method"]
+    h = analysis.headline(tidy, metrics=["f1", "sensitivity"])
+    assert "each seed the mean of its 3 CV folds (n = seeds, never seeds x folds)" in " ".join(h.context)
 
 
 def test_a_seed_missing_a_fold_leaves_the_test_and_the_lr_choice_on_val():
@@ -85,8 +88,9 @@ def test_a_seed_missing_a_fold_leaves_the_test_and_the_lr_choice_on_val():
     assert h.baseline.config_id == "baseline-0.003"
     assert h.gan.seeds_ok == [1000, 1001, 1002, 1003] and h.gan.seeds_failed == [1004]
     assert any("seed 1004 fold 1: failed" in f for f in h.gan.failures)
-    claims = h.tests[h.tests["claim"]]
-    assert (claims["n_paired"] == 4).all()  # seed 1004 lacks a GAN fold: out of every GAN comparison
+    claims = h.tests[h.tests["claim"] & (h.tests["comparison"] == "gan - baseline")]
+    # seed 1004 lacks a GAN fold: it counts as no help (0), and its complete-case result leaves it out
+    assert (claims["n_paired"] == 5).all() and (claims["n_as_no_help"] == 1).all() and (claims["cc_n"] == 4).all()
 
 
 def test_seed_means_keeps_only_complete_seeds_and_is_a_plain_mean_without_folds():
