@@ -110,7 +110,9 @@ def scores_csv(preds, positive_label: int) -> str:
     """RUN/test_scores.csv's text: row (position in the split), label, score (probability of the positive class)."""
     idx, probs, labels = preds
     score = probs[:, positive_label] if probs.ndim == 2 else probs
-    return "row,label,score\n" + "".join(f"{int(i)},{int(y)},{float(p):.6g}\n" for i, y, p in zip(idx, labels, score))
+    # full precision (repr): the verdict recomputes each run's metrics from these at its threshold, so no score may round
+    # across it
+    return "row,label,score\n" + "".join(f"{int(i)},{int(y)},{float(p)!r}\n" for i, y, p in zip(idx, labels, score))
 
 
 def write_scores(path: Path, preds, positive_label: int) -> None:
