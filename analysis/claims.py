@@ -216,8 +216,11 @@ def context(h: Headline, df: pd.DataFrame) -> list[str]:
                    f"bound of its difference above -{h.margin:g}.")
     claims = h.tests[h.tests["claim"] & h.tests["tested"]]
     if len(claims):
-        parts = [f"{METRIC_LABELS[r.metric]}, {arm_text(h, r.a)} vs {arm_text(h, r.b)}: {fmt_x(r.mde)} "
-                 f"({fmt_x(r.mde_upper)} at the spread's upper 90% bound)" for r in claims.itertuples()]
+        def size(x: float) -> str:
+            return fmt_x(x) if np.isfinite(x) and x <= 1 else "beyond the metric's range"
+
+        parts = [f"{METRIC_LABELS[r.metric]}, {arm_text(h, r.a)} vs {arm_text(h, r.b)}: {size(r.mde)} "
+                 f"({size(r.mde_upper)} at the spread's upper 90% bound)" for r in claims.itertuples()]
         out.append("Smallest true difference this sweep would detect with 80% power (an estimate: exact "
                    f"noncentral-t power at the combined standard error and its df, two-sided alpha {ALPHA:g}/"
                    f"{FAMILY}, Holm's strictest step): " + "; ".join(parts) + ".")

@@ -14,7 +14,7 @@ from analysis.document import Doc, fci, fdiff, fnum
 from analysis.scores import RunScores
 from analysis.tables import METRIC_LABELS
 from analysis.verdict import Headline, headline
-from trainables.arms import ARM_DESCRIPTIONS, ARM_LABELS, CLASSICAL_CONTROLS
+from trainables.arms import ARM_DESCRIPTIONS, CLASSICAL_CONTROLS
 
 ARM_TITLES = {"baseline": "Baseline (no fix)", "control": "Best control (C)", "stacked": "C + GAN", "gan": "GAN"}
 
@@ -47,8 +47,9 @@ def describe(c: pd.Series | None) -> str:
             bits.append(f"lr_G {fnum(c['gan_lr_g'])}, lr_D {fnum(c['gan_lr_d'])}")
     if arm in CLASSICAL_CONTROLS:  # results from before the tuned control: one fix per arm
         bits.append(ARM_DESCRIPTIONS[arm])
-    bits += [f"{k.replace('_', ' ')} {c.get(k)}" for k in ("imbalance_fix", "augment")
-             if str(c.get(k, "") or "none") != "none" and arm not in CLASSICAL_CONTROLS]
+    if arm in ("gan", "control+gan"):  # the tuned control's own settings are in its label (claims.arm_text)
+        bits += [f"{k.replace('_', ' ')} {c.get(k)}" for k in ("imbalance_fix", "augment")
+                 if str(c.get(k, "") or "none") != "none"]
     if np.isfinite(c.get("clf_lr", np.nan)):
         bits.append(f"classifier lr {fnum(c['clf_lr'])}")
     return (", ".join(bits) + f" (config `{c['config_id']}`, {int(c['n_seeds'])} seed(s), "
@@ -62,9 +63,7 @@ def _pick_text(hl: Headline, key: str) -> str:
         return f"{name}: not in this sweep's confirm phase"
     if not pick.config_id:
         return f"{name}: every confirm run failed, was stopped or gated ({'; '.join(pick.failures[:3])})"
-    label = f" ({ARM_LABELS.get(pick.arm, pick.arm)})" if pick.arm not in ARM_TITLES else ""
-    if key == "control":
-        label = f": {arm_text(hl, 'control')}"
+    label = f": {arm_text(hl, 'control')}" if pick.arm == "control" else ""
     seeds = f"{len(pick.seeds_ok)} seed(s) ok" + (f", {len(pick.seeds_failed)} failed, stopped or gated"
                                                   if pick.seeds_failed else "")
     return (f"{name}{label}: {describe(pick.summary) if 'arm' in pick.summary else pick.config_id}; "

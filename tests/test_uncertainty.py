@@ -182,3 +182,16 @@ def test_scores_are_read_from_run_folders_and_missing_ones_are_named(tmp_path):
     pos, score = got["t1"]
     assert pos.tolist() == [True, False, True] and score.tolist() == [0.9, 0.2, 0.4]  # in test-row order
     assert list(got) == ["t1"] and src.missing and src.missing[0].startswith("t2: run folder not found")
+
+
+def test_a_null_sweep_reads_no_evidence_and_says_what_the_intervals_cover():
+    df, scores, _ = simulate(np.random.default_rng(8), n_seeds=5)
+    h = _headline(df, scores)
+    assert h.covers_test_images and h.n_test_positive == 15 and h.n_test == 165
+    assert h.messages[0].startswith("**Answer: no evidence of a difference.**"), h.messages[0]
+    assert "not evidence that it does not help" in h.messages[0]
+    cover = " ".join(h.context)
+    assert "AND the sampling of the test images" in cover and "15 minority and 150 other test images" in cover
+    assert "Smallest true difference this sweep would detect with 80% power" in cover
+    mde = h.tests.loc[h.tests["claim"], "mde"]
+    assert mde.notna().all() and (h.tests.loc[h.tests["claim"], "mde_upper"] > mde).all()
