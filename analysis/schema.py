@@ -4,8 +4,7 @@ One row per trial and stage. The sweep writes rows as trials finish, so a partia
 Columns not listed here may appear (extra config values); readers must tolerate missing optional ones.
 """
 
-METRIC_NAMES = ["accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1",
-                "macro_f1", "roc_auc", "pr_auc"]  # minority class = positive
+from trainables.metric_names import METRIC_NAMES  # noqa: F401  the training side's names (one home, no torch)
 
 # identity and outcome
 ID_COLUMNS = [

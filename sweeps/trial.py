@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from analysis.schema import METRIC_NAMES
+from trainables.metric_names import METRIC_NAMES
 from data_prep.shards import decode_on_this_node
 from sweeps.config import SweepConfig
 from sweeps.quality import audit_gan, mix_quality, quality_evaluator

@@ -24,7 +24,7 @@ import torch
 from torchmetrics.functional.classification import (binary_auroc, binary_average_precision,
                                                     multiclass_confusion_matrix)
 
-from analysis.schema import METRIC_NAMES  # pure Python: the results contract owns the names
+from trainables.metric_names import METRIC_NAMES  # pure Python: one home of the results contract's names
 
 METRIC_KEYS = METRIC_NAMES  # the one list of metric names (tests/test_house.py checks it is the same object)
 THRESHOLD_FREE = ("roc_auc", "pr_auc")  # metrics that do not depend on the decision threshold
