@@ -1,4 +1,5 @@
 """CLI: python -m data_prep --source demo|PATH --out DIR [--seed N] [--image-size S] [--channels 1|3] [--dry-run]
+                           [--smoke-test]
 
 Prints per-split, per-class counts and the imbalance ratio; writes DIR/manifest.parquet unless --dry-run.
 """
@@ -38,7 +39,7 @@ def summary(m) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", required=True, help="'demo', a class-folder directory (or DIR/{train,val,test}/<class>/), "
+    p.add_argument("--source", help="'demo', a class-folder directory (or DIR/{train,val,test}/<class>/), "
                                                    "a .csv (path,label[,group][,split]) or a .npz")
     p.add_argument("--out", help="output folder for manifest.parquet (required unless --dry-run)")
     p.add_argument("--seed", type=int, default=0)
@@ -59,7 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-outside-root", action="store_true", help="CSV paths may leave the CSV's folder")
     p.add_argument("--demo-counts", default="1000,100", help="demo: majority,minority image counts")
     p.add_argument("--dry-run", action="store_true", help="scan and split, print counts, write nothing")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="tiny and fast: the demo source (unless --source is given) with 60 + 12 images of 16 px, "
+                        "written to --out or, without it, to a temporary folder that is removed")
     args = p.parse_args(argv)
+    if args.smoke_test:
+        args.source = args.source or "demo"
+        args.demo_counts, args.image_size = "60,12", 16
+        args.dry_run = args.dry_run or not args.out
+    if not args.source:
+        p.error("--source is required: 'demo', a class-folder directory, a .csv or a .npz")
     try:
         fractions = tuple(float(x) for x in args.fractions.split(","))
         maj, mino = (int(x) for x in args.demo_counts.split(","))
@@ -71,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --out DIR is required (or use --dry-run)", file=sys.stderr)
         return 2
     try:
-        cfg = PrepConfig(source=args.source, seed=args.seed, fractions=fractions,
+        demo_size = {"demo_image_size": 16} if args.smoke_test else {}
+        cfg = PrepConfig(**demo_size, source=args.source, seed=args.seed, fractions=fractions,
                          use_given_split=args.use_given_split, resplit=args.resplit,
                          move_crossing_groups=args.move_crossing_groups, label_map=parse_label_map(args.relabel),
                          positive_class=args.positive, channels=args.channels, image_size=args.image_size,
