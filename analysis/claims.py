@@ -112,8 +112,10 @@ def answer(h: Headline, claims: pd.DataFrame) -> str:
                          "place." if h.gan is not None else "No GAN configuration reached the confirm phase.")
     tested = claims[claims["tested"]]
     if tested.empty:
-        why = claims["method"].iloc[0] if len(claims) else "no claim could be tested"
-        return cannot + f"No claim could be tested ({why})."
+        why = str(claims["method"].iloc[0]) if len(claims) else "no comparison could be made"
+        for lead in ("no claim: ", "no test: "):
+            why = why[len(lead):] if why.startswith(lead) else why
+        return cannot + f"No claim is made: {why}."
     prim, sec = (claims[claims["comparison"] == f"{a} - {b}"] for a, b in COMPARISONS)
     fam = f"Holm-corrected over the {len(tested)} claim(s) tested, 5% level; intervals over " + (
         "seeds and test images" if h.covers_test_images else "seeds")

@@ -1,6 +1,7 @@
 """The comparison report: results.parquet -> report.md, self-contained report.html, PNGs, CSVs.
 
     python -m analysis.report RESULTS.parquet --out DIR
+    python -m analysis.report --smoke-test [--out DIR]      # a made-up results table, in seconds
 
 Sections: trial status counts; headline (baseline vs best GAN vs best classical control on real
 test, chosen on real validation, mean +- 95% t-CI over seeds, paired tests, a plain verdict); the
@@ -232,9 +233,21 @@ def _loss_notes(df: pd.DataFrame, pl: pd.DataFrame) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n")[0])
-    ap.add_argument("results", help="results.parquet written by the sweep (or the folder holding it)")
-    ap.add_argument("--out", required=True, help="output folder for report.md, report.html, PNGs, CSVs")
+    ap.add_argument("results", nargs="?", help="results.parquet written by the sweep (or the folder holding it)")
+    ap.add_argument("--out", help="output folder for report.md, report.html, PNGs, CSVs")
+    ap.add_argument("--smoke-test", action="store_true",
+                    help="tiny and fast: a report of a made-up results table (analysis/smoke.py) into --out or a "
+                         "temporary folder")
     args = ap.parse_args(argv)
+    if args.smoke_test:
+        import tempfile
+
+        from analysis.smoke import smoke_results
+
+        args.results = smoke_results()
+        args.out = args.out or tempfile.mkdtemp(prefix="report_smoke_")
+    if args.results is None or not args.out:
+        ap.error("give RESULTS.parquet and --out DIR (or --smoke-test)")
     try:
         md = build_report(args.results, args.out)
     except ResultsFileError as exc:

@@ -23,3 +23,12 @@ def test_data_prep_smoke_test_with_and_without_out(tmp_path):
     assert out.returncode == 0, out.stderr
     m = pd.read_parquet(tmp_path / "m" / "manifest.parquet")
     assert len(m) == 72 and set(m["split"]) == {"train", "val", "test"}
+
+
+def test_analysis_report_smoke_test_renders_a_made_up_table(tmp_path):
+    r = _run("-m", "analysis.report", "--smoke-test", "--out", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "smoke_test_made_up_numbers" in md and "**Answer: cannot be assessed.**" in md
+    assert (tmp_path / "rep" / "report.html").is_file()
+    assert _run("-m", "analysis.report").returncode == 2  # neither results nor --smoke-test: a usage error
