@@ -36,7 +36,7 @@ def summary(m) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", help="'demo', a class-folder directory (or DIR/{train,val,test}/<class>/), "
@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke-test", action="store_true",
                    help="tiny and fast: the demo source (unless --source is given) with 60 + 12 images of 16 px, "
                         "written to --out or, without it, to a temporary folder that is removed")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     if args.smoke_test:
         args.source = args.source or "demo"
