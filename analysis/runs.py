@@ -31,6 +31,7 @@ import pandas as pd
 
 from analysis.document import fnum
 from analysis.export import ExportError, locate
+from analysis.uris import check_uri
 from analysis.tables import confirm_rows
 from trainables.arms import ARM_DESCRIPTIONS
 
@@ -139,9 +140,14 @@ class RemoteDir:
 def find_dir(named: str, base: Path) -> tuple[Path | RemoteDir | None, str]:
     """The run folder a results row names -> (folder, why not found). Tried in order: the path as given or
     relative to the results file; moved with the sweep folder (beside the results file); a store URI
-    (clf_run_dir of a sweep with remote storage) read in place (an S3 endpoint comes from AWS_ENDPOINT_URL)."""
+    (clf_run_dir of a sweep with remote storage) read in place (an S3 endpoint comes from AWS_ENDPOINT_URL).
+    A name with a query string or a '..' segment is refused before anything is opened (analysis.uris)."""
     if not named:
         return None, "the results row names none"
+    try:  # a results file is data: a query string or '..' in it could send the reader (and its credentials) anywhere
+        check_uri(named, "run folder")
+    except ValueError as exc:
+        return None, str(exc)
     p = Path(named).expanduser()
     if "://" not in named and not p.is_absolute() and (base / p).is_dir():
         return base / p, ""

@@ -33,6 +33,9 @@ class SweepConfig:
     s3_endpoint: str | None = None  # S3-compatible endpoint of an s3:// storage_path (MinIO...); default AWS_ENDPOINT_URL
     address: str | None = None  # "auto" joins a running cluster; None starts a local Ray
     resume: bool = False  # continue an interrupted sweep of the same name (finished trials are not re-run)
+    lease_ttl_s: float = 30.0  # remote storage: a GAN lease or driver claim not renewed this long is taken for dead
+    lease_heartbeat_s: float = 5.0  # remote storage: renewal period of GAN leases and of the driver's claim
+    scratch_max_age_h: float = 24.0  # remote storage: node scratch (other sweeps', GAN runs) unused this long is removed
     # ---- search
     num_samples: int = 8  # Optuna trials in the search phase
     gan_losses: tuple[str, ...] = GAN_LOSS_CHOICES  # GAN losses searched
@@ -109,6 +112,9 @@ class SweepConfig:
         for name in ("num_samples", "num_seeds", "gan_epochs", "clf_epochs", "workers_per_trial"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.lease_heartbeat_s < self.lease_ttl_s or self.scratch_max_age_h < 0:
+            raise ConfigError(f"need 0 < lease_heartbeat_s < lease_ttl_s and scratch_max_age_h >= 0, got "
+                              f"{self.lease_heartbeat_s}, {self.lease_ttl_s}, {self.scratch_max_age_h}")
         if self.time_budget_s < 0 or self.trial_time_budget_s < 0:
             raise ConfigError("time_budget_s and trial_time_budget_s must be >= 0 (0 = no limit)")
         if self.top_k < 0 or self.max_concurrent < 0:

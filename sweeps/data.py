@@ -18,13 +18,21 @@ def prepare_data(cfg: SweepConfig, work: Path) -> Path:
     path = out / "manifest.parquet"
     source = cfg.data
     if "://" in source:  # s3://, gs://, ...: copy the data set next to the work dir once, then read it locally
+        import os
+
         import pyarrow.fs as pafs
+
+        from sweeps.storage import filesystem
 
         local = work / "data_source" / Path(source.rstrip("/")).name
         if not local.exists():
             print(f"copying {source} -> {local}", flush=True)
             local.parent.mkdir(parents=True, exist_ok=True)
-            pafs.copy_files(source, str(local))
+            # the sweep's S3 endpoint applies here too (MinIO), with the store's timeouts and retries
+            fs, inside = filesystem(source, cfg.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL"))
+            tmp = local.with_name(local.name + ".part")
+            pafs.copy_files(inside, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            tmp.replace(local)
         source = str(local)
     pcfg = data_prep.PrepConfig(source=source, seed=cfg.split_seed, use_given_split=cfg.use_given_split,
                                 resplit=cfg.resplit, move_crossing_groups=cfg.move_crossing_groups,
