@@ -1,7 +1,8 @@
 """The Tune function trainable of the sweep: one trial = (GAN, if its arm uses one) -> synthetic set -> classifier.
 
 No wasted GAN training: a GAN is identified by `space.gan_key` (loss, lrs, DiffAugment, n_critic, seed)
-and lives in <storage>/<name>/gans/<key>/. The first trial that needs it trains it under the key's lease
+and lives in <storage>/<name>/gans/<key>/ (remote storage: gans/<key>/a-<attempt>/, one folder per lease grant,
+see sweeps.gan_runs). The first trial that needs it trains it under the key's lease
 (sweeps.leases: a file lock on local storage, a cluster-wide Ray actor on remote storage); every later trial
 (any ratio, any classifier LR, any node) finds its `done.json` and reuses the generator and its synthetic
 set. A trial stopped by the scheduler or killed mid-GAN leaves checkpoints (published to remote storage as
@@ -63,6 +64,7 @@ class TrialData:
     storage: str = ""  # the sweep's folder in remote storage (s3://...): manifests are keys in it, fetched by
     # sweeps.artifacts.localize into each node's scratch; "" = local paths, as given
     s3_endpoint: str | None = None  # S3-compatible endpoint of `storage` (None: AWS, or AWS_ENDPOINT_URL)
+    run_id: str = ""  # the sweep's run id (sweeps.claim): names each node's scratch folder with the store's digest
     folds: tuple["TrialData", ...] = ()  # --folds K: fold f's data (its manifest: fold f's train/val, same test)
 
 
@@ -165,40 +167,34 @@ def _report(metrics: dict) -> None:
 def ensure_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, device: str,
                report=_report, holder: str = "") -> dict[str, Any]:
     """Train (or reuse) the GAN of this config, sample its synthetic set once, audit it once: one training per
-    GAN key across the cluster (sweeps.leases), completion = gans/<key>/done.json in the store (written last).
+    GAN key across the cluster, under a fenced lease; completion = gans/<key>/done.json (sweeps.gan_runs).
 
     -> {"gan_key", "gan_run_dir", "synthetic_dir", "status", "reason", "gan_trained_here", gan_* metrics}
     """
     from sweeps.artifacts import artifact_uri, store_of
-    from sweeps.leases import gan_lease
+    from sweeps.gan_runs import ensure_trained
 
     key = gan_key(config)
     store = store_of(data)
-    run_dir = store.local(f"gans/{key}")
-    here = {"gan_run_dir": artifact_uri(data, run_dir)}
-    with gan_lease(store, key, holder or key, run_dir.parent / f"{key}.lock"):
-        done = store.read_text(f"gans/{key}/done.json")
-        trained = done is None
-        if trained:
-            store.fetch(f"gans/{key}/checkpoints")  # a run cut short elsewhere resumes from its checkpoints
-            info = {**_train_gan(config, sweep, data, device, report, run_dir, key, store), **here}
-            store.publish(f"gans/{key}")
-            store.write_text(f"gans/{key}/done.json", json.dumps(info, default=float))
-        else:
-            info = {**json.loads(done), **here}
-            if info.get("status") == "ok":  # the synthetic set and the run, into this node's scratch
-                store.fetch(f"gans/{key}", skip_suffixes=(".pt",))
+
+    def train(run_dir: Path, lease) -> dict[str, Any]:
+        return _train_gan(config, sweep, data, device, report, run_dir, key, store, lease)
+
+    info, run, trained = ensure_trained(store, key, holder or key, train, sweep.lease_heartbeat_s)
+    run_dir = store.local(run)
+    info = {**info, "gan_run_dir": artifact_uri(data, run_dir)}
     if info.get("status") == "ok":
         info["synthetic_dir"] = str(run_dir / "synthetic")
     return {**info, "gan_trained_here": trained}
 
 
 def _train_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, device: str, report,
-               run_dir: Path, key: str, store) -> dict[str, Any]:
+               run_dir: Path, key: str, store, lease=None) -> dict[str, Any]:
     """ensure_gan's training, sampling and audit in run_dir (this node's scratch with remote storage; its
     checkpoints are published as they are written) -> the done.json record."""
     from data_prep import read_manifest
     from sweeps.artifacts import CheckpointSync
+    from sweeps.storage import ensure_free
     from trainables.gan.run import run_gan_local
     from trainables.gan.sample import write_samples
 
@@ -216,7 +212,7 @@ def _train_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
                                  storage_path=store.uri(f"gans/{key}/ray") if store.remote else None,
                                  callbacks=tune_forwarder(functools.partial(gan_progress, key=key)))
     else:
-        sync = CheckpointSync(store, f"gans/{key}")
+        sync = CheckpointSync(store, run_dir.relative_to(store.local()).as_posix(), fence=lease)
 
         def on_epoch(m: Mapping[str, Any]) -> None:
             report(gan_progress(m, key))
@@ -234,6 +230,7 @@ def _train_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
     n_samples = max(1, math.ceil(max(sweep.synthetic_ratios) * n_minority))
     synthetic_dir = run_dir / "synthetic"
     ckpt = sorted((run_dir / "checkpoints").glob("*.pt"))[-1]
+    ensure_free(run_dir, n_samples * sweep.image_size ** 2 * sweep.channels, f"{n_samples} synthetic images")
     write_samples(ckpt, n_samples, synthetic_dir, seed=int(config["seed"]), device=device, overwrite=True,
                   progress=False, labels=[manifest.positive_class] if gcfg.conditional else None)
     info.update(status="ok", reason="")
@@ -266,9 +263,10 @@ def run_trial(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, tr
     torch.set_num_threads(max(1, int(sweep.cpus_per_trial)))
     device = "cuda" if sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
     t0 = time.perf_counter()
-    from sweeps.artifacts import localize
+    from sweeps.artifacts import localize_trial
 
-    data = fold_data(config, localize(data))
+    sweep, data = localize_trial(sweep, data)
+    data = fold_data(config, data)
     row: dict[str, Any] = {k: config[k] for k in (*TRIAL_KEYS, *ROW_KEYS) if k in config}
     row.update(trial_id=trial_id, config_id=config_id(config), setup_id=setup_id(config), gan_key=gan_key(config),
                status="ok", error="", image_size=sweep.image_size, channels=sweep.channels,
@@ -315,7 +313,7 @@ def trial_gans(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
 def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, device: str, report,
                      trial_id: str, synthetic_dir) -> dict[str, Any]:
     """Train the trial's classifier (in process, or DDP through a TorchTrainer) -> its val/test row values."""
-    from sweeps.artifacts import CheckpointSync, artifact_uri, store_of
+    from sweeps.artifacts import CheckpointSync, artifact_uri, publish_run, store_of
     from trainables.classifier.run import run_classifier_local
 
     t1 = time.perf_counter()
@@ -345,7 +343,7 @@ def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialD
                                       resume=True)
     out = {f"{split}_{k}": float(result[split][k]) if result[split].get(k) is not None else float("nan")
            for split in ("val", "test") for k in METRICS}
-    store.publish(key)
+    publish_run(store, key)  # and its scratch copy removed; a store error is logged, the finished trial stays ok
     dirs = [d for d, _ in synthetic_dir] if isinstance(synthetic_dir, list) else [synthetic_dir] if synthetic_dir else []
     out.update(clf_run_dir=artifact_uri(data, clf_dir), synthetic_dir=";".join(artifact_uri(data, d) for d in dirs),
                clf_threshold=float(result.get("threshold", float("nan"))),
