@@ -6,7 +6,8 @@
 Every column of the contract in `analysis.schema` is present afterwards: optional columns the
 file lacks are added empty (NaN for numbers, "" for text, <NA> for integers/booleans), and
 types are normalised, so notebook code never has to check. A partial file written by an
-interrupted sweep loads like a finished one. Needs pandas + pyarrow only (no torch, no Ray).
+interrupted sweep loads like a finished one: the rows written since the file was last rewritten, in
+results.parts/ beside it, are read with it (read_table). Needs pandas + pyarrow only (no torch, no Ray).
 """
 from __future__ import annotations
 
@@ -33,17 +34,50 @@ FLOAT_COLUMNS = (["gan_lr_g", "gan_lr_d", "synthetic_ratio", "clf_lr", "feature_
 TIME_COLUMNS = ["finished_at"]
 
 
+PARTS = "results.parts"  # beside results.parquet: rows written since the file was last rewritten (sweeps.results)
+
+
 class ResultsFileError(ValueError):
     """The results file is missing, unreadable, or not a results parquet (lacks required columns)."""
 
 
 def _resolve(path: str | Path) -> Path:
     path = Path(path)
-    if path.is_dir() and (path / "results.parquet").exists():
+    if path.is_dir() and ((path / "results.parquet").exists() or (path / PARTS).is_dir()):
         return path / "results.parquet"
-    if not path.exists():
+    if not path.exists() and not (path.parent / PARTS).is_dir():
         raise ResultsFileError(f"results file not found: {path}")
     return path
+
+
+def row_keys(df: pd.DataFrame) -> pd.Series:
+    """The identity of each row: (trial, stage), except a "gan" row, which is its GAN's (one row per GAN key)."""
+    trial = df["trial_id"].astype(str) if "trial_id" in df.columns else pd.Series("", index=df.index)
+    stage = df["stage"].astype(str) if "stage" in df.columns else pd.Series("", index=df.index)
+    gan = df["gan_key"].fillna("").astype(str) if "gan_key" in df.columns else pd.Series("", index=df.index)
+    is_gan = (stage == "gan") & (gan != "")
+    return ("gan|" + gan).where(is_gan, trial + "|" + stage)
+
+
+def part_files(folder: Path) -> list[Path]:
+    """The parts in `folder`, oldest first (a half-written one is a hidden temporary file: left out)."""
+    return sorted(p for p in folder.glob("*.json") if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+def read_table(file: str | Path) -> pd.DataFrame:
+    """results.parquet with the parts beside it (results.parts/<time>.json, each a JSON list of rows: the newest
+    rows of a running or interrupted sweep, in the order written): one row per identity (row_keys), the last
+    written winning."""
+    import json
+
+    file = Path(file)
+    frames = [pd.read_parquet(file)] if file.exists() else []
+    records = [r for p in part_files(file.parent / PARTS) for r in json.loads(p.read_text())]
+    frames = [f for f in [*frames, pd.DataFrame(records)] if f.shape != (0, 0)]
+    if len(frames) <= 1:
+        return frames[0] if frames else pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    return df[~row_keys(df).duplicated(keep="last").to_numpy()].reset_index(drop=True)
 
 
 def load(path: str | Path) -> pd.DataFrame:
@@ -55,7 +89,7 @@ def load(path: str | Path) -> pd.DataFrame:
     """
     file = _resolve(path)
     try:
-        raw = pd.read_parquet(file)
+        raw = read_table(file)
     except Exception as exc:  # pyarrow raises several types for non-parquet / truncated files
         raise ResultsFileError(f"cannot read {file} as parquet ({type(exc).__name__}: {exc}); "
                                "expected the results.parquet written by the sweep") from exc

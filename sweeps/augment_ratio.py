@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/a
 from data_prep.errors import ConfigError, DataError, LeakageError  # noqa: E402
 from sweeps import config as sweep_config  # noqa: E402
 from sweeps.answer import disk_use, summarize  # noqa: E402
+from sweeps.claim import claim_sweep, release_claims, save_state  # noqa: E402  one driver per sweep (the store's claim)
 from sweeps.config import SweepConfig  # noqa: E402
 from sweeps.data import prepare_data, trial_data  # noqa: E402,F401  (trial_data: tests and bench use it here too)
 from sweeps.plan import DDP_TRIAL_CPU  # noqa: E402  what a DDP trial's own (coordinating) process reserves
@@ -233,7 +234,7 @@ def start_ray(cfg: SweepConfig, cap=None) -> int:
     if is_remote(cfg.storage_path):
         from sweeps.leases import start_leases
 
-        start_leases(cfg.sweep_dir)  # the cross-node GAN cache's leases, on this (the driver's) node
+        start_leases(cfg.sweep_dir, cfg.lease_ttl_s)  # the cross-node GAN cache's leases, on the driver's node
     return max_conc
 
 
@@ -294,22 +295,19 @@ def setup(cfg: SweepConfig, cap) -> tuple[SweepConfig, Path, object, dict, Path]
     from sweeps.plan import check_fits
 
     check_fits(cfg, cap)  # a trial no node (type) can ever hold would wait PENDING forever
-    work = cfg.local_work_dir
-    state_path = work / "sweep_state.json"
-    if state_path.exists() and not cfg.resume:
-        raise ConfigError(f"{work} already holds a sweep named {cfg.name!r}; pass --resume to continue it or "
-                          f"--name to start another")
-    work.mkdir(parents=True, exist_ok=True)
-    if cfg.resume:  # a resumed remote sweep may run on a new head: its state and rows come from the store
-        for key in ("sweep_state.json", "results.parquet"):
-            sweep_store(cfg, work).fetch(key)
-    manifest = prepare_data(cfg, work)
-    state = json.loads(state_path.read_text()) if state_path.exists() else {"phase": "search"}
-    state.setdefault("config", json.loads(json.dumps(cfg.__dict__, default=list)))
-    state_path.write_text(json.dumps(state, indent=2))
+    from sweeps.artifacts import stored_data
     from sweeps.data import write_fold_manifests
 
-    folds = write_fold_manifests(manifest, work, cfg.folds, cfg.split_seed, cfg.resume) if cfg.folds else []
+    work, store = cfg.local_work_dir, sweep_store(cfg, cfg.local_work_dir)
+    state_path = work / "sweep_state.json"
+    home = claim_sweep(cfg, work, store)  # a held store without --resume, a live driver: refused; state+rows merged
+    stored = stored_data(store) if cfg.resume else None  # remote --resume: the split from the store, not --data
+    manifest = stored[0] if stored else prepare_data(cfg, work)
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"phase": "search"}
+    state.setdefault("config", json.loads(json.dumps(cfg.__dict__, default=list)))
+    write_state(cfg, state, state_path)
+    folds = stored[1] if stored else write_fold_manifests(manifest, work, cfg.folds, cfg.split_seed,
+                                                          cfg.resume) if cfg.folds else []
     data = trial_data(manifest, work, folds)  # --folds K: the confirm phase's fold manifests, written once
     if data.gan_reference_split != "val":
         from sweeps.trial import MIN_VAL_REFERENCE_IMAGES
@@ -322,12 +320,11 @@ def setup(cfg: SweepConfig, cap) -> tuple[SweepConfig, Path, object, dict, Path]
     if cfg.gan_eval_every:
         for i, d in enumerate((data, *data.folds)):  # each fold's reference: its own val part, not its GAN's
             build_quality_reference(cfg, d, f"fold {i - 1}'s trials" if i else "")
-    store = sweep_store(cfg, work)
-    if store.remote:  # trials on any node get the data and the reference from the store, never from this disk
-        from sweeps.artifacts import publish_for_cluster
+    if store.remote:  # trials on any node get the data, the reference and weights from the store, not this disk
+        from sweeps.artifacts import publish_for_cluster, publish_weights
 
-        data = publish_for_cluster(data, store, cfg.image_size, cfg.channels)
-        store.publish("sweep_state.json")
+        data = publish_for_cluster(data, store, cfg.image_size, cfg.channels, bool(stored), home.run_id)
+        cfg = publish_weights(cfg, store)
     return cfg, work, data, state, state_path
 
 
@@ -339,9 +336,8 @@ def sweep_store(cfg: SweepConfig, work: Path):
 
 
 def write_state(cfg: SweepConfig, state: dict, state_path: Path) -> None:
-    """sweep_state.json (phase reached, the search's picks) on the driver's disk and in remote storage."""
-    state_path.write_text(json.dumps(state, indent=2, default=float))
-    sweep_store(cfg, state_path.parent).publish("sweep_state.json")
+    """sweep_state.json (phase reached, the search's picks) on the driver's disk (atomically) and in remote storage."""
+    save_state(sweep_store(cfg, state_path.parent), state, state_path)
 
 
 def build_quality_reference(cfg: SweepConfig, data, used_by: str = "") -> None:
@@ -375,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, work, data, state, state_path = setup(cfg, cap)
     except (DataError, ConfigError, LeakageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        release_claims()  # a claim taken before the error: the same command may run again at once
         return 2
     import ray
 
@@ -392,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_leases(cfg.sweep_dir)
     ray.shutdown()
     finish(cfg, table, work, no_report)
+    release_claims()  # the next driver of this sweep may start now
     print(f"disk used by this sweep: {disk_use(work) / 1e6:.1f} MB in {work}; took {(time.time() - t0) / 60:.1f} min")
     return 0
 

@@ -6,8 +6,8 @@ sweep driver prints ("disk used by this sweep: X MB") is the folder's size.
 
 Driver death itself (SIGKILL of the driver's process group mid-sweep, then --resume) is proven end to end
 by tests/test_sweep.py::test_smoke_sweep_end_to_end_then_resume_after_killed_driver; here, cheaply, the
-pieces it relies on: the parquet is replaced atomically (a kill mid-write leaves the previous file), a
-resumed table never duplicates a trial, and `reconcile` adds finished trials the callback never wrote.
+pieces it relies on: the parquet and its parts are replaced atomically (a kill mid-write leaves the previous
+file), a resumed table never duplicates a trial, and `reconcile` adds finished trials the callback never wrote.
 """
 from __future__ import annotations
 
@@ -55,20 +55,25 @@ def _row(trial_id: str, **kw) -> dict:
 
 
 def test_results_table_survives_a_kill_mid_write_and_never_duplicates(tmp_path):
+    from analysis.load import read_table
     from sweeps.results import ResultsTable
 
     path = tmp_path / "results.parquet"
     t = ResultsTable(path, "s", phase="search")
     t.add(_row("t1"), "classifier")
-    t.add(_row("t2"), "classifier")
-    (tmp_path / "results.tmp.parquet").write_bytes(b"half a parquet file")  # a driver killed mid-write
+    t.add(_row("t2"), "classifier")  # a part beside results.parquet (rewritten at most every COMPACT_MIN_S)
+    (tmp_path / ".results.999.tmp.parquet").write_bytes(b"half a parquet file")  # a driver killed mid-write
+    (tmp_path / "results.parts" / ".00000000000000000009.999.tmp").write_bytes(b"[{half a part")
     resumed = ResultsTable(path, "s", phase="confirm")
     assert sorted(resumed.frame()["trial_id"]) == ["t1", "t2"]
     resumed.add(_row("t2", val_f1=0.7), "classifier")  # a trial reported again after --resume
     resumed.add(_row("t3"), "classifier")
-    df = pd.read_parquet(path)
+    df = read_table(path)  # the table: results.parquet and the parts written since its last rewrite
     assert sorted(df["trial_id"]) == ["t1", "t2", "t3"] and df["trial_id"].is_unique
     assert df.set_index("trial_id").loc["t1", "sweep_phase"] == "search"
+    assert df.set_index("trial_id").loc["t2", "val_f1"] == 0.7
+    resumed.write()
+    assert sorted(pd.read_parquet(path)["trial_id"]) == ["t1", "t2", "t3"]
 
 
 def test_reconcile_adds_finished_trials_the_callback_missed(tmp_path):
