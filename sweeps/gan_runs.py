@@ -18,7 +18,6 @@ MAX_LEASE_LOSSES times): by then the key is usually done, and it reuses the winn
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -111,17 +110,11 @@ def drop_other_attempts(store: Store, key: str, run: str) -> None:
         return
     mine = run.split("/")[-1]
     try:
-        for o in store.list(f"gans/{key}"):
-            parts = o.key.split("/")
-            if len(parts) > 3 and parts[2].startswith("a-") and parts[2] != mine:
-                store.delete(o.key)
+        store.delete_keys([o.key for o in store.list(f"gans/{key}")
+                           if len(o.key.split("/")) > 3 and o.key.split("/")[2].startswith("a-")
+                           and o.key.split("/")[2] != mine])
     except (StoreError, OSError) as exc:  # done.json names the winner: leftovers are only disk
         warn(f"GAN {key}: earlier attempts' files not all deleted ({exc})")
     for d in store.local(f"gans/{key}").glob("a-*"):
         if d.name != mine and d.is_dir():
             shutil.rmtree(d, ignore_errors=True)
-
-
-def attempt_of(run_dir: str | Path) -> str:
-    name = os.path.basename(str(run_dir).rstrip("/"))
-    return name[2:] if name.startswith("a-") else ""

@@ -174,6 +174,10 @@ class ArrowObjects:
                 pass
         retrying(f"delete {key}", go)
 
+    def delete_many(self, keys: list[str]) -> None:
+        for k in keys:
+            self.delete(k)
+
     def download(self, key: str, dest: Path) -> None:
         import pyarrow.fs as pafs
 
@@ -243,6 +247,16 @@ class S3Objects:
     def delete(self, key: str) -> None:
         retrying(f"delete s3://{self.bucket}/{self._key(key)}",
                  lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)))
+
+    def delete_many(self, keys: list[str]) -> None:
+        """One request per 1,000 keys (DeleteObjects) instead of one per key."""
+        for i in range(0, len(keys), 1000):
+            batch = {"Objects": [{"Key": self._key(k)} for k in keys[i:i + 1000]], "Quiet": True}
+            r = retrying(f"delete {len(batch['Objects'])} objects in s3://{self.bucket}/{self.prefix}",
+                         lambda b=batch: self.client.delete_objects(Bucket=self.bucket, Delete=b))
+            if r.get("Errors"):
+                e = r["Errors"][0]
+                raise StoreError(f"delete s3://{self.bucket}/{e.get('Key')}: {e.get('Code')} {e.get('Message')}")
 
     def download(self, key: str, dest: Path) -> None:
         retrying(f"download s3://{self.bucket}/{self._key(key)}",

@@ -172,7 +172,7 @@ class ResultsTable:
         try:
             for p in part_files(self.parts):
                 if p.name not in self.published:
-                    self.store.publish(f"{PARTS}/{p.name}")
+                    self.store.publish(f"{PARTS}/{p.name}", record=False)
                     self.published.add(p.name)
         except Exception as exc:  # the rows are on this disk; a later save or the end of the sweep retries
             self._store_failed(exc)
@@ -191,9 +191,8 @@ class ResultsTable:
         local_parts = part_files(self.parts)
         if self._remote() and (flush or self._store_due()):
             try:
-                self.store.publish(self.path.name)
-                for o in self.store.list(PARTS):
-                    self.store.delete(o.key)
+                self.store.publish(self.path.name, record=False)
+                self.store.delete_keys([o.key for o in self.store.list(PARTS)])
                 self.published.clear()
                 self.dirty, self.retry_at = False, 0.0
             except Exception as exc:  # keep the parts: the store may lack their rows

@@ -139,8 +139,9 @@ class Store:
             self._record(o)
         return dest
 
-    def publish(self, key: str) -> str:
-        """Copy scratch's `key` (a file or a folder) to the store; -> its URI. Local storage: nothing to do."""
+    def publish(self, key: str, record: bool = True) -> str:
+        """Copy scratch's `key` (a file or a folder) to the store; -> its URI. Local storage: nothing to do.
+        record=False: skip noting the new ETags (one listing) for files this node never fetches back."""
         src = self.local(key)
         if not self.remote:
             return str(src)
@@ -150,7 +151,7 @@ class Store:
         ob = self._objects()
         for f in files:
             ob.upload(f, f.relative_to(self.local()).as_posix())
-        if files:  # one listing: the ETags of what was just written, so this node never fetches it back
+        if files and record:  # one listing: the ETags of what was just written, so this node never fetches it back
             mine = {f.relative_to(self.local()).as_posix(): f.stat().st_size for f in files}
             for o in ob.list(key):
                 if mine.get(o.key) == o.size:
@@ -184,8 +185,16 @@ class Store:
             return
         self._writable()
         ob = self._objects()
-        for o in ob.list(key):
-            ob.delete(o.key)
+        ob.delete_many([o.key for o in ob.list(key)])
+
+    def delete_keys(self, keys: list[str]) -> None:
+        """Delete these files (S3: a request per 1,000)."""
+        if not self.remote:
+            for k in keys:
+                self.delete(k)
+            return
+        self._writable()
+        self._objects().delete_many([check_key(k) for k in keys])
 
     def drop_local(self, key: str) -> None:
         """Remote stores: remove this node's scratch copy of `key` (it is in the store)."""

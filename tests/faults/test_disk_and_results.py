@@ -60,20 +60,22 @@ def test_results_table_survives_a_kill_mid_write_and_never_duplicates(tmp_path):
 
     path = tmp_path / "results.parquet"
     t = ResultsTable(path, "s", phase="search")
-    t.add(_row("t1"), "classifier")
-    t.add(_row("t2"), "classifier")  # a part beside results.parquet (rewritten at most every COMPACT_MIN_S)
+    for i in range(1, 7):  # t6: a part beside results.parquet (rewritten once parts hold a quarter of its rows)
+        t.add(_row(f"t{i}"), "classifier")
+    assert len(pd.read_parquet(path)) == 5 and len(list((tmp_path / "results.parts").glob("*.json"))) == 1
     (tmp_path / ".results.999.tmp.parquet").write_bytes(b"half a parquet file")  # a driver killed mid-write
     (tmp_path / "results.parts" / ".00000000000000000009.999.tmp").write_bytes(b"[{half a part")
     resumed = ResultsTable(path, "s", phase="confirm")
-    assert sorted(resumed.frame()["trial_id"]) == ["t1", "t2"]
+    ids = [f"t{i}" for i in range(1, 7)]
+    assert sorted(resumed.frame()["trial_id"]) == ids
     resumed.add(_row("t2", val_f1=0.7), "classifier")  # a trial reported again after --resume
-    resumed.add(_row("t3"), "classifier")
+    resumed.add(_row("t7"), "classifier")
     df = read_table(path)  # the table: results.parquet and the parts written since its last rewrite
-    assert sorted(df["trial_id"]) == ["t1", "t2", "t3"] and df["trial_id"].is_unique
+    assert sorted(df["trial_id"]) == ids + ["t7"] and df["trial_id"].is_unique
     assert df.set_index("trial_id").loc["t1", "sweep_phase"] == "search"
     assert df.set_index("trial_id").loc["t2", "val_f1"] == 0.7
     resumed.write()
-    assert sorted(pd.read_parquet(path)["trial_id"]) == ["t1", "t2", "t3"]
+    assert sorted(pd.read_parquet(path)["trial_id"]) == ids + ["t7"]
 
 
 def test_reconcile_adds_finished_trials_the_callback_missed(tmp_path):
