@@ -1,4 +1,4 @@
-"""Search space, controls and seed repeats; the hashes that say which rows share a config or a GAN.
+"""Search space, seed repeats, knob values; the hashes that say which rows share a config or a GAN.
 
 Search phase: OptunaSearch (multi-objective: real-val F1 and sensitivity of the minority class) over
 GAN loss, G and D learning rates, DiffAugment, n_critic (wgan-gp only), synthetic ratio, the classical fix and
