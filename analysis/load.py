@@ -25,9 +25,10 @@ TEXT_COLUMNS = [c for c in ID_COLUMNS if c != "seed"] + [
     "gan_loss", "gan_key", "imbalance_fix", "augment", "synthetic_mix", "sweep_phase", "setup_id",
     "gan_kid_reference"] + PATH_COLUMNS
 INT_COLUMNS = ["seed", "n_critic", "image_size", "channels", "gan_epochs", "confirm_rank", "fold", "n_val_positive",
-               "n_test_positive"]
+               "n_test_positive", "clf_steps", "clf_epoch_size"]
 BOOL_COLUMNS = ["diffaugment", "conditional"]
-FLOAT_COLUMNS = (["gan_lr_g", "gan_lr_d", "synthetic_ratio", "clf_lr", "feature_matching", "perceptual"] + VAL_COLUMNS + TEST_COLUMNS
+FLOAT_COLUMNS = (["gan_lr_g", "gan_lr_d", "synthetic_ratio", "clf_lr", "feature_matching", "perceptual",
+                  "class_weight_power", "oversample_share", "augment_strength"] + VAL_COLUMNS + TEST_COLUMNS
                  + [c for c in GAN_COLUMNS if c not in INT_COLUMNS]
                  + [c for c in TIMING_COLUMNS if c != "finished_at"])
 TIME_COLUMNS = ["finished_at"]

@@ -11,7 +11,8 @@ ID_COLUMNS = [
     "sweep_name",   # str: the sweep's folder name
     "trial_id",     # str: Ray Tune trial id (unique per row together with stage)
     "stage",        # "gan" | "classifier"
-    "arm",          # "baseline" (ratio 0) | "gan" | "class_weight" | "oversample" | "augment"
+    "arm",          # "baseline" (ratio 0) | "control" (the tuned best control C) | "gan" | "control+gan" (C + GAN);
+                    # results from before the tuned controls: "class_weight" | "oversample" | "augment"
     "config_id",    # str: hash of every config value except the seed (groups seed repeats)
     "seed",         # int
     "status",       # "ok" | "failed" | "stopped" (early-stopped by the scheduler)
@@ -31,7 +32,7 @@ CONFIG_COLUMNS = [
     "synthetic_ratio",  # float: synthetic / real minority train images (0 = none)
     "clf_lr",           # float
     "imbalance_fix",    # "none" | "class_weight" | "oversample"
-    "augment",          # "none" | "standard"
+    "augment",          # "none" | an augmentation policy: "standard" | "xray" | "dermoscopy" | "industrial"
     "image_size", "channels",
 ]
 VAL_COLUMNS = [f"val_{m}" for m in METRIC_NAMES]    # selection uses these only
@@ -42,15 +43,25 @@ TIMING_COLUMNS = ["time_total_s", "time_gan_s", "time_classifier_s", "finished_a
 PATH_COLUMNS = ["gan_run_dir", "clf_run_dir", "synthetic_dir"]
 # how the row enters the verdict (sweeps/augment_ratio.py); empty in results written before they existed
 DESIGN_COLUMNS = [
-    "sweep_phase",       # "search" (exploratory: chosen on, never in the headline) | "confirm" (fresh seeds)
+    "sweep_phase",       # "search" | "controls" (exploratory: chosen on, not in the headline) | "confirm" (fresh seeds)
     "setup_id",          # str: hash of the config without seed and classifier LR (an arm's setup across its LR grid)
     "confirm_rank",      # int: GAN configs of the confirm phase, 1 = the search's best on val (the headline's GAN)
     "gan_kid_reference", # "val" | "train": the real images the GAN's KID/FID were measured against
     "n_val_positive", "n_test_positive",  # int: real minority (positive) images in val / test
     "fold",              # int: the CV fold of a --folds K confirm trial (0..K-1); empty without folds
 ]
+# the controls' knobs and the step budget (trainables.arms.CONTROL_KNOBS, ClassifierConfig); every classifier row
+# written since the tuned controls carries them; empty in older results (those ran at the knobs' defaults)
+CONTROL_COLUMNS = [
+    "class_weight_power",  # float: class_weight loss weights (n / (C n_c)) ** power (1 = inverse frequency)
+    "oversample_share",    # float: oversample: the minority's share of each epoch's draws (0 = each class 1/C)
+    "augment_strength",    # float: scales the augmentation policy's rotation, brightness and contrast (1 = as is)
+    "clf_steps",           # int: optimizer steps the classifier took (equal across arms: the budget in steps)
+    "clf_epoch_size",      # int: images per classifier epoch (the real training images of the trial's split)
+]
 
 REQUIRED_COLUMNS = ID_COLUMNS
-OPTIONAL_COLUMNS = ["fold"]  # absent by design (no --folds): filled as empty without a note
+# absent by design (no --folds) or written only since a later version: filled as empty without a note
+OPTIONAL_COLUMNS = ["fold", *CONTROL_COLUMNS]
 ALL_COLUMNS = (ID_COLUMNS + CONFIG_COLUMNS + VAL_COLUMNS + TEST_COLUMNS + GAN_COLUMNS + TIMING_COLUMNS + PATH_COLUMNS
-               + DESIGN_COLUMNS)
+               + DESIGN_COLUMNS + CONTROL_COLUMNS)

@@ -47,8 +47,8 @@ class SweepConfig:
     vgg_weights: str | None = None  # local VGG16 state_dict: enables the perceptual term (never downloaded)
     mix_choices: tuple[str, ...] = ("single", "mix_losses")  # one GAN | equal mix of one GAN per loss in gan_losses
     # ---- controls and spread
-    controls: tuple[str, ...] = ("baseline", "class_weight", "oversample", "augment")  # arms run with every sweep
-    augment_policy: str = "standard"  # what the "augment" control does: standard | xray | dermoscopy | industrial
+    controls: tuple[str, ...] = ("baseline", "class_weight", "oversample", "augment")  # baseline arm + fixes to tune
+    augment_policy: str = "standard"  # the controls' augmentation: standard | xray | dermoscopy | industrial
     num_seeds: int = 5  # confirm seeds, shared by every arm (>= 3 for any test; 5 lets the sign-flip check reach 0.0625)
     top_k: int = 1  # search GAN configs confirmed; rank 1 (best on val) is the headline's, others exploratory
     clf_lr_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # confirm: every arm tries these LRs, picks one on val

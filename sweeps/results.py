@@ -125,10 +125,11 @@ class ResultsCallback(Callback):
         prev.update({k: v for k, v in result.items() if not isinstance(v, dict)})
 
     def _base(self, trial) -> dict[str, Any]:
-        from sweeps.space import ROW_KEYS, TRIAL_KEYS, config_id, gan_key, setup_id
+        from sweeps.space import ROW_KEYS, TRIAL_KEYS, config_id, gan_key, knob_values, setup_id
 
         cfg = dict(trial.config.get("trial", trial.config))
-        return {**{k: cfg[k] for k in (*TRIAL_KEYS, *ROW_KEYS) if k in cfg}, "trial_id": trial.trial_id,
+        return {**{k: cfg[k] for k in (*TRIAL_KEYS, *ROW_KEYS) if k in cfg}, **knob_values(cfg),
+                "trial_id": trial.trial_id,
                 "config_id": config_id(cfg), "setup_id": setup_id(cfg), "gan_key": gan_key(cfg)}
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -38,7 +38,8 @@ from trainables.metric_names import METRIC_NAMES
 from data_prep.shards import decode_on_this_node
 from sweeps.config import SweepConfig
 from sweeps.quality import audit_gan, mix_quality, quality_evaluator
-from sweeps.space import MIX, ROW_KEYS, TRIAL_KEYS, config_id, gan_key, mix_members, setup_id
+from sweeps.space import MIX, ROW_KEYS, TRIAL_KEYS, config_id, gan_key, knob_values, mix_members, setup_id
+from trainables.arms import GAN_ARMS
 
 METRICS = METRIC_NAMES
 # Fewest real minority validation images a quality reference may have: KID from fewer is mostly noise, and
@@ -59,6 +60,7 @@ class TrialData:
     work_dir: str  # GAN cache, classifier runs, quality cache
     n_val_positive: int = 0  # real minority images in val (decides gan_reference_split)
     n_test_positive: int = 0  # real minority images in test (the report states it)
+    n_train_real: int = 0  # real training images, all classes: every classifier's epoch_size (equal steps); 0 = unknown
     gan_reference_split: str = "val"  # real images the GAN's KID/FID are measured against (reference_split)
     storage: str = ""  # the sweep's folder in remote storage (s3://...): manifests are keys in it, fetched by
     # sweeps.artifacts.localize into each node's scratch; "" = local paths, as given
@@ -100,8 +102,10 @@ def gan_config(config: Mapping[str, Any], sweep: SweepConfig, device: str):
         "vgg_weights": sweep.vgg_weights if perceptual > 0 else None})
 
 
-def classifier_config(config: Mapping[str, Any], sweep: SweepConfig, device: str):
-    """The ClassifierConfig of a trial: its arm's values + the sweep's classifier settings."""
+def classifier_config(config: Mapping[str, Any], sweep: SweepConfig, device: str, epoch_size: int = 0):
+    """The ClassifierConfig of a trial: its arm's values (fix, augmentation, knobs) + the sweep's classifier settings.
+    epoch_size: images per epoch, the real training images for every arm, so all take the same optimizer steps
+    however many synthetic images a GAN arm adds (0: the training set's size)."""
     from trainables.classifier.config import classifier_config as make
 
     return make({"model": sweep.clf_model, "image_size": sweep.image_size, "channels": sweep.channels,
@@ -111,7 +115,7 @@ def classifier_config(config: Mapping[str, Any], sweep: SweepConfig, device: str
                  "augment": "none" if config["augment"] == "none" else sweep.augment_policy,
                  "seed": int(config["seed"]), "device": device,
                  "weights": sweep.clf_weights, "freeze_epochs": sweep.clf_freeze_epochs,
-                 "input_norm": sweep.clf_input_norm})
+                 "input_norm": sweep.clf_input_norm, "epoch_size": int(epoch_size), **knob_values(config)})
 
 
 def ddp_worker_resources(sweep: SweepConfig) -> dict[str, float]:
@@ -274,7 +278,8 @@ def run_trial(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, tr
                status="ok", error="", image_size=sweep.image_size, channels=sweep.channels,
                n_val_positive=data.n_val_positive, n_test_positive=data.n_test_positive)
     synthetic_dir = None
-    if config["arm"] == "gan":
+    row.update(knob_values(config))  # every row says the knobs it trained with (defaults where unset)
+    if config["arm"] in GAN_ARMS:
         synthetic_dir = trial_gans(config, sweep, data, device, report, row)
         if row["status"] != "ok":
             row.update(time_total_s=round(time.perf_counter() - t0, 2), phase="final")
@@ -321,7 +326,7 @@ def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialD
     t1 = time.perf_counter()
     store, key = store_of(data), f"classifiers/{trial_id}"
     clf_dir = store.fetch(key)  # remote: a retry on another node resumes from the checkpoints published below
-    ccfg = classifier_config(config, sweep, device)
+    ccfg = classifier_config(config, sweep, device, data.n_train_real)
     if sweep.workers_per_trial > 1:
         from trainables.classifier.ray_train import run_classifier_ray
 
@@ -350,6 +355,7 @@ def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialD
     out.update(clf_run_dir=artifact_uri(data, clf_dir), synthetic_dir=";".join(artifact_uri(data, d) for d in dirs),
                clf_threshold=float(result.get("threshold", float("nan"))),
                clf_best_epoch=int(result.get("best_epoch", -1)), n_synthetic=int(result.get("n_synthetic", 0)),
+               clf_steps=int(result.get("steps", 0)), clf_epoch_size=int(result.get("epoch_size", 0)),
                time_classifier_s=round(time.perf_counter() - t1, 2))
     return out
 
