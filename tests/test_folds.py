@@ -191,5 +191,6 @@ def test_smoke_sweep_with_two_folds(tmp_path):
         assert json.loads((Path(r.clf_run_dir) / "metrics.json").read_text())["manifest"].endswith(
             f"fold_{int(r.fold)}/manifest.parquet")
     report = (work / "report" / "report.md").read_text()
-    assert "2 folds averaged per seed; n = seeds" in report and "paired t-test over 3 seeds" in report
+    assert "each seed the mean of its 2 CV folds (n = seeds, never seeds x folds)" in report
+    assert "3 seeds (1000-1002, none used by the search" in report
     assert "x 2 CV folds" in out
