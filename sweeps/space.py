@@ -1,9 +1,10 @@
 """Search space, controls and seed repeats; the hashes that say which rows share a config or a GAN.
 
 Search phase: OptunaSearch (multi-objective: real-val F1 and sensitivity of the minority class) over
-GAN loss, G and D learning rates, DiffAugment, n_critic (wgan-gp only), synthetic ratio and the
-classifier learning rate. GAN learning rates are categorical on purpose: a GAN config then recurs
-across trials, and the GAN cache (trial.py) trains it once and serves every ratio that asks for it.
+GAN loss, G and D learning rates, GAN architecture (dcgan | resnet), augmentation of D's inputs (none |
+diffaugment | ada), n_critic (wgan-gp only), synthetic ratio and the classifier learning rate. GAN learning
+rates are categorical on purpose: a GAN config then recurs across trials, and the GAN cache (trial.py) trains it
+once and serves every ratio that asks for it. Which GAN a trial trains and its key: sweeps/gans.py.
 
 Confirm phase: every arm (the controls: baseline = ratio 0, class_weight, oversample, standard augmentation;
 and the top-k GAN configs of the search, rank 1 = the headline's GAN) x the same classifier-LR grid x the same
@@ -19,69 +20,19 @@ The statistics average each seed's K folds first: the unit of the paired test is
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 from typing import Any, Mapping
 
+from sweeps.gans import (MIX, _canonical, _hash, gan_augment_of, gan_key, mix_members,  # noqa: F401  (old home)
+                         multi_critic_losses)
 from trainables.arms import CONTROL_ARMS  # arm -> the classifier settings that define it (one table)
 
-GAN_KEYS = ("gan_loss", "gan_lr_g", "gan_lr_d", "diffaugment", "n_critic", "conditional", "feature_matching",
-            "perceptual", "seed")
+GAN_KEYS = ("gan_loss", "gan_lr_g", "gan_lr_d", "gan_arch", "gan_augment", "n_critic", "conditional",
+            "feature_matching", "perceptual", "seed")
 TRIAL_KEYS = GAN_KEYS + ("arm", "synthetic_mix", "synthetic_ratio", "clf_lr", "imbalance_fix", "augment")
-MIX = "mix"  # gan_loss of a trial whose synthetic set mixes one GAN per loss in equal parts
 OBJECTIVES = ("val_f1", "val_sensitivity")  # both maximised, on REAL validation images only
 SEARCH_SEED = 0  # every search trial trains with this seed
 CONFIRM_SEED_BASE = 1000  # confirm seeds are 1000, 1001, ...: never a search seed, so no search run is reused
 ROW_KEYS = ("confirm_rank", "fold")  # trial values carried into results rows that are not part of the config's identity
-
-
-def _canonical(v: Any) -> Any:
-    """One spelling per value, whichever way it travelled (Tune config, parquet row, JSON state):
-    numpy scalars -> Python, NaN -> None, integral floats -> int (n_critic 5.0 == 5)."""
-    if hasattr(v, "item") and not isinstance(v, (list, tuple, dict)):
-        v = v.item()
-    if isinstance(v, float):
-        if math.isnan(v):
-            return None
-        if v.is_integer():
-            return int(v)
-    return v
-
-
-def _hash(values: Mapping[str, Any]) -> str:
-    canon = {k: _canonical(v) for k, v in values.items()}
-    return hashlib.sha256(json.dumps(canon, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def gan_key(config: Mapping[str, Any]) -> str:
-    """Identity of a trained GAN: loss, lrs, DiffAugment, n_critic, conditioning, extra G terms, seed, and the
-    CV fold whose train part it fits (budgets are fixed per sweep). A mixed trial's own key is that of its mix;
-    each member has its own."""
-    if config.get("arm") != "gan":
-        return ""
-    values = {k: config.get(k) for k in GAN_KEYS}
-    # keys added after the first sweeps: absent = their default, so earlier GAN caches keep their keys
-    for k, default in (("conditional", False), ("feature_matching", 0.0), ("perceptual", 0.0)):
-        if _canonical(values[k]) in (None, default):
-            values.pop(k)
-    if _canonical(config.get("fold")) is not None:  # a fold's GAN trained on that fold's train part only
-        values["fold"] = config.get("fold")
-    return _hash(values)
-
-
-def multi_critic_losses(losses) -> set[str]:
-    """The losses among `losses` whose table entry says several D steps per G step pay off (n_critic searched)."""
-    from trainables.gan.losses import GAN_LOSSES
-
-    return {name for name in losses if GAN_LOSSES[name].multi_critic}
-
-
-def mix_members(config: Mapping[str, Any], losses) -> list[dict[str, Any]]:
-    """The single-GAN configs whose synthetic sets a "mix_losses" trial combines (equal parts)."""
-    multi = multi_critic_losses(losses)
-    return [{**config, "gan_loss": loss, "n_critic": int(config.get("n_critic") or 5) if loss in multi else 1}
-            for loss in losses]
 
 
 def config_id(config: Mapping[str, Any]) -> str:
@@ -101,6 +52,7 @@ class SearchSpace:
 
     def __init__(self, sweep):
         self.losses, self.lrs = list(sweep.gan_losses), list(sweep.gan_lrs)
+        self.archs, self.augments = list(sweep.gan_archs), list(sweep.gan_augments)
         self.critics, self.ratios = list(sweep.n_critic_choices), list(sweep.synthetic_ratios)
         self.multi_critic = multi_critic_losses(self.losses)
         self.clf_lr_range = tuple(sweep.clf_lr_range)
@@ -128,8 +80,8 @@ class SearchSpace:
             trial.suggest_categorical("n_critic", self.critics)
         else:
             consts["n_critic"] = 1
-        trial.suggest_categorical("diffaugment", [True, False])
-        for name, choices in (("conditional", self.conditional), ("feature_matching", self.feature_matching),
+        for name, choices in (("gan_arch", self.archs), ("gan_augment", self.augments),
+                              ("conditional", self.conditional), ("feature_matching", self.feature_matching),
                               ("perceptual", self.perceptual)):
             value = self._choose(trial, name, choices)
             if len(choices) == 1:
@@ -151,7 +103,7 @@ def control_configs(sweep, seeds, clf_lrs) -> list[dict[str, Any]]:
         for lr in clf_lrs:
             for seed in seeds:
                 out.append({"arm": arm, "seed": seed, "gan_loss": "", "gan_lr_g": None, "gan_lr_d": None,
-                            "diffaugment": False, "n_critic": 0, "synthetic_mix": "", "clf_lr": float(lr),
+                            "gan_arch": "", "gan_augment": "", "n_critic": 0, "synthetic_mix": "", "clf_lr": float(lr),
                             **CONTROL_ARMS[arm]})
     return out
 
@@ -163,6 +115,8 @@ def repeat_configs(best: list[Mapping[str, Any]], seeds, clf_lrs=None) -> list[d
     out = []
     for rank, cfg in enumerate(best, start=1):
         base = {k: _canonical(cfg.get(k)) for k in TRIAL_KEYS}
+        # a pick saved before gan_arch / gan_augment existed (a resumed sweep): DCGAN, its DiffAugment boolean mapped
+        base.update(gan_arch=base["gan_arch"] or "dcgan", gan_augment=gan_augment_of(cfg))
         for lr in (clf_lrs if clf_lrs is not None else [base["clf_lr"]]):
             for seed in seeds:
                 out.append({**base, "clf_lr": float(lr), "seed": seed, "confirm_rank": rank})
