@@ -8,8 +8,10 @@
 
 Phases (each a Ray Tune run; results.parquet grows as trials finish; real test metrics never choose anything):
   1. search  : OptunaSearch, multi-objective on real-val minority F1 and sensitivity, over GAN loss, G/D LRs,
-               DiffAugment, n_critic (wgan-gp), synthetic ratio, the fix / augmentation the GAN is stacked on,
-               classifier LR; ASHA stops weak GANs on KID. Each GAN config is trained once.
+               architecture, augmentation of D's inputs (DiffAugment / ADA), n_critic (wgan-gp), synthetic ratio,
+               the fix / augmentation the GAN is stacked on, classifier LR; ASHA stops weak GANs on KID. Each GAN
+               config is trained once; a GAN that fails the quality gate feeds no classifier (status "gated"). The
+               picks' GANs are retrained on guard seeds and must pass the gate there too (sweeps/selection.py).
   2. controls: as many trials, no GAN: fix, augmentation, knobs, LR (sweeps/controls.py) -> the best control C.
   3. confirm : baseline, C, the top-k GAN configs (rank 1 = the search's best on val) and C + the rank-1 GAN, x
                the same classifier-LR grid x the same fresh seeds (every seed retrains its GAN), every arm the
@@ -34,6 +36,7 @@ from sweeps.answer import disk_use, summarize  # noqa: E402
 from sweeps.config import SweepConfig  # noqa: E402
 from sweeps.data import prepare_data, trial_data  # noqa: E402,F401  (trial_data: tests and bench use it here too)
 from sweeps.plan import DDP_TRIAL_CPU  # noqa: E402  what a DDP trial's own (coordinating) process reserves
+from sweeps.selection import confirmed_picks, pick_best  # noqa: E402,F401  (pick_best: tests use it here too)
 from sweeps.storage import is_remote  # noqa: E402
 
 
@@ -155,24 +158,6 @@ def search_phase(cfg: SweepConfig, data, table, max_conc: int, deadline: float =
     return run_phase(cfg, "search", data, table, tc, None, deadline)
 
 
-def pick_best(df, k: int) -> list[dict]:
-    """Top-k GAN configs of the search phase, on REAL VALIDATION only: Pareto set on (val_f1, val_sensitivity),
-    ranked by val_f1 then val_sensitivity; filled from the rest by the same ranking if the set is small."""
-    from analysis import pareto_front
-
-    if not {"val_f1", "val_sensitivity"} <= set(df.columns):  # no search trial got as far as validation
-        return []
-    ok = df[(df["stage"] == "classifier") & (df["arm"] == "gan") & (df["status"] == "ok")].copy()
-    ok = ok.dropna(subset=["val_f1", "val_sensitivity"])
-    if ok.empty or k == 0:
-        return []
-    front = pareto_front(ok, [("val_f1", "max"), ("val_sensitivity", "max")])
-    ranked = ok.assign(on_front=ok.index.isin(front.index)).sort_values(
-        ["on_front", "val_f1", "val_sensitivity"], ascending=False)
-    ranked = ranked.drop_duplicates("config_id")
-    return ranked.head(k).to_dict("records")
-
-
 def controls_phase(cfg: SweepConfig, data, table, max_conc: int, deadline: float = 0.0) -> dict | None:
     """The controls search (sweeps/controls.py) -> the best control C on validation (None: none allowed/finished)."""
     from sweeps import controls
@@ -239,7 +224,7 @@ def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max
     time budget; a controls or confirm phase it cuts short is left to --resume (no C from a cut controls search)."""
     if state["phase"] == "search":
         search_phase(cfg, data, table, max_conc, deadline)
-        best = pick_best(table.frame(), cfg.top_k)
+        best = confirmed_picks(cfg, data, table, max_conc)  # on val; each pick's GAN passed the gate on every seed
         from sweeps.space import TRIAL_KEYS
 
         state.update(phase="controls", best=[{k: b.get(k) for k in (*TRIAL_KEYS, "config_id", "val_f1",

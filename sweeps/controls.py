@@ -32,7 +32,8 @@ from trainables.arms import CONTROL_ARM, CONTROL_ARMS, CONTROL_KNOBS, KNOB_DEFAU
 
 PHASE = "controls"  # the Tune phase and the rows' sweep_phase
 # the trial values of a run without a GAN (the same keys and values the per-fix controls had: their ids stand)
-NO_GAN = {"gan_loss": "", "gan_lr_g": None, "gan_lr_d": None, "diffaugment": False, "n_critic": 0, "synthetic_mix": ""}
+NO_GAN = {"gan_loss": "", "gan_lr_g": None, "gan_lr_d": None, "gan_arch": "", "gan_augment": "", "n_critic": 0,
+          "synthetic_mix": ""}
 # what sweep_state.json keeps of C: its settings, its search trial and its validation numbers
 CONTROL_STATE_KEYS = ("imbalance_fix", "augment", *KNOB_KEYS, "clf_lr", "config_id", "trial_id", "val_f1",
                       "val_sensitivity")

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from analysis.schema import ALL_COLUMNS, GAN_COLUMNS
+from analysis.schema import ALL_COLUMNS, GAN_COLUMNS, GAN_QUALITY_COLUMNS
 
 try:
     from ray.tune import Callback
@@ -52,13 +52,16 @@ class ResultsTable:
         self.rows[(str(r["trial_id"]), stage)] = r
         if stage == "classifier" and row.get("gan_trained_here") and row.get("gan_key"):
             gan_row = {k: r.get(k) for k in ("trial_id", "arm", "seed", "gan_loss", "gan_lr_g", "gan_lr_d",
-                                             "diffaugment", "n_critic", "gan_key", "gan_run_dir", "time_gan_s",
+                                             "diffaugment", "gan_arch", "gan_augment", "n_critic", "gan_key",
+                                             "gan_run_dir", "time_gan_s",
                                              "config_id", "image_size", "channels", "sweep_phase",
                                              "setup_id", "confirm_rank", "fold", "gan_kid_reference",
-                                             "gan_reference_cached", "gan_extractor")}
+                                             "gan_reference_cached", "gan_extractor", "gan_gate", "gan_gate_note")}
+            gated = r.get("status") == "gated"  # the GAN trained, and failed the quality gate (sweeps.quality)
             gan_failed = (r.get("error") or "").startswith("GAN")  # trial.ensure_gan's reasons start so
-            gan_row.update({c: r.get(c) for c in GAN_COLUMNS}, stage="gan", sweep_name=self.sweep_name,
-                           status="failed" if gan_failed else "ok", error=r["error"] if gan_failed else "",
+            gan_row.update({c: r.get(c) for c in GAN_COLUMNS + GAN_QUALITY_COLUMNS}, stage="gan",
+                           sweep_name=self.sweep_name, status="gated" if gated else "failed" if gan_failed else "ok",
+                           error=r["error"] if gan_failed else "",
                            finished_at=r["finished_at"])
             self.rows[(str(r["trial_id"]), "gan")] = gan_row
         if write:

@@ -78,7 +78,10 @@ def test_search_space_is_conditional_and_picklable():
     from sweeps.config import SweepConfig
     from sweeps.space import SearchSpace
 
-    space = pickle.loads(pickle.dumps(SearchSpace(SweepConfig())))
+    broad = SweepConfig(gan_losses=("bce", "hinge", "wgan-gp"), mix_choices=("single", "mix_losses"),
+                        conditional_choices=(False, True), feature_matching_choices=(0.0, 1.0),
+                        gan_archs=("dcgan", "resnet"), gan_augments=("none", "diffaugment", "ada"))
+    space = pickle.loads(pickle.dumps(SearchSpace(broad)))
     study = optuna.create_study(directions=["maximize", "maximize"], sampler=optuna.samplers.RandomSampler(0))
     seen = set()
     for _ in range(60):
@@ -91,9 +94,14 @@ def test_search_space_is_conditional_and_picklable():
         assert (cfg["gan_loss"] == "mix") == (cfg["synthetic_mix"] == "mix_losses")
         assert "perceptual" not in t.params and cfg["perceptual"] == 0.0  # no VGG weights given: not searched
         assert cfg["arm"] == "gan" and 0 < cfg["synthetic_ratio"] <= 10
-        assert {"conditional", "feature_matching"} <= set(t.params)
+        assert {"conditional", "feature_matching", "gan_arch", "gan_augment"} <= set(t.params)
+        assert "diffaugment" not in t.params  # gan_augment replaced the boolean
         study.tell(t, [0.5, 0.5])
     assert seen == {"bce", "hinge", "wgan-gp", "mix"}
+    # a single choice is a constant, not a search dimension
+    t = study.ask()
+    consts = SearchSpace(SweepConfig(gan_archs=("dcgan",), gan_augments=("ada",)))(t)
+    assert consts["gan_arch"] == "dcgan" and consts["gan_augment"] == "ada" and "gan_arch" not in t.params
 
 
 def test_selection_uses_validation_not_test():
@@ -213,7 +221,8 @@ def test_quality_reference_is_validation_and_a_mix_is_judged_on_its_mixed_set(tm
     data = trial_data(tmp_path / "data" / "manifest.parquet", tmp_path / "work")
     assert data.n_val_positive >= MIN_VAL_REFERENCE_IMAGES and data.gan_reference_split == "val"
     s = SweepConfig(image_size=32, gan_epochs=1, gan_batch_size=16, gan_width=8, gan_eval_every=1, clf_epochs=1,
-                    clf_batch_size=32, synthetic_ratios=(0.5,), gan_losses=("bce", "hinge"))
+                    clf_batch_size=32, synthetic_ratios=(0.5,), gan_losses=("bce", "hinge"),
+                    gate_min_recall_share=0.0, gate_min_diversity_share=0.0)  # a 1-epoch GAN: judged, not gated
     cfg = {"arm": "gan", "seed": 0, "gan_loss": "mix", "synthetic_mix": "mix_losses", "gan_lr_g": 2e-4,
            "gan_lr_d": 2e-4, "diffaugment": False, "n_critic": 1, "synthetic_ratio": 0.5, "clf_lr": 1e-3,
            "imbalance_fix": "none", "augment": "none"}
@@ -376,17 +385,19 @@ def test_config_ids_survive_the_round_trip_through_parquet_and_json():
 
     from sweeps.space import config_id, gan_key, repeat_configs
 
-    cfg = {"arm": "gan", "seed": 0, "gan_loss": "wgan-gp", "gan_lr_g": 2e-4, "gan_lr_d": 1e-4, "diffaugment": True,
-           "n_critic": 5, "conditional": False, "feature_matching": 1.0, "synthetic_mix": "single",
-           "synthetic_ratio": 2.0, "clf_lr": 0.001, "imbalance_fix": "none", "augment": "none"}
+    cfg = {"arm": "gan", "seed": 0, "gan_loss": "wgan-gp", "gan_lr_g": 2e-4, "gan_lr_d": 1e-4, "gan_arch": "dcgan",
+           "gan_augment": "diffaugment", "n_critic": 5, "conditional": False, "feature_matching": 1.0,
+           "synthetic_mix": "single", "synthetic_ratio": 2.0, "clf_lr": 0.001, "imbalance_fix": "none", "augment": "none"}
     row = pd.DataFrame([cfg, {"arm": "baseline", "seed": 1}]).iloc[0].to_dict()  # NaN-filled, numpy types
     row = {k: (np.float64(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in row.items()}
     again = repeat_configs([json.loads(json.dumps(row, default=float))], [1])[0]
     assert config_id(again) == config_id(cfg) and again["seed"] == 1 and again["confirm_rank"] == 1
     assert gan_key({**again, "seed": 0}) == gan_key(cfg)
-    # new GAN options at their defaults do not change the key of a GAN made before they existed
-    old = {k: v for k, v in cfg.items() if k not in ("conditional", "feature_matching")}
-    assert gan_key({**old, "conditional": False, "feature_matching": 0.0}) == gan_key(old)
+    # a pick saved before gan_arch / gan_augment existed (a resumed sweep's state): DCGAN, DiffAugment mapped
+    old = {k: v for k, v in cfg.items() if k not in ("gan_arch", "gan_augment")}
+    mapped = repeat_configs([{**old, "diffaugment": True}], [1])[0]
+    assert (mapped["gan_arch"], mapped["gan_augment"]) == ("dcgan", "diffaugment")
+    assert gan_key({**old, "diffaugment": True}) == gan_key(cfg) != gan_key({**old, "diffaugment": False})
 
 
 def test_every_sweep_setting_is_a_flag_parsed_like_its_yaml_key(capsys):
