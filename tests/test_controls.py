@@ -207,6 +207,8 @@ def test_best_control_is_fixed_in_sweep_state_before_any_confirm_trial_and_kept_
     monkeypatch.setattr(ar, "search_phase", lambda *a, **k: calls.append(("search", cfg.num_samples)))
     monkeypatch.setattr(ar, "run_phase", run_phase)
     monkeypatch.setattr(ar, "confirm_phase", confirm_phase)
+    # the guard (sweeps/selection.py, tested in test_quality_gate) would retrain GANs: the picks as ranked
+    monkeypatch.setattr(ar, "confirmed_picks", lambda cfg, data, table, mc: ar.pick_best(table.frame(), cfg.top_k))
     state = {"phase": "search"}
     ar.run_phases(cfg, None, table, state, state_path, 1)
     assert calls == [("search", 3), ("controls", 3), ("confirm", "confirm", "c1", "c1")]
@@ -275,15 +277,17 @@ def test_every_arm_takes_the_same_optimizer_steps_at_ratio_10_and_shares_one_gan
 
 # ---------------------------------------------------------------- ids across the upgrade
 def test_config_ids_of_configs_without_knobs_are_the_ids_they_had():
-    """Ids measured on the code before the knobs existed: a sweep resumed across the upgrade keeps its ids."""
+    """Ids measured on the code before the knobs existed (with gan_arch / gan_augment, which replaced the boolean
+    diffaugment in the GAN's identity): a sweep resumed across the knobs' upgrade keeps its ids."""
     from sweeps.space import config_id, gan_key, setup_id
     from trainables.arms import CONTROL_ARMS
 
-    gan = {**GAN_CONFIG, "seed": 1000, "diffaugment": True, "synthetic_ratio": 2.0}
-    ctl = {"arm": "class_weight", "seed": 1001, "gan_loss": "", "gan_lr_g": None, "gan_lr_d": None,
-           "diffaugment": False, "n_critic": 0, "synthetic_mix": "", "clf_lr": 3e-4, **CONTROL_ARMS["class_weight"]}
-    assert (config_id(gan), setup_id(gan)) == ("678bd8426c4d", "96632f5ff2f4")
-    assert (config_id(ctl), setup_id(ctl)) == ("442883afdbc9", "68ae9374e821")
+    gan = {**GAN_CONFIG, "seed": 1000, "gan_arch": "dcgan", "gan_augment": "diffaugment", "synthetic_ratio": 2.0}
+    gan.pop("diffaugment")
+    ctl = {"arm": "class_weight", "seed": 1001, "gan_loss": "", "gan_lr_g": None, "gan_lr_d": None, "gan_arch": "",
+           "gan_augment": "", "n_critic": 0, "synthetic_mix": "", "clf_lr": 3e-4, **CONTROL_ARMS["class_weight"]}
+    assert (config_id(gan), setup_id(gan)) == ("07cde7f5ee95", "3fc8d77c9ca5")
+    assert (config_id(ctl), setup_id(ctl)) == ("4dc0fa055d4d", "2e6a92c8b4af")
     defaults = {"class_weight_power": 1.0, "oversample_share": 0.0, "augment_strength": 1.0}
     assert config_id({**ctl, **defaults}) == config_id(ctl) and setup_id({**ctl, **defaults}) == setup_id(ctl)
     assert config_id({**ctl, "class_weight_power": np.float64("nan")}) == config_id(ctl)  # a parquet gap

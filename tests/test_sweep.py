@@ -194,7 +194,7 @@ def test_confirm_plan_fresh_shared_seeds_same_lr_grid_for_every_arm():
     assert set(both["imbalance_fix"]) == {"none"} and set(both["augment"]) == {"standard"}
     assert set(both["augment_strength"]) == {1.3} and "augment_strength" not in plan.loc[plan["arm"] == "gan"].dropna(axis=1)
     stacked = plan[plan["arm"] == "control+gan"]
-    gan_cols = ["gan_loss", "gan_lr_g", "gan_lr_d", "diffaugment", "n_critic", "synthetic_ratio", "confirm_rank"]
+    gan_cols = ["gan_loss", "gan_lr_g", "gan_lr_d", "gan_arch", "gan_augment", "n_critic", "synthetic_ratio", "confirm_rank"]
     rank1 = gan[gan["confirm_rank"] == 1]
     assert (stacked[gan_cols].drop_duplicates().to_dict("records") == rank1[gan_cols].drop_duplicates().to_dict("records"))
     assert plan.loc[plan["arm"].isin(["baseline", "control"]), "synthetic_ratio"].eq(0).all()
