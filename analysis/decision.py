@@ -35,7 +35,7 @@ from analysis.tables import confirm_rows
 from analysis.uncertainty import (BOOT_METRICS, BOOTSTRAP_DRAWS, Bootstrap, ScoresError, TestScores, combined_test,
                                   min_detectable, spread_upper)
 
-HEADLINE_METRICS = ["accuracy", "sensitivity", "specificity", "f1", "roc_auc"]
+HEADLINE_METRICS = ["accuracy", "sensitivity", "specificity", "f1", "macro_f1", "weighted_f1", "roc_auc"]
 CLAIM_METRICS = ("f1", "sensitivity")
 COMPARISONS = (("stacked", "control"), ("gan", "baseline"))  # a - b; the first is the primary claim
 ALPHA = 0.05

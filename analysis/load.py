@@ -16,20 +16,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.schema import (ALL_COLUMNS, GAN_COLUMNS, ID_COLUMNS, OPTIONAL_COLUMNS, PATH_COLUMNS,
-                             REQUIRED_COLUMNS, TEST_COLUMNS, TIMING_COLUMNS, VAL_COLUMNS)
+from analysis.schema import (ALL_COLUMNS, GAN_COLUMNS, GAN_QUALITY_COLUMNS, ID_COLUMNS, OPTIONAL_COLUMNS,
+                             PATH_COLUMNS, REQUIRED_COLUMNS, TEST_COLUMNS, TIMING_COLUMNS, VAL_COLUMNS)
 
-STATUSES = ("ok", "failed", "stopped")
+STATUSES = ("ok", "failed", "stopped", "gated")
 
 # dtype families of the contract's columns; anything not listed (extra config values) is left as read
 TEXT_COLUMNS = [c for c in ID_COLUMNS if c != "seed"] + [
     "gan_loss", "gan_key", "imbalance_fix", "augment", "synthetic_mix", "sweep_phase", "setup_id",
-    "gan_kid_reference"] + PATH_COLUMNS
+    "gan_kid_reference", "gan_arch", "gan_augment", "gan_gate", "gan_gate_note"] + PATH_COLUMNS
 INT_COLUMNS = ["seed", "n_critic", "image_size", "channels", "gan_epochs", "confirm_rank", "fold", "n_val_positive",
-               "n_test_positive"]
+               "n_test_positive", "clf_steps", "clf_epoch_size", "gan_checkpoint_epoch"]
 BOOL_COLUMNS = ["diffaugment", "conditional"]
-FLOAT_COLUMNS = (["gan_lr_g", "gan_lr_d", "synthetic_ratio", "clf_lr", "feature_matching", "perceptual"] + VAL_COLUMNS + TEST_COLUMNS
-                 + [c for c in GAN_COLUMNS if c not in INT_COLUMNS]
+FLOAT_COLUMNS = (["gan_lr_g", "gan_lr_d", "synthetic_ratio", "clf_lr", "feature_matching", "perceptual",
+                  "class_weight_power", "oversample_share", "augment_strength"] + VAL_COLUMNS + TEST_COLUMNS
+                 + [c for c in GAN_COLUMNS + GAN_QUALITY_COLUMNS if c not in INT_COLUMNS]
                  + [c for c in TIMING_COLUMNS if c != "finished_at"])
 TIME_COLUMNS = ["finished_at"]
 
@@ -120,9 +121,23 @@ def _to_time(s: pd.Series) -> pd.Series:
     return pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
 
 
+def _gan_variant_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Files from before gan_arch / gan_augment: a GAN row was a DCGAN with DiffAugment on or off (diffaugment);
+    newer files: diffaugment derived from gan_augment, so both columns read the same whichever file it is."""
+    gan = df["arm"].astype(str).str.strip().str.lower().eq("gan") if "arm" in df else pd.Series(False, index=df.index)
+    if "gan_augment" not in df and "diffaugment" in df:
+        flag = df["diffaugment"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
+        df["gan_augment"] = flag.map({True: "diffaugment", False: "none"}).where(gan, "")
+    if "gan_arch" not in df:
+        df["gan_arch"] = pd.Series("dcgan", index=df.index).where(gan, "")
+    if "diffaugment" not in df and "gan_augment" in df:
+        df["diffaugment"] = df["gan_augment"].astype(str).eq("diffaugment").where(gan, False)
+    return df
+
+
 def tidy(raw: pd.DataFrame) -> pd.DataFrame:
     """Add missing contract columns (empty) and normalise types; keeps extra columns after them."""
-    df = raw.copy()
+    df = _gan_variant_columns(raw.copy())
     n = len(df)
     for c in ALL_COLUMNS:
         if c in df.columns:

@@ -12,15 +12,17 @@ import pandas as pd
 
 from analysis.stats import spearman
 from analysis.tables import METRIC_LABELS, pareto_mask, rank_by_val, select_best
-from trainables.arms import ARM_LABELS, CONTROL_ARMS
+from trainables.arms import ARM_LABELS
 
 DPI = 110
 LOSS_COLORS = {"bce": "tab:blue", "hinge": "tab:orange", "wgan-gp": "tab:green"}
 EXTRA_COLORS = ["tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
-# colour and line style / marker of each arm run without a GAN (trainables.arms.CONTROL_ARMS: the baseline first)
-CONTROL_STYLES = {"baseline": ("black", "--"), "class_weight": ("tab:red", ":"),
+# colour and line style / marker of each arm run without a GAN (the baseline first, then the tuned control C,
+# then the fixed per-fix arms older sweeps ran) and of C + GAN (a marker only: it has one ratio)
+CONTROL_STYLES = {"baseline": ("black", "--"), "control": ("tab:red", "-"), "class_weight": ("tab:red", ":"),
                   "oversample": ("tab:gray", "-."), "augment": ("tab:olive", (0, (5, 2, 1, 2)))}
-CONTROL_MARKERS = {"baseline": "s", "class_weight": "^", "oversample": "v", "augment": "D"}
+CONTROL_MARKERS = {"baseline": "s", "control": "P", "control+gan": "*", "class_weight": "^", "oversample": "v",
+                   "augment": "D"}
 # where a real-image grid may live next to a GAN run (first found wins)
 REAL_GRID_NAMES = ["real_preview.png", "real.png", "real_grid.png", "samples/real.png", "samples/real_grid.png",
                    "quality/real_grid.png", "quality/real_samples.png", "quality/real.png"]
@@ -72,7 +74,7 @@ def ratio_curves(configs: pd.DataFrame, out: Path) -> tuple[Path | None, str]:
     plt = _plt()
     losses = sorted(gan["gan_loss"].unique())
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
-    refs = {arm: select_best(configs, arm) for arm in CONTROL_ARMS}  # baseline + classical controls
+    refs = {arm: select_best(configs, arm) for arm in CONTROL_STYLES}  # baseline, C, older per-fix controls
     ratios = sorted(gan["synthetic_ratio"].unique())
     for ax, metric in zip(axes, ("f1", "sensitivity")):
         col = f"test_{metric}"
@@ -134,8 +136,8 @@ def pareto_plot(configs: pd.DataFrame, out: Path) -> tuple[Path | None, str]:
     for arm, mk in CONTROL_MARKERS.items():
         g = c[c["arm"] == arm]
         if len(g):
-            ax.scatter(g["val_sensitivity"], g["val_f1"], s=48, marker=mk, color=CONTROL_STYLES[arm][0],
-                       label=ARM_LABELS[arm])
+            color = CONTROL_STYLES.get(arm, ("tab:purple",))[0]
+            ax.scatter(g["val_sensitivity"], g["val_f1"], s=48, marker=mk, color=color, label=ARM_LABELS[arm])
     front = c[mask].sort_values("val_sensitivity")
     ax.plot(front["val_sensitivity"], front["val_f1"], color="black", linewidth=1, alpha=0.6, zorder=1)
     ax.scatter(front["val_sensitivity"], front["val_f1"], s=130, facecolors="none", edgecolors="black",

@@ -13,6 +13,7 @@ from analysis.decision import ARM_KEYS, CLAIM_METRICS, COMPARISONS
 from analysis.document import Doc, fci, fdiff, fnum
 from analysis.scores import RunScores
 from analysis.tables import METRIC_LABELS
+from analysis.uncertainty import BOOT_METRICS
 from analysis.verdict import Headline, headline
 from trainables.arms import ARM_DESCRIPTIONS, CLASSICAL_CONTROLS
 
@@ -74,7 +75,9 @@ def _arms_table(doc: Doc, hl: Headline) -> None:
     keys = [k for k in ARM_KEYS if hl.pick(k) is not None]
     rows = []
     for _, r in hl.table.iterrows():
-        row = {"Metric": METRIC_LABELS[r["metric"]] + ("" if r["metric"] in CLAIM_METRICS else " (descriptive)")}
+        seeds_only = hl.covers_test_images and r["metric"] not in BOOT_METRICS  # AUC, macro/weighted F1
+        row = {"Metric": METRIC_LABELS[r["metric"]] + ("" if r["metric"] in CLAIM_METRICS else " (descriptive"
+                                                      + ("; seeds only)" if seeds_only else ")"))}
         for k in keys:
             row[ARM_TITLES[k]] = fci(r[f"{k}_mean"], r[f"{k}_lo"], r[f"{k}_hi"], r[f"{k}_n"])
         for a, b in COMPARISONS:

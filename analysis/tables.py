@@ -22,7 +22,9 @@ DESCRIPTIVE = ["sweep_phase", "arm", "gan_loss", "gan_key", "synthetic_ratio", "
                "imbalance_fix", "augment"]
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
                  "sensitivity": "Sensitivity", "specificity": "Specificity", "precision": "Precision",
-                 "f1": "F1", "macro_f1": "Macro F1", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}
+                 "f1": "F1", "macro_f1": "Macro F1", "weighted_precision": "Weighted precision",
+                 "weighted_recall": "Weighted recall", "weighted_f1": "Weighted F1", "roc_auc": "ROC-AUC",
+                 "pr_auc": "PR-AUC"}
 
 
 def confirm_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, bool]:

@@ -6,17 +6,17 @@
     python sweeps/augment_ratio.py --address auto --storage-path s3://bucket/sweeps --gpus-per-trial 0.25
     python sweeps/augment_ratio.py --resume                # continue an interrupted sweep of the same --name
 
-Phases (each a Ray Tune run; results.parquet grows as trials finish):
-  1. search  : OptunaSearch, multi-objective on real-val minority F1 and sensitivity, over GAN loss,
-               G/D learning rates, DiffAugment, n_critic (wgan-gp), synthetic ratio, classifier LR;
-               ASHA stops weak GANs on KID. Each GAN config is trained once and reused.
-  2. confirm : every arm - the controls (ratio 0 baseline, class weights, oversampling, standard augmentation)
-               and the top-k GAN configs of the search (Pareto set on val, ranked by val F1; rank 1 is the
-               headline's GAN) - x the same classifier-LR grid x the same fresh seeds (never a search seed;
-               every seed retrains the GAN). Each arm's LR is chosen on val; the verdict is a paired test.
-Real test metrics are recorded for every trial and never used to choose anything.
-Ends by printing the best configurations' real-test numbers against the baseline and controls, and
-writing <storage>/<name>/results.parquet and <storage>/<name>/report/report.{md,html}.
+Phases (each a Ray Tune run; results.parquet grows as trials finish; real test metrics never choose anything):
+  1. search  : OptunaSearch, multi-objective on real-val minority F1 and sensitivity, over GAN loss, G/D LRs,
+               architecture, augmentation of D's inputs (DiffAugment / ADA), n_critic (wgan-gp), synthetic ratio,
+               the fix / augmentation the GAN is stacked on, classifier LR; ASHA stops weak GANs on KID. Each GAN
+               config is trained once; a GAN that fails the quality gate feeds no classifier (status "gated"). The
+               picks' GANs are retrained on guard seeds and must pass the gate there too (sweeps/selection.py).
+  2. controls: as many trials, no GAN: fix, augmentation, knobs, LR (sweeps/controls.py) -> the best control C.
+  3. confirm : baseline, C, the top-k GAN configs (rank 1 = the search's best on val) and C + the rank-1 GAN, x
+               the same classifier-LR grid x the same fresh seeds (every seed retrains its GAN), every arm the
+               same optimizer steps. Each arm's LR is chosen on val; the verdict is a paired test.
+Ends by printing the real-test numbers of the arms and writing <storage>/<name>/results.parquet and report/.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from sweeps.claim import claim_sweep, release_claims, save_state  # noqa: E402  
 from sweeps.config import SweepConfig  # noqa: E402
 from sweeps.data import prepare_data, trial_data  # noqa: E402,F401  (trial_data: tests and bench use it here too)
 from sweeps.plan import DDP_TRIAL_CPU  # noqa: E402  what a DDP trial's own (coordinating) process reserves
+from sweeps.selection import confirmed_picks, pick_best  # noqa: E402,F401  (pick_best: tests use it here too)
 from sweeps.storage import is_remote  # noqa: E402
 
 
@@ -158,51 +159,30 @@ def search_phase(cfg: SweepConfig, data, table, max_conc: int, deadline: float =
     return run_phase(cfg, "search", data, table, tc, None, deadline)
 
 
-def pick_best(df, k: int) -> list[dict]:
-    """Top-k GAN configs of the search phase, on REAL VALIDATION only: Pareto set on (val_f1, val_sensitivity),
-    ranked by val_f1 then val_sensitivity; filled from the rest by the same ranking if the set is small."""
-    from analysis import pareto_front
+def controls_phase(cfg: SweepConfig, data, table, max_conc: int, deadline: float = 0.0) -> dict | None:
+    """The controls search (sweeps/controls.py) -> the best control C on validation (None: none allowed/finished)."""
+    from sweeps import controls
 
-    if not {"val_f1", "val_sensitivity"} <= set(df.columns):  # no search trial got as far as validation
-        return []
-    ok = df[(df["stage"] == "classifier") & (df["arm"] == "gan") & (df["status"] == "ok")].copy()
-    ok = ok.dropna(subset=["val_f1", "val_sensitivity"])
-    if ok.empty or k == 0:
-        return []
-    front = pareto_front(ok, [("val_f1", "max"), ("val_sensitivity", "max")])
-    ranked = ok.assign(on_front=ok.index.isin(front.index)).sort_values(
-        ["on_front", "val_f1", "val_sensitivity"], ascending=False)
-    ranked = ranked.drop_duplicates("config_id")
-    return ranked.head(k).to_dict("records")
+    if controls.has_controls(cfg):
+        print(controls.search_line(cfg), flush=True)
+        tc = controls.tune_config(cfg, max_conc, REUSE_TRIAL_PROCESSES, time_left(deadline))
+        run_phase(cfg, controls.PHASE, data, table, tc, None, deadline)
+    control = controls.pick_control(table.frame(), cfg)
+    print(controls.describe(control, cfg), flush=True)
+    return control
 
 
-def confirm_phase(cfg: SweepConfig, data, table, max_conc: int, best: list[dict], deadline: float = 0.0):
+def confirm_phase(cfg: SweepConfig, data, table, max_conc: int, best: list[dict], control: dict | None = None,
+                  deadline: float = 0.0):
     from ray import tune
 
-    from sweeps.space import confirm_configs, confirm_seeds
+    from sweeps.controls import confirm_configs, confirm_line
 
-    if not best:
-        print("[confirm] no search GAN configuration finished with validation metrics (all failed or stopped): "
-              "the confirm phase runs the controls only, and the verdict will say the GAN cannot be assessed",
-              flush=True)
-    configs = confirm_configs(cfg, best)
-    seeds = confirm_seeds(cfg.num_seeds)
-    lrs = ", ".join(f"{lr:g}" for lr in cfg.clf_lr_grid)
-    print(f"[confirm] {len(configs)} trials: (controls {list(cfg.controls)} + top {len(best)} GAN config(s)) x "
-          f"classifier LRs [{lrs}] x seeds {seeds[0]}-{seeds[-1]} (fresh: the search ran seed 0)"
-          + (f" x {cfg.folds} CV folds" if cfg.folds else "")
-          + f"; each GAN config retrained per seed{' and fold' if cfg.folds else ''}", flush=True)
+    configs = confirm_configs(cfg, best, control)
+    print(confirm_line(cfg, configs, len(best), bool(control), data.n_train_real), flush=True)
     tc = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES,
                          time_budget_s=time_left(deadline))
     return run_phase(cfg, "confirm", data, table, tc, {"trial": tune.grid_search(configs)}, deadline)
-
-
-def dry_run(cfg: SweepConfig) -> int:
-    from sweeps.plan import describe, probe
-
-    where = probe(cfg)  # this machine, or what the cluster at --address can grow to
-    print(describe(cfg, where))
-    return 2 if where.unschedulable(cfg) else 0
 
 
 def start_ray(cfg: SweepConfig, cap=None) -> int:
@@ -240,27 +220,31 @@ def start_ray(cfg: SweepConfig, cap=None) -> int:
 
 def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max_conc: int,
                deadline: float = 0.0) -> None:
-    """Search then confirm, each resumable: sweep_state.json records the phase reached and the search's picks.
-    deadline (time.time(), 0 = none): the sweep's time budget; the confirm phase gets what the search left."""
+    """Search, controls, confirm, each resumable: sweep_state.json records the phase reached, the search's picks and
+    the best control C, each saved before the next phase starts. deadline (time.time(), 0 = none): the sweep's
+    time budget; a controls or confirm phase it cuts short is left to --resume (no C from a cut controls search)."""
     if state["phase"] == "search":
         search_phase(cfg, data, table, max_conc, deadline)
-        best = pick_best(table.frame(), cfg.top_k)
+        best = confirmed_picks(cfg, data, table, max_conc)  # on val; each pick's GAN passed the gate on every seed
         from sweeps.space import TRIAL_KEYS
 
-        state.update(phase="confirm", best=[{k: b.get(k) for k in (*TRIAL_KEYS, "config_id", "val_f1",
-                                                                     "val_sensitivity")} for b in best])
+        state.update(phase="controls", best=[{k: b.get(k) for k in (*TRIAL_KEYS, "config_id", "val_f1",
+                                                                      "val_sensitivity")} for b in best])
         write_state(cfg, state, state_path)
-    if state["phase"] == "confirm" and deadline and time.time() >= deadline:
-        print(f"[confirm] not started: the sweep's time budget ({cfg.time_budget_s:g} s) is spent; "
-              "run again with --resume and a larger --time-budget-s to confirm", flush=True)
-        return
-    if state["phase"] == "confirm":
-        confirm_phase(cfg, data, table, max_conc, state.get("best", []), deadline)
+    for phase, after in (("controls", "confirm"), ("confirm", "done")):
+        if state["phase"] != phase:
+            continue
+        if deadline and time.time() >= deadline:
+            print(f"[{phase}] not started: the sweep's time budget ({cfg.time_budget_s:g} s) is spent; run again "
+                  "with --resume and a larger --time-budget-s to finish", flush=True)
+            return
+        out = (controls_phase(cfg, data, table, max_conc, deadline) if phase == "controls" else
+               confirm_phase(cfg, data, table, max_conc, state.get("best", []), state.get("control"), deadline))
         if deadline and time.time() >= deadline - 1:  # cut by the budget: --resume runs the trials left
-            print(f"[confirm] the sweep's time budget ({cfg.time_budget_s:g} s) ended the phase; trials it stopped "
+            print(f"[{phase}] the sweep's time budget ({cfg.time_budget_s:g} s) ended the phase; trials it stopped "
                   "are rows marked stopped; --resume with a larger --time-budget-s runs the rest", flush=True)
             return
-        state["phase"] = "done"
+        state.update(phase=after, **({"control": out} if phase == "controls" else {}))
         write_state(cfg, state, state_path)
 
 
@@ -363,9 +347,10 @@ def main(argv: list[str] | None = None) -> int:
         yaml_values, cli = parse_args(argv)
         no_report, dry = cli.pop("no_report", False), cli.pop("dry_run", False)
         cfg = sweep_config.resolve(yaml_values, cli).with_absolute_paths()
+        from sweeps.plan import dry_run, probe
+
         if dry:
             return dry_run(cfg)
-        from sweeps.plan import probe
 
         cap = probe(cfg)  # this machine, or what the cluster at --address can grow to: looked up once
         cfg, work, data, state, state_path = setup(cfg, cap)

@@ -84,8 +84,8 @@ def write_fold_manifests(manifest: Path, work: Path, folds: int, seed: int, resu
 
 
 def trial_data(manifest: Path, work: Path, fold_manifests=()):
-    """What every trial knows of the data before trials start: where things are, real minority images in val
-    and test, and so which split the GAN quality reference is built from (trial.reference_split); with fold
+    """What every trial knows of the data before trials start: where things are, real training images (every
+    classifier's epoch size), real minority images in val and test, and so which split the GAN quality reference is built from (trial.reference_split); with fold
     manifests (write_fold_manifests) the same for each fold, in TrialData.folds."""
     import data_prep
     from sweeps.trial import TrialData, reference_split
@@ -93,6 +93,8 @@ def trial_data(manifest: Path, work: Path, fold_manifests=()):
     m = data_prep.read_manifest(manifest)
     real_pos = (m.df["label"] == m.positive_label) & ~m.df["is_synthetic"]
     n_val, n_test = int((real_pos & (m.df["split"] == "val")).sum()), int((real_pos & (m.df["split"] == "test")).sum())
+    n_train = int(((m.df["split"] == "train") & ~m.df["is_synthetic"]).sum())  # every arm's epoch size: equal steps
     return TrialData(manifest=str(Path(manifest).resolve()), work_dir=str(Path(work).resolve()),
                      n_val_positive=n_val, n_test_positive=n_test, gan_reference_split=reference_split(n_val),
+                     n_train_real=n_train,
                      folds=tuple(trial_data(p, work) for p in fold_manifests))

@@ -72,30 +72,43 @@ class Plan:
     search_gan_trainings_max: int  # at most: configs recur across trials and are trained once
     confirm_trials: int
     confirm_gan_trainings: int
-    arms: int  # setups the confirm phase compares (controls + top-k GAN configs)
+    arms: int  # setups the confirm phase compares (baseline, C, top-k GAN configs, C + the rank-1 GAN)
     lrs: int
     seeds: int
     folds: int = 0  # K-fold CV in the confirm phase (0 = the fixed split)
+    control_trials: int = 0  # the controls search: as many trials as the GAN search, none without a classical fix
+    arm_names: tuple[str, ...] = ()  # the confirm phase's arms, in order
 
     def lines(self) -> list[str]:
         folds = f" x {self.folds} fold(s)" if self.folds else ""
         each = "each confirm seed and fold" if self.folds else "each confirm seed"
+        controls = (f"controls: {self.control_trials} trial(s), as many as the search, no GAN (fix, augmentation, "
+                    "knobs, classifier LR) -> the best control C, fixed before the confirm phase"
+                    if self.control_trials else "controls: none (no classical fix in --controls): no control and no "
+                    "control+gan arm")
         return [f"search : {self.search_trials} trial(s), at most {self.search_gan_trainings_max} GAN training(s) "
-                "(a GAN config recurring across trials is trained once)",
-                f"confirm: {self.confirm_trials} trial(s) = {self.arms} arm(s) x {self.lrs} classifier LR(s) x "
-                f"{self.seeds} seed(s){folds}, up to {self.confirm_gan_trainings} GAN training(s) ({each} trains "
-                "its own; a mix one per loss)"]
+                "(a GAN config recurring across trials is trained once)", controls,
+                f"confirm: {self.confirm_trials} trial(s) = {self.arms} arm(s) {list(self.arm_names)} x {self.lrs} "
+                f"classifier LR(s) x {self.seeds} seed(s){folds}, up to {self.confirm_gan_trainings} GAN training(s) "
+                f"({each} trains its own{', shared by gan and control+gan' if self.control_trials else ''}; a mix "
+                "one per loss); every classifier the same optimizer steps, clf_epochs x ceil(real training images "
+                "/ clf_batch_size)"]
 
 
 def plan(cfg: SweepConfig) -> Plan:
+    from sweeps.controls import confirm_arms, has_controls
+
     mix = "mix_losses" in cfg.mix_choices and len(cfg.gan_losses) > 1
     per_trial = len(cfg.gan_losses) if mix else 1  # a mix trains one GAN per loss
-    arms = len(cfg.controls) + cfg.top_k
+    names = confirm_arms(cfg, cfg.top_k, has_controls(cfg))
+    # top-k GAN configs count one setup each, C + the rank-1 GAN one more (it needs a GAN config)
+    arms = len(names) + (cfg.top_k - 1 if cfg.top_k > 1 else 0)
     folds = max(1, cfg.folds)  # every confirm trial runs once per fold, and each fold trains its own GAN
     confirm = arms * len(cfg.clf_lr_grid) * cfg.num_seeds * folds
     return Plan(search_trials=cfg.num_samples, search_gan_trainings_max=cfg.num_samples * per_trial,
                 confirm_trials=confirm, confirm_gan_trainings=cfg.top_k * cfg.num_seeds * folds * per_trial,
-                arms=arms, lrs=len(cfg.clf_lr_grid), seeds=cfg.num_seeds, folds=cfg.folds)
+                arms=arms, lrs=len(cfg.clf_lr_grid), seeds=cfg.num_seeds, folds=cfg.folds,
+                control_trials=cfg.num_samples if has_controls(cfg) else 0, arm_names=tuple(names))
 
 
 def describe(cfg: SweepConfig, where: Capacity | list[dict[str, float]]) -> str:
@@ -113,6 +126,13 @@ def describe(cfg: SweepConfig, where: Capacity | list[dict[str, float]]) -> str:
         fit = f"DOES NOT FIT: {why}"
     return "\n".join(["resolved settings:", *settings, "", "plan:", *("  " + ln for ln in p.lines()),
                       f"  each trial holds {', '.join(f'{k} {v:g}' for k, v in res.items() if v > 0)}; {fit}"])
+
+
+def dry_run(cfg: SweepConfig) -> int:
+    """--dry-run: print the plan and whether it fits; -> 2 if no trial could ever be scheduled, else 0."""
+    where = probe(cfg)  # this machine, or what the cluster at --address can grow to
+    print(describe(cfg, where))
+    return 2 if where.unschedulable(cfg) else 0
 
 
 def check_fits(cfg: SweepConfig, where: Capacity | list[dict[str, float]]) -> None:

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from analysis.load import PARTS, part_files, read_table, row_keys
-from analysis.schema import ALL_COLUMNS, GAN_COLUMNS
+from analysis.schema import ALL_COLUMNS, GAN_COLUMNS, GAN_QUALITY_COLUMNS
 
 try:
     from ray.tune import Callback
@@ -41,9 +41,10 @@ except ImportError:  # analysis-only installs read results without Ray
 
 COMPACT_SHARE = 0.25  # results.parquet is rewritten once the rows in parts reach this share of the rows in it
 DIRTY_RETRY_S = 30.0  # after a store error, results go to the store again no sooner than this
-GAN_ROW_KEYS = ("trial_id", "arm", "seed", "gan_loss", "gan_lr_g", "gan_lr_d", "diffaugment", "n_critic", "gan_key",
-                "gan_run_dir", "time_gan_s", "config_id", "image_size", "channels", "sweep_phase", "setup_id",
-                "confirm_rank", "fold", "gan_kid_reference", "gan_reference_cached", "gan_extractor")
+GAN_ROW_KEYS = ("trial_id", "arm", "seed", "gan_loss", "gan_lr_g", "gan_lr_d", "diffaugment", "gan_arch", "gan_augment",
+                "n_critic", "gan_key", "gan_run_dir", "time_gan_s", "config_id", "image_size", "channels", "sweep_phase",
+                "setup_id", "confirm_rank", "fold", "gan_kid_reference", "gan_reference_cached", "gan_extractor",
+                "gan_gate", "gan_gate_note")
 
 
 def _clean(v: Any) -> Any:
@@ -136,9 +137,11 @@ class ResultsTable:
                 f"gan|{key}" not in self.rows and r.get("gan_run_dir") and r.get("gan_loss") != "mix")):
             return None
         gan_row = {k: r.get(k) for k in GAN_ROW_KEYS}
+        gated = r.get("status") == "gated"  # the GAN trained, and failed the quality gate (sweeps.quality)
         gan_failed = (r.get("error") or "").startswith("GAN")  # trial.ensure_gan's reasons start so
-        gan_row.update({c: r.get(c) for c in GAN_COLUMNS}, stage="gan", sweep_name=self.sweep_name,
-                       status="failed" if gan_failed else "ok", error=r["error"] if gan_failed else "",
+        gan_row.update({c: r.get(c) for c in GAN_COLUMNS + GAN_QUALITY_COLUMNS}, stage="gan", sweep_name=self.sweep_name,
+                       status="gated" if gated else "failed" if gan_failed else "ok",
+                       error=r["error"] if gan_failed else "",
                        finished_at=r["finished_at"])
         return gan_row
 
@@ -242,10 +245,11 @@ class ResultsCallback(Callback):
         prev.update({k: v for k, v in result.items() if not isinstance(v, dict)})
 
     def _base(self, trial) -> dict[str, Any]:
-        from sweeps.space import ROW_KEYS, TRIAL_KEYS, config_id, gan_key, setup_id
+        from sweeps.space import ROW_KEYS, TRIAL_KEYS, config_id, gan_key, knob_values, setup_id
 
         cfg = dict(trial.config.get("trial", trial.config))
-        return {**{k: cfg[k] for k in (*TRIAL_KEYS, *ROW_KEYS) if k in cfg}, "trial_id": trial.trial_id,
+        return {**{k: cfg[k] for k in (*TRIAL_KEYS, *ROW_KEYS) if k in cfg}, **knob_values(cfg),
+                "trial_id": trial.trial_id,
                 "config_id": config_id(cfg), "setup_id": setup_id(cfg), "gan_key": gan_key(cfg)}
 
     def _record(self, trial, failed: bool) -> None:

@@ -1,14 +1,14 @@
-"""Search space, controls and seed repeats; the hashes that say which rows share a config or a GAN.
+"""Search space, seed repeats, knob values; the hashes that say which rows share a config or a GAN.
 
 Search phase: OptunaSearch (multi-objective: real-val F1 and sensitivity of the minority class) over
-GAN loss, G and D learning rates, DiffAugment, n_critic (wgan-gp only), synthetic ratio and the
-classifier learning rate. GAN learning rates are categorical on purpose: a GAN config then recurs
-across trials, and the GAN cache (trial.py) trains it once and serves every ratio that asks for it.
+GAN loss, G and D learning rates, GAN architecture (dcgan | resnet), augmentation of D's inputs (none |
+diffaugment | ada), n_critic (wgan-gp only), synthetic ratio, the classical fix and classifier augmentation the GAN
+is stacked on (`stackable`; knobs at their defaults) and the classifier learning rate. GAN learning rates are
+categorical on purpose: a GAN config then recurs across trials, and the GAN cache (trial.py) trains it once and
+serves every ratio that asks for it. Which GAN a trial trains and its key: sweeps/gans.py.
 
-Confirm phase: every arm (the controls: baseline = ratio 0, class_weight, oversample, standard augmentation;
-and the top-k GAN configs of the search, rank 1 = the headline's GAN) x the same classifier-LR grid x the same
-fresh seeds, which the search never used. Each arm's LR is then chosen on real validation, so every arm gets
-the same tuning budget, and every confirm seed retrains the GAN (its key holds the seed).
+The controls search and the confirm phase's arms (baseline, the tuned control C, the top-k GAN configs,
+C + the rank-1 GAN) are planned in sweeps/controls.py, on the ids and seeds defined here.
 
 K-fold confirm phase (--folds K): every confirm trial above is run once per fold (its `fold`, 0..K-1, a row
 value, not part of config_id or setup_id: a config's rows across seeds AND folds share one config_id). Fold f
@@ -19,79 +19,53 @@ The statistics average each seed's K folds first: the unit of the paired test is
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 from typing import Any, Mapping
 
-from trainables.arms import CONTROL_ARMS  # arm -> the classifier settings that define it (one table)
+from sweeps.gans import (MIX, _canonical, _hash, gan_augment_of, gan_key, mix_members,  # noqa: F401  (old home)
+                         multi_critic_losses)
+from trainables.arms import IMBALANCE_FIXES, KNOB_DEFAULTS
 
-GAN_KEYS = ("gan_loss", "gan_lr_g", "gan_lr_d", "diffaugment", "n_critic", "conditional", "feature_matching",
-            "perceptual", "seed")
+GAN_KEYS = ("gan_loss", "gan_lr_g", "gan_lr_d", "gan_arch", "gan_augment", "n_critic", "conditional",
+            "feature_matching", "perceptual", "seed")
 TRIAL_KEYS = GAN_KEYS + ("arm", "synthetic_mix", "synthetic_ratio", "clf_lr", "imbalance_fix", "augment")
-MIX = "mix"  # gan_loss of a trial whose synthetic set mixes one GAN per loss in equal parts
 OBJECTIVES = ("val_f1", "val_sensitivity")  # both maximised, on REAL validation images only
 SEARCH_SEED = 0  # every search trial trains with this seed
 CONFIRM_SEED_BASE = 1000  # confirm seeds are 1000, 1001, ...: never a search seed, so no search run is reused
 ROW_KEYS = ("confirm_rank", "fold")  # trial values carried into results rows that are not part of the config's identity
+KNOB_KEYS = tuple(KNOB_DEFAULTS)  # the controls' knobs: in a config's identity only when set off their defaults
 
 
-def _canonical(v: Any) -> Any:
-    """One spelling per value, whichever way it travelled (Tune config, parquet row, JSON state):
-    numpy scalars -> Python, NaN -> None, integral floats -> int (n_critic 5.0 == 5)."""
-    if hasattr(v, "item") and not isinstance(v, (list, tuple, dict)):
-        v = v.item()
-    if isinstance(v, float):
-        if math.isnan(v):
-            return None
-        if v.is_integer():
-            return int(v)
-    return v
+def knob_values(config: Mapping[str, Any]) -> dict[str, float]:
+    """The control knobs a trial trains with: its config's values, the defaults where it has none."""
+    out = {}
+    for k, default in KNOB_DEFAULTS.items():
+        v = _canonical(config.get(k))
+        out[k] = float(default if v is None else v)
+    return out
 
 
-def _hash(values: Mapping[str, Any]) -> str:
-    canon = {k: _canonical(v) for k, v in values.items()}
-    return hashlib.sha256(json.dumps(canon, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def gan_key(config: Mapping[str, Any]) -> str:
-    """Identity of a trained GAN: loss, lrs, DiffAugment, n_critic, conditioning, extra G terms, seed, and the
-    CV fold whose train part it fits (budgets are fixed per sweep). A mixed trial's own key is that of its mix;
-    each member has its own."""
-    if config.get("arm") != "gan":
-        return ""
-    values = {k: config.get(k) for k in GAN_KEYS}
-    # keys added after the first sweeps: absent = their default, so earlier GAN caches keep their keys
-    for k, default in (("conditional", False), ("feature_matching", 0.0), ("perceptual", 0.0)):
-        if _canonical(values[k]) in (None, default):
-            values.pop(k)
-    if _canonical(config.get("fold")) is not None:  # a fold's GAN trained on that fold's train part only
-        values["fold"] = config.get("fold")
+def _identity(config: Mapping[str, Any], keys) -> str:
+    values = {k: config.get(k) for k in keys}
+    # knobs came after the first sweeps: absent or at the default they stay out, so such a config keeps its old id
+    values.update({k: v for k, v in knob_values(config).items() if v != KNOB_DEFAULTS[k]})
     return _hash(values)
 
 
-def multi_critic_losses(losses) -> set[str]:
-    """The losses among `losses` whose table entry says several D steps per G step pay off (n_critic searched)."""
-    from trainables.gan.losses import GAN_LOSSES
-
-    return {name for name in losses if GAN_LOSSES[name].multi_critic}
-
-
-def mix_members(config: Mapping[str, Any], losses) -> list[dict[str, Any]]:
-    """The single-GAN configs whose synthetic sets a "mix_losses" trial combines (equal parts)."""
-    multi = multi_critic_losses(losses)
-    return [{**config, "gan_loss": loss, "n_critic": int(config.get("n_critic") or 5) if loss in multi else 1}
-            for loss in losses]
-
-
 def config_id(config: Mapping[str, Any]) -> str:
-    """Identity of a configuration across seeds: every trial value but the seed."""
-    return _hash({k: config.get(k) for k in TRIAL_KEYS if k != "seed"})
+    """Identity of a configuration across seeds: every trial value but the seed (knobs off their defaults too)."""
+    return _identity(config, [k for k in TRIAL_KEYS if k != "seed"])
 
 
 def setup_id(config: Mapping[str, Any]) -> str:
     """Identity of an arm's setup across seeds and classifier LRs (the confirm phase tunes the LR per setup)."""
-    return _hash({k: config.get(k) for k in TRIAL_KEYS if k not in ("seed", "clf_lr")})
+    return _identity(config, [k for k in TRIAL_KEYS if k not in ("seed", "clf_lr")])
+
+
+def stackable(sweep) -> tuple[list[str], list[str]]:
+    """(imbalance fixes, augmentation policies) that sweep.controls allows beside the baseline: what the controls
+    search tunes and what the GAN search may stack a GAN on."""
+    fixes = [c for c in sweep.controls if c in IMBALANCE_FIXES and c != "none"]
+    return fixes, [sweep.augment_policy] if "augment" in sweep.controls else []
 
 
 class SearchSpace:
@@ -101,6 +75,7 @@ class SearchSpace:
 
     def __init__(self, sweep):
         self.losses, self.lrs = list(sweep.gan_losses), list(sweep.gan_lrs)
+        self.archs, self.gan_augments = list(sweep.gan_archs), list(sweep.gan_augments)
         self.critics, self.ratios = list(sweep.n_critic_choices), list(sweep.synthetic_ratios)
         self.multi_critic = multi_critic_losses(self.losses)
         self.clf_lr_range = tuple(sweep.clf_lr_range)
@@ -108,13 +83,15 @@ class SearchSpace:
         self.conditional = [bool(c) for c in sweep.conditional_choices]
         self.feature_matching = [float(w) for w in sweep.feature_matching_choices]
         self.perceptual = [float(w) for w in sweep.perceptual_choices] if sweep.vgg_weights else [0.0]
+        fixes, augments = stackable(sweep)  # the incremental arm: a GAN on top of a classical fix / augmentation
+        self.fixes, self.clf_augments = ["none", *fixes], ["none", *augments]
 
     def _choose(self, trial, name, choices):
         # a single choice is a constant, not a search dimension
         return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
 
     def __call__(self, trial) -> dict[str, Any]:
-        consts: dict[str, Any] = {"arm": "gan", "seed": SEARCH_SEED, "imbalance_fix": "none", "augment": "none"}
+        consts: dict[str, Any] = {"arm": "gan", "seed": SEARCH_SEED}
         mix = self._choose(trial, "synthetic_mix", self.mixes)
         consts["synthetic_mix"] = mix
         loss = self._choose(trial, "gan_loss", self.losses) if mix == "single" else MIX
@@ -128,9 +105,10 @@ class SearchSpace:
             trial.suggest_categorical("n_critic", self.critics)
         else:
             consts["n_critic"] = 1
-        trial.suggest_categorical("diffaugment", [True, False])
-        for name, choices in (("conditional", self.conditional), ("feature_matching", self.feature_matching),
-                              ("perceptual", self.perceptual)):
+        for name, choices in (("gan_arch", self.archs), ("gan_augment", self.gan_augments),
+                              ("conditional", self.conditional), ("feature_matching", self.feature_matching),
+                              ("perceptual", self.perceptual), ("imbalance_fix", self.fixes),
+                              ("augment", self.clf_augments)):
             value = self._choose(trial, name, choices)
             if len(choices) == 1:
                 consts[name] = value
@@ -144,18 +122,6 @@ def confirm_seeds(num_seeds: int) -> list[int]:
     return list(range(CONFIRM_SEED_BASE, CONFIRM_SEED_BASE + int(num_seeds)))
 
 
-def control_configs(sweep, seeds, clf_lrs) -> list[dict[str, Any]]:
-    """The controls, each with every classifier LR of the grid and every seed."""
-    out = []
-    for arm in sweep.controls:
-        for lr in clf_lrs:
-            for seed in seeds:
-                out.append({"arm": arm, "seed": seed, "gan_loss": "", "gan_lr_g": None, "gan_lr_d": None,
-                            "diffaugment": False, "n_critic": 0, "synthetic_mix": "", "clf_lr": float(lr),
-                            **CONTROL_ARMS[arm]})
-    return out
-
-
 def repeat_configs(best: list[Mapping[str, Any]], seeds, clf_lrs=None) -> list[dict[str, Any]]:
     """The top GAN configs of the search (in rank order) with every seed, and every classifier LR of the grid
     (None: the config's own LR). The GAN is retrained per seed: its variance counts too. Each carries its
@@ -163,6 +129,8 @@ def repeat_configs(best: list[Mapping[str, Any]], seeds, clf_lrs=None) -> list[d
     out = []
     for rank, cfg in enumerate(best, start=1):
         base = {k: _canonical(cfg.get(k)) for k in TRIAL_KEYS}
+        # a pick saved before gan_arch / gan_augment existed (a resumed sweep): DCGAN, its DiffAugment boolean mapped
+        base.update(gan_arch=base["gan_arch"] or "dcgan", gan_augment=gan_augment_of(cfg))
         for lr in (clf_lrs if clf_lrs is not None else [base["clf_lr"]]):
             for seed in seeds:
                 out.append({**base, "clf_lr": float(lr), "seed": seed, "confirm_rank": rank})
@@ -174,11 +142,3 @@ def fold_configs(configs: list[dict[str, Any]], folds: int) -> list[dict[str, An
     if not folds:
         return configs
     return [{**c, "fold": f} for c in configs for f in range(int(folds))]
-
-
-def confirm_configs(sweep, best: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Every confirm trial: (controls + top-k GAN configs) x sweep.clf_lr_grid x confirm_seeds(num_seeds)
-    [x folds 0..K-1 with sweep.folds = K]."""
-    seeds = confirm_seeds(sweep.num_seeds)
-    configs = control_configs(sweep, seeds, sweep.clf_lr_grid) + repeat_configs(best, seeds, sweep.clf_lr_grid)
-    return fold_configs(configs, getattr(sweep, "folds", 0))

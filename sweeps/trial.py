@@ -37,8 +37,10 @@ from typing import Any, Callable, Mapping
 from trainables.metric_names import METRIC_NAMES
 from data_prep.shards import decode_on_this_node
 from sweeps.config import SweepConfig
-from sweeps.quality import audit_gan, mix_quality, quality_evaluator
-from sweeps.space import MIX, ROW_KEYS, TRIAL_KEYS, config_id, gan_key, mix_members, setup_id
+from sweeps.gans import gan_augment_of, gan_config  # noqa: F401  (gan_config: its old home)
+from sweeps.quality import audit_gan, mix_quality, quality_evaluator, quality_gate
+from sweeps.space import MIX, ROW_KEYS, TRIAL_KEYS, config_id, gan_key, knob_values, mix_members, setup_id
+from trainables.arms import GAN_ARMS
 
 METRICS = METRIC_NAMES
 # Fewest real minority validation images a quality reference may have: KID from fewer is mostly noise, and
@@ -59,6 +61,7 @@ class TrialData:
     work_dir: str  # GAN cache, classifier runs, quality cache
     n_val_positive: int = 0  # real minority images in val (decides gan_reference_split)
     n_test_positive: int = 0  # real minority images in test (the report states it)
+    n_train_real: int = 0  # real training images, all classes: every classifier's epoch_size (equal steps); 0 = unknown
     gan_reference_split: str = "val"  # real images the GAN's KID/FID are measured against (reference_split)
     storage: str = ""  # the sweep's folder in remote storage (s3://...): manifests are keys in it, fetched by
     # sweeps.artifacts.localize into each node's scratch; "" = local paths, as given
@@ -79,30 +82,10 @@ def fold_data(config: Mapping[str, Any], data: TrialData) -> TrialData:
     return data.folds[int(fold)]
 
 
-def gan_config(config: Mapping[str, Any], sweep: SweepConfig, device: str):
-    """The GanConfig of a trial: its sampled GAN values + the sweep's GAN budgets (the one place they meet)."""
-    from trainables.gan.config import gan_config_from_dict
-
-    perceptual = float(config.get("perceptual") or 0.0)
-    return gan_config_from_dict({
-        "loss": config["gan_loss"], "lr_g": float(config["gan_lr_g"]), "lr_d": float(config["gan_lr_d"]),
-        "n_critic": int(config.get("n_critic") or 1),
-        "diffaugment": "color,translation,cutout" if config.get("diffaugment") else "",
-        "seed": int(config["seed"]), "num_epochs": sweep.gan_epochs, "batch_size": sweep.gan_batch_size,
-        "ngf": sweep.gan_width, "ndf": sweep.gan_width, "image_size": sweep.image_size, "channels": sweep.channels,
-        "eval_every": sweep.gan_eval_every, "checkpoint_every": max(1, sweep.gan_epochs // 10),
-        "sample_every": max(1, sweep.gan_epochs // 4), "keep_checkpoints": 2, "device": device,
-        # conditional: one GAN over every class (sampled for the minority); else the minority class only
-        "conditional": bool(config.get("conditional", False)),
-        # a conditional GAN's epoch: all minority images + as many of each other class (its cost is K x a
-        # minority-only epoch, not the whole train set: 265 s vs 23 s per demo GAN). DDP trials: every image.
-        "balanced_epochs": bool(config.get("conditional", False)) and sweep.workers_per_trial == 1,
-        "feature_matching": float(config.get("feature_matching") or 0.0), "perceptual": perceptual,
-        "vgg_weights": sweep.vgg_weights if perceptual > 0 else None})
-
-
-def classifier_config(config: Mapping[str, Any], sweep: SweepConfig, device: str):
-    """The ClassifierConfig of a trial: its arm's values + the sweep's classifier settings."""
+def classifier_config(config: Mapping[str, Any], sweep: SweepConfig, device: str, epoch_size: int = 0):
+    """The ClassifierConfig of a trial: its arm's values (fix, augmentation, knobs) + the sweep's classifier settings.
+    epoch_size: images per epoch, the real training images for every arm, so all take the same optimizer steps
+    however many synthetic images a GAN arm adds (0: the training set's size)."""
     from trainables.classifier.config import classifier_config as make
 
     return make({"model": sweep.clf_model, "image_size": sweep.image_size, "channels": sweep.channels,
@@ -112,7 +95,7 @@ def classifier_config(config: Mapping[str, Any], sweep: SweepConfig, device: str
                  "augment": "none" if config["augment"] == "none" else sweep.augment_policy,
                  "seed": int(config["seed"]), "device": device,
                  "weights": sweep.clf_weights, "freeze_epochs": sweep.clf_freeze_epochs,
-                 "input_norm": sweep.clf_input_norm})
+                 "input_norm": sweep.clf_input_norm, "epoch_size": int(epoch_size), **knob_values(config)})
 
 
 def ddp_worker_resources(sweep: SweepConfig) -> dict[str, float]:
@@ -173,7 +156,7 @@ def ensure_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
     from sweeps.artifacts import artifact_uri, store_of
     from sweeps.gan_runs import ensure_trained
 
-    key = gan_key(config)
+    key = gan_key(config, sweep)
     store = store_of(data)
 
     def train(run_dir: Path, lease) -> dict[str, Any]:
@@ -195,6 +178,7 @@ def _train_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
     from sweeps.artifacts import CheckpointSync
     from sweeps.storage import ensure_free
     from trainables.gan.run import run_gan_local
+    from trainables.gan.run_files import RunFiles, load_checkpoint
     from trainables.gan.sample import write_samples
 
     t0 = time.perf_counter()
@@ -218,7 +202,7 @@ def _train_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
             sync()
 
         result = run_gan_local(data.manifest, run_dir, gcfg, report=on_epoch, evaluate=evaluator)
-    info: dict[str, Any] = {"gan_key": key, "gan_epochs": result.get("epochs"),
+    info: dict[str, Any] = {"gan_key": key, "gan_epochs": result.get("epochs"), "gan_ada_p": result.get("ada_p"),
                             "time_gan_s": round(time.perf_counter() - t0, 2)}
     if evaluator is not None:  # the driver builds it before any trial; True = this trial did not rebuild it
         info["gan_reference_cached"] = bool(evaluator.reference_was_cached)
@@ -228,11 +212,11 @@ def _train_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
                       & ~manifest.df["is_synthetic"]).sum())
     n_samples = max(1, math.ceil(max(sweep.synthetic_ratios) * n_minority))
     synthetic_dir = run_dir / "synthetic"
-    ckpt = sorted((run_dir / "checkpoints").glob("*.pt"))[-1]
+    ckpt = RunFiles(run_dir).sampling_checkpoint()  # the best validation KID's checkpoint (else the last)
     ensure_free(run_dir, n_samples * sweep.image_size ** 2 * sweep.channels, f"{n_samples} synthetic images")
     write_samples(ckpt, n_samples, synthetic_dir, seed=int(config["seed"]), device=device, overwrite=True,
                   progress=False, labels=[manifest.positive_class] if gcfg.conditional else None)
-    info.update(status="ok", reason="")
+    info.update(status="ok", reason="", gan_checkpoint_epoch=int(load_checkpoint(ckpt)["epoch"]))
     if evaluator is not None:
         info.update(audit_gan(evaluator, [synthetic_dir], run_dir / "quality"))
     info["time_gan_s"] = round(time.perf_counter() - t0, 2)
@@ -267,11 +251,14 @@ def run_trial(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, tr
     sweep, data = localize_trial(sweep, data)
     data = fold_data(config, data)
     row: dict[str, Any] = {k: config[k] for k in (*TRIAL_KEYS, *ROW_KEYS) if k in config}
-    row.update(trial_id=trial_id, config_id=config_id(config), setup_id=setup_id(config), gan_key=gan_key(config),
+    row.update(trial_id=trial_id, config_id=config_id(config), setup_id=setup_id(config),
+               gan_key=gan_key(config, sweep),
                status="ok", error="", image_size=sweep.image_size, channels=sweep.channels,
+               diffaugment=config["arm"] in GAN_ARMS and gan_augment_of(config) == "diffaugment",  # the old column
                n_val_positive=data.n_val_positive, n_test_positive=data.n_test_positive)
     synthetic_dir = None
-    if config["arm"] == "gan":
+    row.update(knob_values(config))  # every row says the knobs it trained with (defaults where unset)
+    if config["arm"] in GAN_ARMS:
         synthetic_dir = trial_gans(config, sweep, data, device, report, row)
         if row["status"] != "ok":
             row.update(time_total_s=round(time.perf_counter() - t0, 2), phase="final")
@@ -306,6 +293,12 @@ def trial_gans(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
     if bad:
         row.update(status="failed", error="; ".join(g["reason"] for g in bad))
         return None
+    # the gate, from the recorded quality (of the mixed set for a mix): a gated GAN never feeds a classifier
+    row["gan_gate"], note = quality_gate(row, sweep)
+    if row["gan_gate"] == "gated":
+        row.update(status="gated", error=note)
+        return None
+    row["gan_gate_note"] = note
     return gans[0]["synthetic_dir"] if not is_mix else [(g["synthetic_dir"], 1.0 / len(gans)) for g in gans]
 
 
@@ -318,7 +311,7 @@ def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialD
     t1 = time.perf_counter()
     store, key = store_of(data), f"classifiers/{trial_id}"
     clf_dir = store.fetch(key)  # remote: a retry on another node resumes from the checkpoints published below
-    ccfg = classifier_config(config, sweep, device)
+    ccfg = classifier_config(config, sweep, device, data.n_train_real)
     if sweep.workers_per_trial > 1:
         from trainables.classifier.ray_train import run_classifier_ray
 
@@ -347,6 +340,7 @@ def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialD
     out.update(clf_run_dir=artifact_uri(data, clf_dir), synthetic_dir=";".join(artifact_uri(data, d) for d in dirs),
                clf_threshold=float(result.get("threshold", float("nan"))),
                clf_best_epoch=int(result.get("best_epoch", -1)), n_synthetic=int(result.get("n_synthetic", 0)),
+               clf_steps=int(result.get("steps", 0)), clf_epoch_size=int(result.get("epoch_size", 0)),
                time_classifier_s=round(time.perf_counter() - t1, 2))
     return out
 

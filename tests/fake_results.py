@@ -26,7 +26,9 @@ def _metrics(rng: np.random.Generator, f1: float, sens: float) -> dict:
     jitter = lambda s=0.01: float(rng.normal(0, s))  # noqa: E731
     return {"accuracy": 0.9 + f1 / 10 + jitter(0.005), "balanced_accuracy": 0.75 + f1 / 4 + jitter(),
             "sensitivity": sens, "specificity": 0.93 + jitter(), "precision": f1 + 0.05 + jitter(),
-            "f1": f1, "macro_f1": 0.8 + f1 / 5 + jitter(), "roc_auc": 0.88 + f1 / 10 + jitter(),
+            "f1": f1, "macro_f1": 0.8 + f1 / 5 + jitter(), "weighted_precision": 0.9 + f1 / 10 + jitter(0.005),
+            "weighted_recall": 0.9 + f1 / 10 + jitter(0.005), "weighted_f1": 0.9 + f1 / 10 + jitter(0.005),
+            "roc_auc": 0.88 + f1 / 10 + jitter(),
             "pr_auc": f1 + 0.1 + jitter()}
 
 

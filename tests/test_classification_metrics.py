@@ -22,6 +22,10 @@ def test_binary_metrics_match_hand_computed_confusion_matrix():
     assert m["f1"] == pytest.approx(2 / 3)
     assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 4 / 5) / 2)
     assert m["macro_f1"] == pytest.approx((2 / 3 + 4 / 5) / 2)  # negative class: P = R = 4/5
+    # weighted by support (3 positives, 5 negatives), as in the X-ray studies' tables (scikit-learn's "weighted")
+    assert m["weighted_precision"] == pytest.approx((3 * 2 / 3 + 5 * 4 / 5) / 8)
+    assert m["weighted_recall"] == pytest.approx(m["accuracy"])  # support-weighted recall is accuracy
+    assert m["weighted_f1"] == pytest.approx((3 * 2 / 3 + 5 * 4 / 5) / 8)
     # ROC-AUC by pair counting: of 15 (pos, neg) pairs, positive 0.2 loses to 0.6, 0.4, 0.3 -> 12/15
     assert m["roc_auc"] == pytest.approx(12 / 15, abs=1e-6)
     # AP: positives at ranks 1, 2, 6 -> (1/1 + 2/2 + 3/6) / 3

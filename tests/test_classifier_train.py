@@ -114,9 +114,12 @@ def test_ray_ddp_two_workers_counts_odd_sized_val_and_test_once(manifest_path, t
     odd = write_manifest(m, tmp_path / "odd" / "manifest.parquet")
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     try:
-        out = run_classifier_ray(odd, tmp_path / "ddp", {**SMALL, "num_epochs": 2}, num_workers=2)
+        # epoch_size 200: ceil(200 / (16 x 2)) = 7 batches per worker and epoch, over 4-batch shards of the 112
+        # train images: every epoch passes over its shard again and stops mid-pass, in step on both workers
+        out = run_classifier_ray(odd, tmp_path / "ddp", {**SMALL, "num_epochs": 2, "epoch_size": 200}, num_workers=2)
     finally:
         ray.shutdown()
+    assert out["steps"] == 2 * 7 and [h["steps"] for h in out["history"]] == [7, 14] and out["epoch_size"] == 200
     for split in ("val", "test"):
         assert out[split]["n"] == 23 and int(np.sum(out[split]["confusion_matrix"])) == 23
     assert len(out["history"]) == 2 and out["test"]["threshold"] == out["threshold"]

@@ -169,9 +169,10 @@ def _check_finished_sweep(endpoint: str, tmp_path: Path, before_ids: set) -> Non
     assert gans["gan_key"].is_unique and len(gans) >= 3
     done = {k.split("/")[-2] for k in keys if k.endswith("/done.json")}
     assert done == set(gans["gan_key"])
-    used = clf[clf["arm"] == "gan"]["gan_key"].value_counts()
+    with_gan = clf[clf["arm"].isin(["gan", "control+gan"])]  # a confirm seed's GAN serves both GAN arms
+    used = with_gan["gan_key"].value_counts()
     assert set(used.index) <= done and used.max() >= 2, used
-    assert (clf[clf["arm"] == "gan"]["gan_trained_here"].astype(bool).groupby(clf["gan_key"]).sum() <= 1).all()
+    assert (with_gan["gan_trained_here"].astype(bool).groupby(with_gan["gan_key"]).sum() <= 1).all()
     attempts = {(k.split("/")[4], k.split("/")[5]) for k in keys if "/checkpoints/" in k and "/gans/" in k}
     assert len(attempts) == len(done)  # one set of GAN checkpoints per key
     nodes = {p.name for p in (tmp_path / "scratch" / "ganaug_scratch").iterdir()}

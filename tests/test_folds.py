@@ -106,7 +106,8 @@ def test_confirm_configs_gain_a_fold_that_splits_gans_but_not_configs():
     from data_prep.errors import ConfigError
     from sweeps.config import SweepConfig
     from sweeps.plan import plan
-    from sweeps.space import config_id, confirm_configs, gan_key, setup_id
+    from sweeps.controls import confirm_configs
+    from sweeps.space import config_id, gan_key, setup_id
 
     cfg = SweepConfig(num_seeds=3, folds=4, clf_lr_grid=(1e-3,), controls=("baseline",), mix_choices=("single",))
     best = [{"arm": "gan", "seed": 0, "gan_loss": "hinge", "gan_lr_g": 2e-4, "gan_lr_d": 2e-4, "diffaugment": True,
@@ -122,7 +123,7 @@ def test_confirm_configs_gain_a_fold_that_splits_gans_but_not_configs():
     gan = confirm[confirm["arm"] == "gan"]
     assert gan["gkey"].nunique() == 3 * 4 == plan(cfg).confirm_gan_trainings  # a GAN per seed and fold
     assert gan_key({**recs[-1], "fold": None}) == gan_key({k: v for k, v in recs[-1].items() if k != "fold"})
-    assert "x 4 fold(s)" in plan(cfg).lines()[1]
+    assert "x 4 fold(s)" in plan(cfg).lines()[-1] and "controls: none" in plan(cfg).lines()[1]
     for bad in (1, -2):
         with pytest.raises(ConfigError, match=f"folds must be 0 .* or >= 2.*got {bad}"):
             SweepConfig(folds=bad)
@@ -190,5 +191,6 @@ def test_smoke_sweep_with_two_folds(tmp_path):
         assert json.loads((Path(r.clf_run_dir) / "metrics.json").read_text())["manifest"].endswith(
             f"fold_{int(r.fold)}/manifest.parquet")
     report = (work / "report" / "report.md").read_text()
-    assert "2 folds averaged per seed; n = seeds" in report and "paired t-test over 3 seeds" in report
+    assert "each seed the mean of its 2 CV folds (n = seeds, never seeds x folds)" in report
+    assert "3 seeds (1000-1002, none used by the search" in report
     assert "x 2 CV folds" in out

@@ -7,7 +7,8 @@ bench/gpu_check.sh installs the staged wheels). Run them alone with
     python -m pytest -q -m gpu tests/test_gpu.py            # or: bash bench/gpu_check.sh (README "GPU check")
 
 What they cover: each loss x {eager, graphed} x {fp32, bf16} with channels_last (finite; the graph replay's
-gradients equal the eager step's from copied state, DiffAugment on, so the random stream is shared too);
+gradients equal the eager step's from copied state, DiffAugment on, so the random stream is shared too), the same
+for the residual GAN with self-attention and ADA (p held at 0.5, so its augmentations run inside the graph);
 bf16 losses track fp32 over the first steps; a graphed GPU run resumed from its checkpoint continues the same
 random stream, and checkpoints move between CPU and GPU both ways; a Ray Train GAN run on the GPU(s) to the
 end (the CPU preview of CUDA workers' checkpoint used to crash it); a --smoke-test sweep with
@@ -68,6 +69,21 @@ def test_graphed_step_equals_eager_step(loss, precision):
     assert r["max_rel_loss_diff"] <= TOL[precision], r
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("loss", sorted(GAN_LOSSES))
+def test_resnet_with_attention_and_ada_graphed_step_equals_eager_step(loss, precision):
+    """The residual GAN's fast path: its graph replay (ADA at p = 0.5: every augmentation drawn inside the graph)
+    takes the eager step's gradients from copied state."""
+    from trainables.gan.step_checks import graph_vs_eager_step, strict_numerics
+
+    cfg = gpu_cfg(arch="resnet", attention=True, ada=True, diffaugment="", loss=loss, ngf=16, ndf=16,
+                  bf16="on" if precision == "bf16" else "off", channels_last="on", cuda_graphs="on")
+    with strict_numerics():
+        r = graph_vs_eager_step(cfg, "cuda", tolerance=TOL[precision], ada_p=0.5)
+    assert r["graphed"] and r["finite"] and r["rng_restored"] and r["same_tensors"], r
+    assert r["max_rel_grad_diff"] <= TOL[precision] and r["max_rel_loss_diff"] <= TOL[precision], r
+
+
 @pytest.mark.parametrize("loss", sorted(GAN_LOSSES))
 def test_bf16_losses_track_fp32_over_the_first_steps(loss):
     from trainables.gan.step_checks import bf16_vs_fp32_losses, strict_numerics
@@ -83,8 +99,9 @@ def test_a_few_epochs_train_finite_with_every_switch(graphs):
     from trainables.gan.loop import GanTrainer, array_batches, train_gan
 
     data = torch.rand(160, 3, 64, 64, device="cuda") * 2 - 1
-    for loss in sorted(GAN_LOSSES):
-        cfg = gpu_cfg(loss=loss, num_epochs=3, cuda_graphs=graphs, n_critic=2 if loss == "wgan-gp" else 1)
+    resnet = dict(arch="resnet", attention=True, ada=True, ada_ramp=0.3, diffaugment="", ngf=16, ndf=16)
+    for loss, variant in [(loss, {}) for loss in sorted(GAN_LOSSES)] + [("hinge", resnet)]:
+        cfg = gpu_cfg(loss=loss, num_epochs=3, cuda_graphs=graphs, n_critic=2 if loss == "wgan-gp" else 1, **variant)
         tr, hist = GanTrainer(cfg, "cuda"), []
         out = train_gan(cfg, array_batches(data, cfg.batch_size, 0), hist.append, trainer=tr)
         assert out["status"] == "finished", (loss, out)

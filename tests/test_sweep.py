@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -77,7 +78,10 @@ def test_search_space_is_conditional_and_picklable():
     from sweeps.config import SweepConfig
     from sweeps.space import SearchSpace
 
-    space = pickle.loads(pickle.dumps(SearchSpace(SweepConfig())))
+    broad = SweepConfig(gan_losses=("bce", "hinge", "wgan-gp"), mix_choices=("single", "mix_losses"),
+                        conditional_choices=(False, True), feature_matching_choices=(0.0, 1.0),
+                        gan_archs=("dcgan", "resnet"), gan_augments=("none", "diffaugment", "ada"))
+    space = pickle.loads(pickle.dumps(SearchSpace(broad)))
     study = optuna.create_study(directions=["maximize", "maximize"], sampler=optuna.samplers.RandomSampler(0))
     seen = set()
     for _ in range(60):
@@ -90,9 +94,14 @@ def test_search_space_is_conditional_and_picklable():
         assert (cfg["gan_loss"] == "mix") == (cfg["synthetic_mix"] == "mix_losses")
         assert "perceptual" not in t.params and cfg["perceptual"] == 0.0  # no VGG weights given: not searched
         assert cfg["arm"] == "gan" and 0 < cfg["synthetic_ratio"] <= 10
-        assert {"conditional", "feature_matching"} <= set(t.params)
+        assert {"conditional", "feature_matching", "gan_arch", "gan_augment"} <= set(t.params)
+        assert "diffaugment" not in t.params  # gan_augment replaced the boolean
         study.tell(t, [0.5, 0.5])
     assert seen == {"bce", "hinge", "wgan-gp", "mix"}
+    # a single choice is a constant, not a search dimension
+    t = study.ask()
+    consts = SearchSpace(SweepConfig(gan_archs=("dcgan",), gan_augments=("ada",)))(t)
+    assert consts["gan_arch"] == "dcgan" and consts["gan_augment"] == "ada" and "gan_arch" not in t.params
 
 
 def test_selection_uses_validation_not_test():
@@ -153,21 +162,26 @@ def test_gan_config_is_trained_once_for_two_ratios(tmp_path):
 
 
 def test_confirm_plan_fresh_shared_seeds_same_lr_grid_for_every_arm():
-    """Confirm seeds are never search seeds and are shared by every arm (a paired test); every arm, the GAN
-    configs included, runs the same classifier-LR grid; the search's best GAN config is rank 1."""
+    """Confirm seeds are never search seeds and are shared by every arm (a paired test); every arm - baseline, the
+    tuned control C, the GAN configs and C + the rank-1 GAN - runs the same classifier-LR grid; the search's best
+    GAN config is rank 1. C's settings are on both control arms, the GAN's on both GAN arms, and gan and
+    control+gan of one seed share one GAN (one gan_key: trained once per seed)."""
     from sweeps.config import SweepConfig
-    from sweeps.space import SEARCH_SEED, confirm_configs, gan_key, setup_id
+    from sweeps.controls import confirm_configs
+    from sweeps.space import SEARCH_SEED, gan_key, setup_id
 
     cfg = SweepConfig(num_seeds=5, clf_lr_grid=(3e-4, 1e-3), controls=("baseline", "class_weight", "augment"))
     best = [{"arm": "gan", "seed": SEARCH_SEED, "gan_loss": "hinge", "gan_lr_g": 2e-4, "gan_lr_d": 2e-4,
              "diffaugment": True, "n_critic": 1, "synthetic_mix": "single", "synthetic_ratio": 2.0, "clf_lr": 7.7e-4,
-             "imbalance_fix": "none", "augment": "none"},
+             "imbalance_fix": "class_weight", "augment": "none"},  # the search stacked this GAN on class weights
             {"arm": "gan", "seed": SEARCH_SEED, "gan_loss": "bce", "gan_lr_g": 1e-4, "gan_lr_d": 4e-4,
              "diffaugment": False, "n_critic": 1, "synthetic_mix": "single", "synthetic_ratio": 0.5, "clf_lr": 2e-3,
              "imbalance_fix": "none", "augment": "none"}]
-    plan = pd.DataFrame(confirm_configs(cfg, best))
+    control = {"imbalance_fix": "none", "augment": "standard", "augment_strength": 1.3, "class_weight_power": 1.0,
+               "oversample_share": 0.0, "clf_lr": 1.1e-3, "val_f1": 0.6, "val_sensitivity": 0.7}
+    plan = pd.DataFrame(confirm_configs(cfg, best, control))
     plan["setup"] = [setup_id(r) for r in plan.to_dict("records")]
-    assert plan["setup"].nunique() == 5  # 3 controls + 2 GAN configs
+    assert plan.groupby("arm")["setup"].nunique().to_dict() == {"baseline": 1, "control": 1, "gan": 2, "control+gan": 1}
     per_setup = plan.groupby("setup").apply(lambda g: (tuple(sorted(set(g["seed"]))), tuple(sorted(set(g["clf_lr"])))))
     assert per_setup.nunique() == 1  # the same seeds and LRs everywhere
     seeds, lrs = per_setup.iloc[0]
@@ -175,8 +189,22 @@ def test_confirm_plan_fresh_shared_seeds_same_lr_grid_for_every_arm():
     assert len(plan) == 5 * 5 * 2 and not plan.duplicated(["setup", "seed", "clf_lr"]).any()
     gan = plan[plan["arm"] == "gan"]
     assert dict(zip(gan["gan_loss"], gan["confirm_rank"])) == {"hinge": 1, "bce": 2}
+    assert set(gan.loc[gan["gan_loss"] == "hinge", "imbalance_fix"]) == {"class_weight"}  # the GAN config as searched
+    both = plan[plan["arm"].isin(["control", "control+gan"])]  # C's fix, augmentation and knob on both
+    assert set(both["imbalance_fix"]) == {"none"} and set(both["augment"]) == {"standard"}
+    assert set(both["augment_strength"]) == {1.3} and "augment_strength" not in plan.loc[plan["arm"] == "gan"].dropna(axis=1)
+    stacked = plan[plan["arm"] == "control+gan"]
+    gan_cols = ["gan_loss", "gan_lr_g", "gan_lr_d", "gan_arch", "gan_augment", "n_critic", "synthetic_ratio", "confirm_rank"]
+    rank1 = gan[gan["confirm_rank"] == 1]
+    assert (stacked[gan_cols].drop_duplicates().to_dict("records") == rank1[gan_cols].drop_duplicates().to_dict("records"))
+    assert plan.loc[plan["arm"].isin(["baseline", "control"]), "synthetic_ratio"].eq(0).all()
+    keys = lambda rows: {r["seed"]: gan_key(r) for r in rows.to_dict("records")}  # noqa: E731
+    assert keys(stacked) == keys(rank1) and len(set(keys(rank1).values())) == 5  # one GAN per seed, shared
     search_keys = {gan_key(b) for b in best}
     assert not {gan_key(r) for r in gan.to_dict("records")} & search_keys  # every confirm seed: a fresh GAN
+    # no classical fix allowed: no C, so neither control arm
+    only = confirm_configs(SweepConfig(num_seeds=3, clf_lr_grid=(1e-3,), controls=("baseline",)), best[:1], None)
+    assert sorted({c["arm"] for c in only}) == ["baseline", "gan"]
 
 
 def test_quality_reference_is_validation_and_a_mix_is_judged_on_its_mixed_set(tmp_path):
@@ -193,7 +221,8 @@ def test_quality_reference_is_validation_and_a_mix_is_judged_on_its_mixed_set(tm
     data = trial_data(tmp_path / "data" / "manifest.parquet", tmp_path / "work")
     assert data.n_val_positive >= MIN_VAL_REFERENCE_IMAGES and data.gan_reference_split == "val"
     s = SweepConfig(image_size=32, gan_epochs=1, gan_batch_size=16, gan_width=8, gan_eval_every=1, clf_epochs=1,
-                    clf_batch_size=32, synthetic_ratios=(0.5,), gan_losses=("bce", "hinge"))
+                    clf_batch_size=32, synthetic_ratios=(0.5,), gan_losses=("bce", "hinge"),
+                    gate_min_recall_share=0.0, gate_min_diversity_share=0.0)  # a 1-epoch GAN: judged, not gated
     cfg = {"arm": "gan", "seed": 0, "gan_loss": "mix", "synthetic_mix": "mix_losses", "gan_lr_g": 2e-4,
            "gan_lr_d": 2e-4, "diffaugment": False, "n_critic": 1, "synthetic_ratio": 0.5, "clf_lr": 1e-3,
            "imbalance_fix": "none", "augment": "none"}
@@ -284,16 +313,36 @@ def test_smoke_sweep_end_to_end_then_resume_after_killed_driver(tmp_path):
     assert clf["trial_id"].is_unique
     confirm = clf[clf["sweep_phase"] == "confirm"]
     search = clf[clf["sweep_phase"] == "search"]
-    # every arm, GAN included, ran the same 2 classifier LRs x the same 3 fresh seeds (the search ran seed 0)
-    for arm in ("baseline", "class_weight", "oversample", "gan"):
+    # the four arms, each the same 2 classifier LRs x the same 3 fresh seeds (the search ran seed 0)
+    assert set(confirm["arm"]) == {"baseline", "control", "gan", "control+gan"}
+    for arm in ("baseline", "control", "gan", "control+gan"):
         mine = confirm[confirm["arm"] == arm]
         assert sorted(mine["seed"]) == [1000, 1000, 1001, 1001, 1002, 1002], arm
         assert sorted(mine["clf_lr"].unique()) == [1e-3, 3e-3], arm
     assert set(search["seed"]) == {0} and (confirm.loc[confirm["arm"] == "gan", "confirm_rank"] == 1).all()
-    # every confirm seed trained its own GAN: none of the search's GANs is reused
+    # the controls search: as many trials as the GAN search, seed 0, no GAN; C fixed in sweep_state.json and run
+    # with its settings by both control arms
+    controls = clf[clf["sweep_phase"] == "controls"]
+    assert len(controls) == len(search) == 2 and set(controls["seed"]) == {0} and set(controls["arm"]) == {"control"}
+    state = json.loads((tmp_path / "a" / "smoke_test" / "sweep_state.json").read_text())
+    c = state["control"]
+    assert c["trial_id"] in set(controls["trial_id"]) and "best control C on validation" in out
+    for arm in ("control", "control+gan"):
+        mine = confirm[confirm["arm"] == arm]
+        assert set(mine["imbalance_fix"]) == {c["imbalance_fix"]} and set(mine["augment"]) == {c["augment"]}, arm
+        for knob in ("class_weight_power", "oversample_share", "augment_strength"):
+            assert mine[knob].tolist() == pytest.approx([c[knob]] * len(mine)), (arm, knob)
+    # equal optimizer steps: every confirm classifier, GAN images or not, the same steps and epoch size
+    assert confirm["clf_steps"].nunique() == 1 and confirm["clf_epoch_size"].nunique() == 1
+    assert confirm["clf_steps"].iloc[0] == 2 * -(-confirm["clf_epoch_size"].iloc[0] // 32)
+    assert (confirm.loc[confirm["arm"] == "control+gan", "n_synthetic"] > 0).all()
+    # every confirm seed trained its own GAN, once for gan and control+gan: none of the search's GANs is reused
     gan_rows = df[df["stage"] == "gan"]
-    confirm_keys = set(gan_rows.loc[gan_rows["sweep_phase"] == "confirm", "gan_key"])
-    assert len(confirm_keys) == 3 and not confirm_keys & set(gan_rows.loc[gan_rows["sweep_phase"] == "search", "gan_key"])
+    confirm_keys = gan_rows.loc[gan_rows["sweep_phase"] == "confirm", "gan_key"]
+    assert confirm_keys.is_unique and len(confirm_keys) == 3
+    assert not set(confirm_keys) & set(gan_rows.loc[gan_rows["sweep_phase"] == "search", "gan_key"])
+    for arm in ("gan", "control+gan"):
+        assert set(confirm.loc[confirm["arm"] == arm, "gan_key"]) == set(confirm_keys), arm
     assert gan_rows["gan_kid"].notna().all()
     # 4 minority val images in the smoke data: below the minimum, the reference is train, said, and ASHA is off
     assert (gan_rows["gan_kid_reference"] == "train").all() and "fewer than 10" in out
@@ -322,8 +371,10 @@ def test_smoke_sweep_end_to_end_then_resume_after_killed_driver(tmp_path):
     assert clf["trial_id"].is_unique  # nothing repeated
     assert before_ids <= set(clf["trial_id"])  # nothing lost
     assert len(clf) == len(df[df["stage"] == "classifier"])  # the same number of trials as an unbroken sweep
-    for arm in ("baseline", "class_weight", "oversample"):
-        assert sorted(clf.loc[clf["arm"] == arm, "seed"]) == [1000, 1000, 1001, 1001, 1002, 1002], arm
+    for arm in ("baseline", "control", "gan", "control+gan"):
+        mine = clf[(clf["arm"] == arm) & (clf["sweep_phase"] == "confirm")]
+        assert sorted(mine["seed"]) == [1000, 1000, 1001, 1001, 1002, 1002], arm
+    assert (clf["sweep_phase"] == "controls").sum() == 2
 
 
 def test_config_ids_survive_the_round_trip_through_parquet_and_json():
@@ -334,17 +385,19 @@ def test_config_ids_survive_the_round_trip_through_parquet_and_json():
 
     from sweeps.space import config_id, gan_key, repeat_configs
 
-    cfg = {"arm": "gan", "seed": 0, "gan_loss": "wgan-gp", "gan_lr_g": 2e-4, "gan_lr_d": 1e-4, "diffaugment": True,
-           "n_critic": 5, "conditional": False, "feature_matching": 1.0, "synthetic_mix": "single",
-           "synthetic_ratio": 2.0, "clf_lr": 0.001, "imbalance_fix": "none", "augment": "none"}
+    cfg = {"arm": "gan", "seed": 0, "gan_loss": "wgan-gp", "gan_lr_g": 2e-4, "gan_lr_d": 1e-4, "gan_arch": "dcgan",
+           "gan_augment": "diffaugment", "n_critic": 5, "conditional": False, "feature_matching": 1.0,
+           "synthetic_mix": "single", "synthetic_ratio": 2.0, "clf_lr": 0.001, "imbalance_fix": "none", "augment": "none"}
     row = pd.DataFrame([cfg, {"arm": "baseline", "seed": 1}]).iloc[0].to_dict()  # NaN-filled, numpy types
     row = {k: (np.float64(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in row.items()}
     again = repeat_configs([json.loads(json.dumps(row, default=float))], [1])[0]
     assert config_id(again) == config_id(cfg) and again["seed"] == 1 and again["confirm_rank"] == 1
     assert gan_key({**again, "seed": 0}) == gan_key(cfg)
-    # new GAN options at their defaults do not change the key of a GAN made before they existed
-    old = {k: v for k, v in cfg.items() if k not in ("conditional", "feature_matching")}
-    assert gan_key({**old, "conditional": False, "feature_matching": 0.0}) == gan_key(old)
+    # a pick saved before gan_arch / gan_augment existed (a resumed sweep's state): DCGAN, DiffAugment mapped
+    old = {k: v for k, v in cfg.items() if k not in ("gan_arch", "gan_augment")}
+    mapped = repeat_configs([{**old, "diffaugment": True}], [1])[0]
+    assert (mapped["gan_arch"], mapped["gan_augment"]) == ("dcgan", "diffaugment")
+    assert gan_key({**old, "diffaugment": True}) == gan_key(cfg) != gan_key({**old, "diffaugment": False})
 
 
 def test_every_sweep_setting_is_a_flag_parsed_like_its_yaml_key(capsys):
@@ -396,7 +449,9 @@ def test_dry_run_prints_the_plan_and_refuses_trials_that_could_never_start(capsy
     from sweeps.plan import plan, unschedulable
 
     p = plan(SweepConfig(num_samples=8, num_seeds=5, top_k=2, clf_lr_grid=(1e-3, 3e-3), mix_choices=("single",)))
-    assert (p.search_trials, p.confirm_trials, p.confirm_gan_trainings) == (8, (4 + 2) * 2 * 5, 2 * 5)
+    # baseline, C, 2 GAN configs, C + the rank-1 GAN; the controls search as many trials as the GAN search
+    assert (p.search_trials, p.control_trials, p.confirm_trials, p.confirm_gan_trainings) == (8, 8, 5 * 2 * 5, 2 * 5)
+    assert plan(SweepConfig(controls=("baseline",), top_k=1)).control_trials == 0
     cpu_node = [{"CPU": 2.0, "GPU": 0.0}]
     assert unschedulable(SweepConfig(), cpu_node) is None
     assert "no trial could ever start" in unschedulable(SweepConfig(gpus_per_trial=0.5), cpu_node)
@@ -407,7 +462,8 @@ def test_dry_run_prints_the_plan_and_refuses_trials_that_could_never_start(capsy
 
     assert main(["--dry-run", "--num-seeds", "3"]) == 0
     out = capsys.readouterr().out
-    assert "num_seeds                  3" in out and "confirm: 45 trial(s)" in out and "fits:" in out
+    assert "num_seeds                  3" in out and "confirm: 36 trial(s)" in out and "fits:" in out
+    assert "controls: 8 trial(s)" in out and "control+gan" in out
     assert main(["--dry-run", "--gpus-per-trial", "0.5"]) == 2  # this CPU machine has no GPU
     assert "DOES NOT FIT" in capsys.readouterr().out
     assert main(["--gpus-per-trial", "0.5", "--name", "never"]) == 2  # a real run refuses before Ray starts

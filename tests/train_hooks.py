@@ -25,7 +25,8 @@ def save_rank_weights(trainer, rank: int, out_dir: Path) -> None:
 
     ranks = Path(out_dir) / "rank_weights"
     ranks.mkdir(exist_ok=True)
-    torch.save({"G": trainer.G_module.state_dict(), "D": trainer.D_module.state_dict()}, ranks / f"rank_{rank}.pt")
+    torch.save({"G": trainer.G_module.state_dict(), "D": trainer.D_module.state_dict(), "ada_p": trainer.ada_p_value},
+               ranks / f"rank_{rank}.pt")
 
 
 def _kill_once_at(kill_at: int, marker: str, epoch: int) -> None:

@@ -1,6 +1,8 @@
 """CLI: python -m trainables.classifier --manifest M --out RUN [--synthetic DIR --synthetic-ratio R]
        [--synthetic DIR_A:0.5 --synthetic DIR_B:0.25 --synthetic DIR_C:0.25]   (generator mix; sums to 1)
-       [--imbalance-fix none|class_weight|oversample] [--augment none|standard] [--model resnet18|resnet50|small_cnn]
+       [--imbalance-fix none|class_weight|oversample] [--augment none|standard|xray|dermoscopy|industrial]
+       [--class-weight-power P] [--oversample-share S] [--augment-strength A] [--epoch-size N]
+       [--model resnet18|resnet50|small_cnn]
        [--weights PATH [--freeze-epochs N] [--input-norm auto|imagenet|none]] [--epochs E] [--seed N] [--folds K]
        [--config FILE.yaml] [--smoke-test] [--ray --workers N [--gpu]]
 
@@ -8,6 +10,12 @@ Writes RUN/metrics.json ({"val": {...}, "test": {...}, "threshold", "best_epoch"
 RUN/history.jsonl + RUN/history.csv (train and val loss per epoch), RUN/confusion_matrix.png and
 RUN/checkpoints/; prints per-epoch progress and the final real val/test table. --smoke-test: small CNN,
 32 px, 4 epochs, CPU (seconds on the demo set).
+
+Control knobs: --class-weight-power P in [0.5, 1] (with class_weight: weights (n / (C n_c)) ** P),
+--oversample-share S in [0.25, 0.5] (with oversample: the minority's share of each epoch's draws; default: each
+class 1/C), --augment-strength A in [0.5, 1.5] (scales the policy's rotation, brightness and contrast).
+--epoch-size N: images per epoch, so ceil(N / batch size) optimizer steps an epoch (default: the training set's
+size); metrics.json "steps" counts the steps taken.
 
 Transfer learning: --weights PATH loads a local torchvision-layout state dict (nothing is downloaded; a
 grayscale manifest gets the RGB stem summed over its channels), inputs are then normalised with ImageNet's
@@ -39,7 +47,8 @@ def results_table(result: dict) -> str:
         if cv:
             sv, st = sv + f" ± {result['val_std'][k]:.3f}", st + f" ± {result['test_std'][k]:.3f}"
         lines.append(f"{k:<18}{sv:>{w}}{st:>{w}}")
-    lines.append(f"threshold (chosen on val) {result['threshold']:.4f}   best epoch {result['best_epoch']}")
+    lines.append(f"threshold (chosen on val) {result['threshold']:.4f}   best epoch {result['best_epoch']}   "
+                 f"optimizer steps {result.get('steps', '?')}")
     return "\n".join(lines)
 
 
@@ -119,6 +128,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic-ratio", type=float, help="synthetic / real minority train images, 0..10")
     p.add_argument("--imbalance-fix", choices=tuple(IMBALANCE_FIXES))
     p.add_argument("--augment", choices=tuple(AUGMENT_NAMES))
+    p.add_argument("--class-weight-power", type=float, help="with --imbalance-fix class_weight: loss weights "
+                   "(n / (C n_c)) ** P, P in [0.5, 1] (default 1: inverse class frequency)")
+    p.add_argument("--oversample-share", type=float, help="with --imbalance-fix oversample: the minority class's "
+                   "share of each epoch's draws, in [0.25, 0.5] (default: each class 1/C)")
+    p.add_argument("--augment-strength", type=float, help="with --augment POLICY: scales its rotation, brightness and "
+                   "contrast, in [0.5, 1.5] (default 1)")
+    p.add_argument("--epoch-size", type=int, help="images drawn per epoch: ceil(N / batch size) optimizer steps "
+                   "(default: the training set's size)")
     p.add_argument("--model", help="resnet18 | resnet50 | small_cnn")
     p.add_argument("--weights", help="local state-dict file to start from, e.g. torchvision ImageNet weights saved "
                                      "on another machine (nothing is downloaded)")
@@ -148,7 +165,9 @@ _FLAG_KEYS = (("synthetic_ratio", "synthetic_ratio"), ("imbalance_fix", "imbalan
               ("lr", "lr"), ("image_size", "image_size"), ("threshold_rule", "threshold_rule"),
               ("target_sensitivity", "target_sensitivity"), ("select_metric", "select_metric"),
               ("seed", "seed"), ("device", "device"), ("folds", "num_folds"),
-              ("freeze_epochs", "freeze_epochs"), ("input_norm", "input_norm"))
+              ("freeze_epochs", "freeze_epochs"), ("input_norm", "input_norm"),
+              ("class_weight_power", "class_weight_power"), ("oversample_share", "oversample_share"),
+              ("augment_strength", "augment_strength"), ("epoch_size", "epoch_size"))
 
 
 def _run(args: argparse.Namespace, cfg, synthetic) -> dict:

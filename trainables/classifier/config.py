@@ -6,7 +6,8 @@ from typing import Any, Mapping
 
 from data_prep.config import config_from_dict
 from data_prep.errors import ConfigError
-from trainables.arms import AUGMENT_NAMES, IMBALANCE_FIXES, MAX_SYNTHETIC_RATIO  # noqa: F401 (re-exported)
+from trainables.arms import (AUGMENT_NAMES, CONTROL_KNOBS, IMBALANCE_FIXES, MAX_SYNTHETIC_RATIO,  # noqa: F401
+                             knob_acts)
 from trainables.metrics.classification import METRIC_KEYS, THRESHOLD_RULES
 
 INPUT_NORMS = ("auto", "imagenet", "none")  # see models.input_normalisation
@@ -21,12 +22,16 @@ class ClassifierConfig:
     image_size: int | None = None  # input side in pixels; None = the manifest's image_size
     channels: int | None = None  # 1 or 3; None = the manifest's channels
     batch_size: int = 64  # images per optimiser step (per worker under DDP)
-    num_epochs: int = 20  # passes over the (possibly oversampled) training set
+    num_epochs: int = 20  # epochs of epoch_size images each
     lr: float = 1e-3  # AdamW learning rate
     weight_decay: float = 1e-4  # AdamW weight decay
     synthetic_ratio: float = 0.0  # synthetic images / real minority train images, 0..10 (0 = baseline)
     imbalance_fix: str = "none"  # "none" | "class_weight" (loss weights) | "oversample" (balanced resampling)
-    augment: str = "none"  # "none" | "standard" (flips, small rotations, colour jitter)
+    augment: str = "none"  # "none" | a policy of trainables.arms.AUGMENT_POLICIES (standard, xray, dermoscopy, ...)
+    class_weight_power: float = 1.0  # class_weight only, in [0.5, 1]: loss weights (n / (C * n_c)) ** power
+    oversample_share: float = 0.0  # oversample only: minority's share of draws in [0.25, 0.5]; 0 = each class 1/C
+    augment_strength: float = 1.0  # with an augment policy, in [0.5, 1.5]: scales rotation, brightness, contrast
+    epoch_size: int = 0  # images per epoch (steps = ceil(epoch_size / batch_size)); 0 = the training set's size
     select_metric: str = "f1"  # real-val metric that picks the best epoch (F1 of the minority class)
     threshold_rule: str = "max_f1"  # "max_f1" | "target_sensitivity": how the val threshold is chosen
     target_sensitivity: float = 0.9  # sensitivity the threshold must reach under "target_sensitivity"
@@ -66,6 +71,24 @@ class ClassifierConfig:
                               f"backbone trains the head on random features; pass --weights PATH (a local state dict)")
         if self.num_folds == 1 or self.num_folds < 0:
             raise ConfigError(f"num_folds must be 0 (no CV) or >= 2, got {self.num_folds}")
+        self._check_knobs()
+
+    def _check_knobs(self) -> None:
+        """The control knobs: each within its range (trainables.arms.CONTROL_KNOBS) and only where it acts."""
+        for name, knob in CONTROL_KNOBS.items():
+            value = getattr(self, name)
+            if value == knob.default:
+                continue
+            if not knob.low <= value <= knob.high:
+                raise ConfigError(f"{name} must be in [{knob.low:g}, {knob.high:g}] or {knob.default:g} (the default), "
+                                  f"got {value}")
+            if not knob_acts(name, self.imbalance_fix, self.augment):
+                needs = "an augment policy" if knob.acts_with == "augment" else f"imbalance_fix={knob.acts_with!r}"
+                raise ConfigError(f"{name} {value:g} has no effect with imbalance_fix={self.imbalance_fix!r}, "
+                                  f"augment={self.augment!r}: it needs {needs} (or leave it at {knob.default:g})")
+        if isinstance(self.epoch_size, bool) or not float(self.epoch_size).is_integer() or self.epoch_size < 0:
+            raise ConfigError(f"epoch_size must be an integer >= 0 (images per epoch; 0 = the training set's size), "
+                              f"got {self.epoch_size!r}")
 
 
 def classifier_config(values: Mapping[str, Any] | None) -> ClassifierConfig:

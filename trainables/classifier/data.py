@@ -15,13 +15,21 @@ ties to the earlier folder), so the counts sum to n exactly; each row keeps its 
 `data.summary()["synthetic_sources"]` lists the folder, proportion and count of every source. A folder
 from a class-conditional generator may hold several classes: only its minority-class rows are drawn.
 
-Controls (tables in trainables.arms, same code path as the synthetic runs, freely combined with them):
-IMBALANCE_FIXES  none | class_weight (loss weights n / (C * n_c)) | oversample (draw N indices
-                 per epoch with probability proportional to 1 / n_class: balanced in expectation)
+Controls (tables in trainables.arms, same code path as the synthetic runs, freely combined with them), each
+with its knob (trainables.arms.CONTROL_KNOBS; at the knob's default the behaviour is the one before knobs existed):
+IMBALANCE_FIXES  none | class_weight (loss weights (n / (C * n_c)) ** class_weight_power) | oversample (each
+                 epoch's images drawn with replacement: each class 1/C of the draws in expectation, or with
+                 oversample_share s the minority class s and the other classes 1 - s in their own proportions)
 AUGMENTS         none | a policy of trainables.arms.AUGMENT_POLICIES: standard (random h/v flips, rotation
                  within +-15 degrees, brightness and contrast jitter of +-20 %), xray (no flips, +-10 degrees,
                  +-10 %), dermoscopy, industrial; applied per image on normalised batches (after the
-                 uint8 -> float conversion of each batch, on its device)
+                 uint8 -> float conversion of each batch, on its device); augment_strength scales the rotation
+                 (capped at 180 degrees), brightness and contrast, never the flips (`augment_for`)
+
+Epoch size (`epoch_indices`): an epoch draws cfg.epoch_size images (0 = the training set's size), so a GAN arm
+whose training set holds 10x the minority in synthetic images takes the same optimizer steps as the baseline.
+Without resampling, epochs walk one seeded stream of permutations of the whole training set (every image seen
+once before any repeats; epoch e is a pure function of seed and e, so a resumed run continues the stream).
 """
 from __future__ import annotations
 
@@ -40,7 +48,7 @@ import torch.nn.functional as F
 from data_prep.arrays import decode_rows
 from data_prep.errors import ConfigError, DataError
 from data_prep.manifest import Manifest, add_synthetic_rows, check_no_leakage, read_synthetic_rows
-from trainables.arms import AUGMENT_NAMES, AUGMENT_POLICIES, IMBALANCE_FIXES, AugmentPolicy
+from trainables.arms import AUGMENT_NAMES, AUGMENT_POLICIES, IMBALANCE_FIXES, MAX_ROTATION_DEG, AugmentPolicy
 
 
 def n_synthetic_for(ratio: float, n_real_minority: int) -> int:
@@ -248,9 +256,11 @@ def class_counts(labels, num_classes: int) -> np.ndarray:
     return np.bincount(np.asarray(labels, np.int64), minlength=num_classes)
 
 
-def _balanced_loss_weights(labels, num_classes: int) -> torch.Tensor:
+def _balanced_loss_weights(labels, num_classes: int, power: float = 1.0) -> torch.Tensor:
     counts = class_counts(labels, num_classes).astype(np.float64)
     w = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+    if power != 1.0:  # a softer weighting; at 1 the weights are exactly the inverse class frequencies of before
+        w = w ** power
     return torch.as_tensor(w, dtype=torch.float32)
 
 
@@ -259,22 +269,52 @@ def _inverse_frequency_sample_weights(labels, num_classes: int) -> torch.Tensor:
     return torch.as_tensor(1.0 / counts[np.asarray(labels, np.int64)], dtype=torch.float64)
 
 
-def loss_weights_for(fix: str, labels, num_classes: int) -> torch.Tensor | None:
-    """Cross-entropy class weights for `fix` (None = unweighted)."""
-    return _balanced_loss_weights(labels, num_classes) if IMBALANCE_FIXES[fix].loss_weights else None
+def _minority_share_sample_weights(labels, positive_label: int, share: float) -> torch.Tensor:
+    """Per-image weights giving the minority class `share` of the draws and every other class its own proportion
+    of the remaining 1 - share (a majority image keeps its natural weight relative to the other majority images)."""
+    pos = np.asarray(labels, np.int64) == positive_label
+    n_pos, n_other = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_other == 0:
+        raise DataError(f"oversample_share {share:g} needs minority (label {positive_label}) and other images in the "
+                        f"training set; it holds {n_pos} minority and {n_other} other image(s)")
+    return torch.as_tensor(np.where(pos, share / n_pos, (1.0 - share) / n_other), dtype=torch.float64)
 
 
-def sample_weights_for(fix: str, labels, num_classes: int) -> torch.Tensor | None:
-    """Per-image sampling weights for `fix` (None = plain shuffling)."""
-    return _inverse_frequency_sample_weights(labels, num_classes) if IMBALANCE_FIXES[fix].resample else None
+def loss_weights_for(fix: str, labels, num_classes: int, power: float = 1.0) -> torch.Tensor | None:
+    """Cross-entropy class weights for `fix` (None = unweighted): (n / (C * n_c)) ** power under class_weight."""
+    return _balanced_loss_weights(labels, num_classes, power) if IMBALANCE_FIXES[fix].loss_weights else None
 
 
-def epoch_indices(n: int, sample_weights: torch.Tensor | None, seed: int, epoch: int) -> torch.Tensor:
-    """One epoch's order: a seeded permutation, or n weighted draws with replacement (oversampling)."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    if sample_weights is None:
-        return torch.randperm(n, generator=g)
-    return torch.multinomial(sample_weights, n, replacement=True, generator=g)
+def sample_weights_for(fix: str, labels, num_classes: int, share: float = 0.0,
+                       positive_label: int | None = None) -> torch.Tensor | None:
+    """Per-image sampling weights for `fix` (None = plain shuffling). share 0: each class 1/C of the draws;
+    share s > 0: the positive (minority) class s, the other classes 1 - s in their own proportions."""
+    if not IMBALANCE_FIXES[fix].resample:
+        return None
+    if share:
+        if positive_label is None:
+            raise ValueError("sample_weights_for: a minority share needs the positive label")
+        return _minority_share_sample_weights(labels, positive_label, share)
+    return _inverse_frequency_sample_weights(labels, num_classes)
+
+
+def _permutation(n: int, seed: int, k: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + k))
+
+
+def epoch_indices(n: int, sample_weights: torch.Tensor | None, seed: int, epoch: int,
+                  epoch_size: int = 0) -> torch.Tensor:
+    """One epoch's order of epoch_size (0 = n) image indices: weighted draws with replacement (oversampling), or
+    positions [epoch * size, (epoch + 1) * size) of a stream of seeded permutations of all n images (permutation k
+    seeded like epoch k: with size n, epoch e is the permutation it always was). A pure function of seed and epoch."""
+    size = int(epoch_size) or n
+    if sample_weights is not None:
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        return torch.multinomial(sample_weights, size, replacement=True, generator=g)
+    start, stop = epoch * size, (epoch + 1) * size
+    first, last = start // n, (stop - 1) // n
+    stream = torch.cat([_permutation(n, seed, k) for k in range(first, last + 1)])
+    return stream[start - first * n:stop - first * n]
 
 
 def _policy_augment(x: torch.Tensor, g: torch.Generator, policy: AugmentPolicy) -> torch.Tensor:
@@ -296,6 +336,22 @@ def _policy_augment(x: torch.Tensor, g: torch.Generator, policy: AugmentPolicy) 
     contrast = (1 + (u(n) * 2 - 1) * policy.contrast).view(n, 1, 1, 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return ((x - mean) * contrast + mean + brightness).clamp(-1, 1)
+
+
+def scaled_policy(policy: AugmentPolicy, strength: float) -> AugmentPolicy:
+    """`policy` with its rotation (capped at MAX_ROTATION_DEG), brightness and contrast scaled by `strength`;
+    flips are on or off, nothing to scale."""
+    if strength == 1.0:
+        return policy
+    return dataclasses.replace(policy, max_rotation_deg=min(MAX_ROTATION_DEG, policy.max_rotation_deg * strength),
+                               brightness=policy.brightness * strength, contrast=policy.contrast * strength)
+
+
+def augment_for(name: str, strength: float = 1.0):
+    """The batch augmentation of policy `name` at `strength` (None for "none"); at strength 1 the AUGMENTS entry."""
+    if AUGMENTS[name] is None or strength == 1.0:
+        return AUGMENTS[name]
+    return functools.partial(_policy_augment, policy=scaled_policy(AUGMENT_POLICIES[name], strength))
 
 
 AUGMENTS = {  # the names and their meaning: trainables.arms.AUGMENT_NAMES / AUGMENT_POLICIES

@@ -11,9 +11,11 @@ keep in memory) or float in [-1, 1]; uint8 batches are moved to the device first
 the host memory and of the host-to-device copy). `gather(local, n)` merges (index, probs, labels) across DDP
 ranks; every rank then computes the same metrics over the whole split (`merge_predictions` drops padded
 duplicates and fails if a row is missing), so each val/test image counts exactly once. Per epoch `report(row)` gets
-epoch, train_loss, val_loss, images_per_s, val_<metric> for every metric key, val_threshold, best_epoch and
-frozen (whether the backbone was frozen that epoch). val_loss is the training loss (cross-entropy, with the
-same class weights under imbalance_fix="class_weight") on the real val images, so the two curves compare.
+epoch, train_loss, val_loss, images_per_s, val_<metric> for every metric key, val_threshold, best_epoch,
+frozen (whether the backbone was frozen that epoch) and steps (optimizer steps taken so far; the outcome's
+"steps" is the run's total: with cfg.epoch_size every arm is held to one step budget). val_loss is the training
+loss (cross-entropy, with the same class weights under imbalance_fix="class_weight") on the real val images, so
+the two curves compare.
 
 Transfer learning: cfg.weights (a local state dict) + cfg.freeze_epochs N: during the first N epochs only the
 head (and any layer the weights file could not fill) trains, and the frozen backbone's BatchNorm layers keep
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from data_prep.arrays import normalize_batch
-from trainables.classifier.data import AUGMENTS, loss_weights_for
+from trainables.classifier.data import augment_for, loss_weights_for
 from trainables.classifier.models import build_model, trainable_when_frozen
 from trainables.metrics.classification import METRIC_KEYS, choose_threshold, classification_metrics
 
@@ -124,7 +126,7 @@ def train_classifier(cfg, train_data: Callable[[int], Iterable], val_data: Calla
                      device: torch.device | None = None, resume_state: dict | None = None,
                      save_state: Callable[[dict, bool], None] | None = None, world_size: int = 1,
                      rank: int = 0, log: Callable[[str], None] | None = None) -> dict:
-    """Train cfg.num_epochs epochs; returns {"model", "best": {epoch, score, threshold, model}, "history"}."""
+    """Train cfg.num_epochs epochs; returns {"model", "best": {epoch, score, threshold, model}, "history", "steps"}."""
     device = device or resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, num_classes, channels, image_size, cfg.weights,
@@ -141,9 +143,10 @@ def train_classifier(cfg, train_data: Callable[[int], Iterable], val_data: Calla
         opt.load_state_dict(resume_state["optimizer"])
         start, history, best = resume_state["epoch"], list(resume_state["history"]), resume_state["best"]
     net = wrap_model(model) if wrap_model is not None else model
-    weights = loss_weights_for(cfg.imbalance_fix, train_labels, num_classes)
+    weights = loss_weights_for(cfg.imbalance_fix, train_labels, num_classes, getattr(cfg, "class_weight_power", 1.0))
     weights = weights.to(device) if weights is not None else None
-    augment = AUGMENTS[cfg.augment]
+    augment = augment_for(cfg.augment, getattr(cfg, "augment_strength", 1.0))
+    steps = int(history[-1].get("steps", 0)) if history else 0  # resumed: the steps its history counted
     frozen_names = {n for n, _ in model.named_parameters() if n not in keep}
     for epoch in range(start, cfg.num_epochs):
         net.train()
@@ -164,6 +167,7 @@ def train_classifier(cfg, train_data: Callable[[int], Iterable], val_data: Calla
                     if name in frozen_names:
                         p.grad = None
             opt.step()
+            steps += 1
             loss_sum += float(loss.detach()) * len(y)
             n_images += len(y)
         seconds = time.perf_counter() - t0
@@ -178,7 +182,7 @@ def train_classifier(cfg, train_data: Callable[[int], Iterable], val_data: Calla
                "val_loss": mean_loss(probs, labels, weights), "frozen": frozen,
                "images_per_s": n_images * world_size / max(seconds, 1e-9),
                **{f"val_{k}": float(m[k]) for k in METRIC_KEYS}, "val_threshold": threshold,
-               "best_epoch": best["epoch"], f"best_val_{cfg.select_metric}": best["score"]}
+               "best_epoch": best["epoch"], f"best_val_{cfg.select_metric}": best["score"], "steps": steps}
         history.append(row)
         if save_state is not None:
             save_state({"model": _cpu_state(net), "optimizer": opt.state_dict(), "epoch": epoch + 1,
@@ -189,7 +193,7 @@ def train_classifier(cfg, train_data: Callable[[int], Iterable], val_data: Calla
                 f"sens {m['sensitivity']:.3f}  spec {m['specificity']:.3f}  auc {m['roc_auc']:.3f}  "
                 f"thr {threshold:.3f}  {row['images_per_s']:.0f} img/s" + ("  *" if is_best else ""))
         report(row)
-    return {"model": net, "best": best, "history": history}
+    return {"model": net, "best": best, "history": history, "steps": steps}
 
 
 def evaluate_best(outcome: dict, splits: dict[str, tuple[Callable[[], Iterable], int | None]], *,
@@ -218,4 +222,4 @@ def tensor_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, order: tor
 def strip_models(outcome: dict) -> dict:
     """The outcome without tensors (for JSON)."""
     best = {k: v for k, v in outcome["best"].items() if k != "model"}
-    return {"best": best, "history": copy.deepcopy(outcome["history"])}
+    return {"best": best, "history": copy.deepcopy(outcome["history"]), "steps": int(outcome.get("steps", 0))}

@@ -8,13 +8,16 @@ Train rows are sharded with `data_prep.shards.split_dataset` + `ray.train.get_da
 predictions travel with their index, are all-gathered and deduplicated (`merge_predictions`), so each
 val/test image counts exactly once and every rank computes the same whole-split metrics (Tune's
 TuneReportCallback forwards rank 0's). `imbalance_fix="oversample"` resamples the train rows once on the
-driver (seeded, inverse class frequency) before sharding; the local path redraws every epoch.
+driver (seeded, inverse class frequency or the minority's oversample_share) before sharding; the local path
+redraws every epoch. With cfg.epoch_size E each worker stops an epoch after ceil(E / (batch_size * world))
+batches (passing over its shard again, reshuffled, if the shard is shorter), so the steps match the local path's.
 Each epoch rank 0 reports train_loss, val metrics, images_per_s with a checkpoint holding last.pt
 (resume state) and best.pt; a restarted run resumes from `ray.train.get_checkpoint()`.
 """
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -100,6 +103,24 @@ def _best(best: dict, config: dict) -> dict:
     return best_checkpoint(best, config["cfg"], config["classes"], config["positive_label"])
 
 
+def _capped_batches(shard, cfg, epoch: int, world: int):
+    """One epoch of this worker's train batches: one pass over its shard, or with cfg.epoch_size E exactly
+    ceil(E / (batch_size * world)) batches (the same on every worker: equal shards), over as many reshuffled
+    passes as that takes. Every worker stops at the same batch, so the split iterators stay in step."""
+    cap = math.ceil(int(cfg.epoch_size) / (cfg.batch_size * world)) if cfg.epoch_size else None
+    taken, rounds = 0, 0
+    while True:
+        for b in shard.iter_torch_batches(batch_size=cfg.batch_size, local_shuffle_buffer_size=_SHUFFLE_BUFFER,
+                                          local_shuffle_seed=cfg.seed * 1000 + epoch + 7919 * rounds):
+            if cap is not None and taken >= cap:
+                return
+            taken += 1
+            yield b["image"], b["label"]
+        rounds += 1
+        if cap is None or taken >= cap or taken == 0:
+            return
+
+
 def _train_loop_per_worker(config: dict) -> None:
     import ray.data
     import ray.train
@@ -113,9 +134,7 @@ def _train_loop_per_worker(config: dict) -> None:
     train_shard = ray.train.get_dataset_shard("train")
 
     def train_data(epoch: int):
-        for b in train_shard.iter_torch_batches(batch_size=cfg.batch_size, local_shuffle_buffer_size=_SHUFFLE_BUFFER,
-                                                local_shuffle_seed=cfg.seed * 1000 + epoch):
-            yield b["image"], b["label"]
+        return _capped_batches(train_shard, cfg, epoch, world)
 
     def batches(name: str):
         return _eval_batches(name, cfg.batch_size, rank, world)
@@ -173,9 +192,11 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
     data = build_classifier_data(manifest, cfg, synthetic_dir)
     size, ch = data.image_size, data.channels
     train_rows = data.train_rows
-    weights = sample_weights_for(cfg.imbalance_fix, train_rows["label"].to_numpy(), data.num_classes)
-    if weights is not None:
-        train_rows = train_rows.iloc[epoch_indices(len(train_rows), weights, cfg.seed, 0).numpy()].reset_index(drop=True)
+    weights = sample_weights_for(cfg.imbalance_fix, train_rows["label"].to_numpy(), data.num_classes,
+                                 cfg.oversample_share, data.positive_label)
+    if weights is not None:  # enough draws for an epoch of epoch_size
+        draws = epoch_indices(len(train_rows), weights, cfg.seed, 0, max(len(train_rows), int(cfg.epoch_size)))
+        train_rows = train_rows.iloc[draws.numpy()].reset_index(drop=True)
     datasets = {"train": split_dataset(data.manifest, "train", size, ch, rows=train_rows),
                 "val": indexed_dataset(data.val_rows, size, ch), "test": indexed_dataset(data.test_rows, size, ch)}
     loop_config = {"cfg": config_to_dict(cfg), "num_classes": data.num_classes, "positive_label": data.positive_label,
@@ -196,6 +217,7 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
         shutil.copy(Path(d) / "test_scores.csv", out_dir / "test_scores.csv")
     out = {"val": final["val"], "test": final["test"], "threshold": final["best"]["threshold"],
            "best_epoch": final["best"]["epoch"], "select_metric": cfg.select_metric, "n_synthetic": data.n_synthetic,
+           "steps": int(final.get("steps", 0)), "epoch_size": int(cfg.epoch_size) or len(data.train_rows),
            "data": data.summary(), "classes": data.classes, "positive_label": data.positive_label,
            "num_workers": num_workers, "run_dir": str(out_dir), "config": config_to_dict(cfg),
            "history": final["history"], **run_sources(manifest, synthetic_dir)}

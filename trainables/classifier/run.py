@@ -5,8 +5,8 @@
     out["val"]["f1"], out["test"]["f1"], out["threshold"], out["best_epoch"]
 
 Writes RUN/config.json, RUN/history.jsonl and RUN/history.csv (one row per epoch: train_loss, val_loss,
-every val metric; for loss curves), RUN/metrics.json ({"val", "test", "threshold", "best_epoch", "data",
-"manifest", "synthetic", ...}; val/test "per_class" keyed by class name), RUN/test_scores.csv (row, label,
+every val metric, steps so far; for loss curves), RUN/metrics.json ({"val", "test", "threshold", "best_epoch",
+"steps" (optimizer steps taken), "epoch_size" (images per epoch), "data", "manifest", "synthetic", ...}; val/test "per_class" keyed by class name), RUN/test_scores.csv (row, label,
 score: each real test image's label and positive-class probability at the best epoch; the report's ROC/PR
 curves), RUN/confusion_matrix.png and RUN/checkpoints/{best,last}.pt. With cfg.num_folds = k the folds go to
 RUN/fold_<i>/ and RUN/metrics.json holds the fold means (plus "val_std"/"test_std"); k-fold CV with synthetic
@@ -157,10 +157,12 @@ def _fit_local(manifest: Manifest, out_dir: Path, cfg: ClassifierConfig, synthet
     x_va, y_va = load_tensors(data.val_rows, size, ch)
     x_te, y_te = load_tensors(data.test_rows, size, ch)
     device = resolve_device(cfg.device)
-    weights = sample_weights_for(cfg.imbalance_fix, y_tr.numpy(), data.num_classes)
+    weights = sample_weights_for(cfg.imbalance_fix, y_tr.numpy(), data.num_classes, cfg.oversample_share,
+                                 data.positive_label)
 
     def train_data(epoch: int):
-        return tensor_batches(x_tr, y_tr, cfg.batch_size, epoch_indices(len(y_tr), weights, cfg.seed, epoch))
+        order = epoch_indices(len(y_tr), weights, cfg.seed, epoch, cfg.epoch_size)
+        return tensor_batches(x_tr, y_tr, cfg.batch_size, order)
 
     def batches(x, y):
         return lambda: tensor_batches(x, y, cfg.batch_size, with_index=True)
@@ -189,8 +191,8 @@ def _fit_local(manifest: Manifest, out_dir: Path, cfg: ClassifierConfig, synthet
                           gather=keep_predictions(kept))
     slim = strip_models(outcome)
     result = {"val": final["val"], "test": final["test"], "threshold": slim["best"]["threshold"],
-              "best_epoch": slim["best"]["epoch"], "select_metric": cfg.select_metric,
-              "n_synthetic": data.n_synthetic, "data": data.summary(), "classes": data.classes,
+              "best_epoch": slim["best"]["epoch"], "select_metric": cfg.select_metric, "steps": slim["steps"],
+              "epoch_size": int(cfg.epoch_size) or len(y_tr), "n_synthetic": data.n_synthetic, "data": data.summary(), "classes": data.classes,
               "positive_label": data.positive_label, "train_seconds": time.perf_counter() - t_start,
               "run_dir": str(out_dir), "config": config_to_dict(cfg), "history": slim["history"],
               **run_sources(manifest, synthetic_dir)}
@@ -246,6 +248,7 @@ def run_classifier_local(manifest_path, out_dir, cfg: ClassifierConfig | Mapping
         folds.append(_fit_local(fold_manifest, out_dir / f"fold_{i}", cfg, synthetic_dir, fold_report, log, resume))
     agg = aggregate_folds(folds)
     result = {**agg, "threshold": agg["val"]["threshold"], "best_epoch": [f["best_epoch"] for f in folds],
+              "steps": [f["steps"] for f in folds], "epoch_size": [f["epoch_size"] for f in folds],
               "num_folds": cfg.num_folds, "folds": [{"val": _scalars(f["val"]), "test": _scalars(f["test"]),
                                                     "threshold": f["threshold"], "best_epoch": f["best_epoch"]}
                                                    for f in folds],

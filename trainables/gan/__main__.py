@@ -3,11 +3,14 @@
     python -m trainables.gan --manifest runs/demo/manifest.parquet --out runs/gan [--loss bce|hinge|wgan-gp]
         [--epochs E] [--config FILE.yaml] [--smoke-test] [--workers N] [--ray] [--gpu]
         [--conditional] [--classes NAME,NAME] [--feature-matching W] [--perceptual W --vgg-weights PATH]
+        [--arch dcgan|resnet] [--attention] [--ada [--ada-policy standard|xray|dermoscopy|industrial]]
 
 --classes picks the class(es) to learn (default: the minority class); with --conditional one generator
 learns them all (default: every class), sampled per class by python -m trainables.gan.sample --label NAME.
 --feature-matching W / --perceptual W add weighted terms to G's loss (any --loss); the perceptual term needs
-a local VGG16 state_dict file (--vgg-weights; nothing is downloaded).
+a local VGG16 state_dict file (--vgg-weights; nothing is downloaded). --arch resnet trains the residual GAN
+(spectrally normalised residual D; --attention adds a self-attention block), --ada adaptive discriminator
+augmentation (its flips/rotations limited by --ada-policy: xray never flips); RUN/loss_curve.png then plots ADA's p.
 
 Default: in-process training (same loop and files as the Ray path, no ~40 s Ray Train start-up).
 --ray, or --workers > 1, runs the Ray Train TorchTrainer on a local Ray (or the cluster RAY_ADDRESS names).
@@ -40,6 +43,26 @@ def load_yaml(path: str) -> dict:
     return data.get("gan", data) if isinstance(data.get("gan"), dict) else data
 
 
+def config_values(args: argparse.Namespace) -> dict:
+    """GanConfig values: the --config file, --smoke-test's, then each flag given (flags win)."""
+    values = load_yaml(args.config) if args.config else {}
+    if args.smoke_test:
+        values = {**values, **SMOKE}
+    if args.loss:
+        values["loss"] = args.loss
+    if args.epochs is not None:
+        values["num_epochs"] = args.epochs
+    for flag in ("conditional", "balanced_epochs", "attention", "ada"):  # store_true flags: only ever switch on
+        if getattr(args, flag):
+            values[flag] = True
+    if args.classes is not None:
+        values["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()]  # names or labels
+    for key in ("feature_matching", "perceptual", "vgg_weights", "arch", "ada_policy"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainables.gan", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,28 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--feature-matching", type=float, help="weight of the feature-matching G term (0 = off)")
     p.add_argument("--perceptual", type=float, help="weight of the VGG16 perceptual G term (0 = off)")
     p.add_argument("--vgg-weights", help="local VGG16 state_dict file for --perceptual (never downloaded)")
+    p.add_argument("--arch", help="dcgan | resnet (overrides the config file)")
+    p.add_argument("--attention", action="store_true", help="resnet: one self-attention block in G and D")
+    p.add_argument("--ada", action="store_true", help="adaptive discriminator augmentation (instead of DiffAugment)")
+    p.add_argument("--ada-policy", help="which flips/rotations ADA may use: standard | xray | dermoscopy | industrial")
     args = p.parse_args(argv)
     try:
         from trainables.gan.ray_train import run_gan_ray
         from trainables.gan.run import as_config, run_gan_local
 
-        values = load_yaml(args.config) if args.config else {}
-        if args.smoke_test:
-            values = {**values, **SMOKE}
-        if args.loss:
-            values["loss"] = args.loss
-        if args.epochs is not None:
-            values["num_epochs"] = args.epochs
-        if args.conditional:
-            values["conditional"] = True
-        if args.balanced_epochs:
-            values["balanced_epochs"] = True
-        if args.classes is not None:
-            values["classes"] = [c.strip() for c in args.classes.split(",") if c.strip()]  # names or labels
-        for flag, key in (("feature_matching", "feature_matching"), ("perceptual", "perceptual"),
-                          ("vgg_weights", "vgg_weights")):
-            if getattr(args, flag) is not None:
-                values[key] = getattr(args, flag)
+        values = config_values(args)
         cfg = as_config(values)
         if args.ray or args.workers > 1:
             import ray

@@ -15,12 +15,13 @@ from typing import Any, Mapping
 
 from data_prep.config import config_from_dict
 from data_prep.errors import ConfigError
+from trainables.gan.layers import SUPPORTED_SIZES  # G/D come in these sides; other sizes train at the nearest
 
-SUPPORTED_SIZES = (32, 64, 128, 256)  # DCGAN G/D come in these sides; other sizes train at the nearest
 MIN_SIZE, MAX_SIZE = 16, 512  # outside this range "nearest supported" would distort images too much
 GPU_SWITCHES = ("bf16", "channels_last", "cuda_graphs")
 # Fields that fix the shapes of G and D (and the classes they learn): a checkpoint must agree on all of them.
-ARCH_FIELDS = ("image_size", "channels", "latent_dim", "ngf", "ndf", "loss", "conditional", "classes")
+ARCH_FIELDS = ("arch", "attention", "image_size", "channels", "latent_dim", "ngf", "ndf", "loss", "conditional",
+               "classes")
 VGG_HELP = ("nothing is downloaded: save torchvision's ImageNet VGG16 once on a machine with internet,\n"
             "    python -c \"import torch, torchvision; torch.save(torchvision.models.vgg16(weights='IMAGENET1K_V1')"
             ".state_dict(), 'vgg16.pth')\"\n"
@@ -29,6 +30,8 @@ VGG_HELP = ("nothing is downloaded: save torchvision's ImageNet VGG16 once on a 
 
 @dataclass(frozen=True)
 class GanConfig:
+    arch: str = "dcgan"  # "dcgan" | "resnet" (residual G, spectrally normalised residual D; trainables.gan.resnet)
+    attention: bool = False  # resnet only: one self-attention block in G and D at half the image side (<= 32 px)
     image_size: int = 0  # side in px; 0 = the manifest's image_size; not 32/64/128/256 -> nearest (with a note)
     channels: int = 0  # 1 or 3; 0 = the manifest's channels
     latent_dim: int = 100  # length of the noise vector z
@@ -44,11 +47,16 @@ class GanConfig:
     gp_weight: float = 10.0  # gradient-penalty weight (wgan-gp only)
     label_smoothing: float = 1.0  # bce: target for real images (0.9 = one-sided smoothing; 1.0 = off)
     diffaugment: str = ""  # DiffAugment policy, comma-separated from color,translation,cutout; "" = off
+    ada: bool = False  # adaptive discriminator augmentation (Karras et al. 2020), probability p steered by overfitting
+    ada_target: float = 0.6  # ADA: overfitting r_t = E[sign(D(real))] above this raises p, below lowers it
+    ada_ramp: float = 0.1  # ADA: share of num_epochs in which p can move from 0 to 1 (the adjustment speed)
+    ada_policy: str = "standard"  # ADA: trainables.arms.AUGMENT_POLICIES key; which flips/rotations it may use
     ema_decay: float = 0.999  # G_ema decay per G step (ramped up from 0 early on); 0 = G_ema follows G
     checkpoint_every: int = 5  # epochs between checkpoints (the last epoch is always checkpointed)
     keep_checkpoints: int = 3  # checkpoints kept on disk (oldest deleted first); >= 1
     sample_every: int = 5  # epochs between fixed-noise sample grids (RUN/samples/); 0 = off
     eval_every: int = 0  # epochs between quality evaluations (the `evaluate` hook); 0 = off
+    best_after: float = 0.5  # share of num_epochs before which an evaluation cannot make the best-KID checkpoint
     seed: int = 0  # seeds init, noise, augmentation and batch order: same seed on CPU -> same weights
     device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda"
     bf16: str = "auto"  # bf16 autocast: "auto" (on for CUDA) | "on" | "off"; always off on CPU
@@ -87,6 +95,8 @@ class GanConfig:
             raise ConfigError(f"lr_g and lr_d must be > 0, got {self.lr_g}, {self.lr_d}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if not 0 <= self.best_after <= 1:
+            raise ConfigError(f"best_after is a share of num_epochs in [0, 1], got {self.best_after}")
         if not 0 < self.label_smoothing <= 1:
             raise ConfigError(f"label_smoothing is the real-image target in (0, 1], got {self.label_smoothing}")
         if not 0 <= self.ema_decay < 1:
@@ -98,6 +108,7 @@ class GanConfig:
                 raise ConfigError(f"{name} must be auto, on or off, got {getattr(self, name)!r}")
         from trainables.gan.diffaugment import parse_policy
         parse_policy(self.diffaugment)  # raises on unknown augmentations
+        self._check_arch_and_ada()
         for name in ("feature_matching", "perceptual"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -115,6 +126,28 @@ class GanConfig:
         if not self.conditional and len(self.classes) > 1:
             raise ConfigError(f"an unconditional GAN learns one class, got classes={list(self.classes)}; set "
                               f"conditional=True for one generator over several classes, or train one GAN per class")
+
+
+    def _check_arch_and_ada(self) -> None:
+        from trainables.arms import AUGMENT_POLICIES
+        from trainables.gan.networks import GAN_ARCHS
+
+        if self.arch not in GAN_ARCHS:
+            raise ConfigError(f"unknown GAN arch {self.arch!r}; valid: {sorted(GAN_ARCHS)}")
+        if self.attention and self.arch != "resnet":
+            raise ConfigError(f"attention=True is part of the resnet arch; arch is {self.arch!r}")
+        if self.ada and parse_policy_names(self.diffaugment):
+            raise ConfigError(f"ada=True and diffaugment={self.diffaugment!r}: choose one augmentation of D's inputs")
+        if not 0 < self.ada_target < 1 or not self.ada_ramp > 0:
+            raise ConfigError(f"ada_target must be in (0, 1) and ada_ramp > 0, got {self.ada_target}, {self.ada_ramp}")
+        if self.ada_policy not in AUGMENT_POLICIES:
+            raise ConfigError(f"unknown ada_policy {self.ada_policy!r}; valid: {sorted(AUGMENT_POLICIES)}")
+
+
+def parse_policy_names(policy: str) -> tuple[str, ...]:
+    from trainables.gan.diffaugment import parse_policy
+
+    return parse_policy(policy)
 
 
 def gan_config_from_dict(values: Mapping[str, Any] | None) -> GanConfig:

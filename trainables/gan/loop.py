@@ -4,21 +4,24 @@
     result = train_gan(cfg, batches=array_batches(images, cfg.batch_size, cfg.seed), report=history.append,
                        trainer=trainer)
 
-`batches(epoch)` yields (B, C, S, S) batches, uint8 (made float in [-1, 1] on the trainer's device, batch by
-batch) or float in [-1, 1] (a class-conditional GAN: (images, class indices) pairs, see `array_batches(...,
-labels=)`); `report(metrics)` gets one dict per epoch (loss_D, loss_G, D_x, D_G_z, images_per_s, epoch_time_s,
-status, ...). Optional hooks: `checkpoint(state, epoch)` every cfg.checkpoint_every epochs (called just before
-that epoch's report, so a Ray worker can attach it to the report), `samples(epoch, uint8 images)` with the fixed-noise samples every
-cfg.sample_every epochs, and `evaluate(sample_fn, epoch) -> dict` every cfg.eval_every epochs (and at the
-last epoch), merged into that epoch's report. A Ray Train worker passes `wrap_model=prepare_model`
-and its rank / world size; per-epoch statistics and stop decisions are then all-reduced so every rank
-stops at the same epoch.
+`batches(epoch)` yields (B, C, S, S) batches, uint8 (made float in [-1, 1] on the trainer's device, batch by batch)
+or float in [-1, 1] (a class-conditional GAN: (images, class indices) pairs, see `array_batches(..., labels=)`);
+`report(metrics)` gets one dict per epoch (loss_D, loss_G, D_x, D_G_z, images_per_s, epoch_time_s, status, ...).
+Optional hooks: `checkpoint(state, epoch)` every cfg.checkpoint_every epochs (called just before that epoch's
+report, so a Ray worker can attach it to the report), `samples(epoch, uint8 images)` with the fixed-noise samples
+every cfg.sample_every epochs, and `evaluate(sample_fn, epoch) -> dict` every cfg.eval_every epochs (and at the last
+epoch), merged into that epoch's report; `best_checkpoint(state, epoch)` whenever that evaluation's "kid" is the
+lowest so far (the checkpoint the sweep samples its synthetic set from). A Ray Train worker passes
+`wrap_model=prepare_model` and its rank / world size; per-epoch statistics and stop decisions are then all-reduced
+so every rank stops at the same epoch.
 
 One step = one D update; every n_critic-th D update is followed by one G update and one EMA update
 of G_ema. On CUDA the step can run as a captured CUDA graph (cfg.cuda_graphs), with bf16 autocast and
 channels_last; on CPU the loop is plain eager fp32 and bit-reproducible for a fixed seed.
 
-Random stream: one generator per trainer (`GanTrainer.rng`); how checkpoints keep it: trainables.gan.state.
+Augmenting D's inputs: DiffAugment (cfg.diffaugment) or ADA (cfg.ada; p adjusted once per epoch from the epoch's
+overfitting r_t, reported as ada_p and ada_rt; trainables.gan.ada). Random stream: one generator per trainer
+(`GanTrainer.rng`); how checkpoints keep it: trainables.gan.state.
 
 Extra G terms, added to any base loss: cfg.feature_matching * ||mean D_feat(real) - mean D_feat(fake)||^2
 (D's last hidden features, trainables.gan.losses.feature_matching_loss) and cfg.perceptual * the VGG16
@@ -38,20 +41,21 @@ import numpy as np
 import torch
 
 from data_prep.arrays import denormalize, normalize_batch
-from data_prep.config import config_to_dict
 from data_prep.errors import DataError
 from trainables.gan.batching import array_batches, generate_uint8, iter_generated  # noqa: F401  (their old home)
+from trainables.gan.ada import ada_adjust, ada_augment, ada_ops, overfitting_signs
 from trainables.gan.config import GanConfig, gpu_switches
 from trainables.gan.diffaugment import diff_augment, parse_policy
-from trainables.gan.losses import feature_matching_loss, get_loss, gradient_penalty
+from trainables.gan.losses import divergence_reason, feature_matching_loss, get_loss, gradient_penalty
 from trainables.gan.networks import build_networks, num_classes_of
 from trainables.gan.state import (CHECKPOINT_FORMAT, _resume_seed, _rng_seed,  # noqa: F401  (also their old home)
-                                   check_checkpoint_format, match_optimizer_to_trainer, rng_device_of)
+                                   check_checkpoint_format, match_optimizer_to_trainer, restore_trainer, rng_device_of,
+                                   trainer_state)
 
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before a CUDA graph is captured (cuDNN/allocator warm-up)
 NUM_FIXED_NOISE = 64  # the 8x8 sample grid
 _ACC = ("loss_D", "loss_G", "D_x", "D_G_z", "nonfinite_D", "nonfinite_G", "d_steps", "g_steps", "loss_G_fm",
-        "loss_G_perceptual")
+        "loss_G_perceptual", "ada_rt")
 
 
 class GanTrainer:
@@ -68,6 +72,10 @@ class GanTrainer:
         self.loss = get_loss(cfg.loss)
         self.switches = gpu_switches(cfg, self.device.type, world_size)
         self.aug = parse_policy(cfg.diffaugment)
+        self.ada = ada_ops(cfg.ada_policy) if cfg.ada else None  # the flips/rotations the modality allows
+        self.ada_p_value = 0.0  # ADA's augmentation probability (host copy of self.ada_p)
+        self.ada_p = torch.zeros((), device=self.device)
+        self.best_kid, self.best_epoch = math.inf, 0  # the best validation KID so far and its epoch (evaluate hook)
         self._build_networks(cfg, wrap_model, vgg)
         graphs = self.switches["cuda_graphs"]
         betas = tuple(cfg.betas)
@@ -140,6 +148,8 @@ class GanTrainer:
         return torch.randn(n, self.cfg.latent_dim, device=self.device, generator=self._step_gen)
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ada is not None:
+            return ada_augment(x, self.ada_p, self.ada, self._step_gen)
         return diff_augment(x, self.aug, self._step_gen) if self.aug else x
 
     def _step(self, real: torch.Tensor, do_g: bool, y: torch.Tensor | None = None) -> None:
@@ -170,6 +180,8 @@ class GanTrainer:
             acc[3] += self.loss.to_prob(s_fake.detach().float()).mean()
             acc[4] += (~torch.isfinite(loss_D.detach())).float()
             acc[6] += 1
+            if self.ada is not None:  # the critic of wgan-gp has no sign of its own: relative to the batch's fakes
+                acc[10] += overfitting_signs(s_real, s_fake, relative=not self.loss.signed_scores)
         if not do_g:
             return
         self.D_module.requires_grad_(False)  # G step: no D gradients, and D's DDP wrapper is bypassed
@@ -274,7 +286,7 @@ class GanTrainer:
                 "D_x": v["D_x"] / d, "D_G_z": v["D_G_z"] / d, "nonfinite_D": int(v["nonfinite_D"]),
                 "nonfinite_G": int(v["nonfinite_G"]), "d_steps": int(v["d_steps"]), "g_steps": int(g),
                 "loss_G_fm": (v["loss_G_fm"] / g) if g else None,
-                "loss_G_perceptual": (v["loss_G_perceptual"] / g) if g else None}
+                "loss_G_perceptual": (v["loss_G_perceptual"] / g) if g else None, "ada_rt": v["ada_rt"] / d}
 
     # ---- sampling and checkpoints ---------------------------------------------------------------------
     def sample_uint8(self, n: int, seed: int | None = None, class_index: int | None = None) -> np.ndarray:
@@ -292,61 +304,34 @@ class GanTrainer:
         return denormalize(x)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "config": config_to_dict(self.cfg),
-                "meta": self.meta, "G": self.G_module.state_dict(), "D": self.D_module.state_dict(),
-                "G_ema": self.G_ema.state_dict(), "opt_G": self.opt_G.state_dict(),
-                "opt_D": self.opt_D.state_dict(), "rng": self.rng.get_state(), "rng_device": self.device.type,
-                "rng_rank": self.rank, "ema_step": self.ema_step.clone(), "d_steps_total": self.d_steps_total}
+        return trainer_state(self)
 
     def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
-        from trainables.gan.config import check_same_architecture
+        restore_trainer(self, state, where)
 
-        check_checkpoint_format(state, where)
-        check_same_architecture(state["config"], self.cfg, where)
-        self.G_module.load_state_dict(state["G"])
-        self.D_module.load_state_dict(state["D"])
-        self.G_ema.load_state_dict(state["G_ema"])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        graphs = self.switches["cuda_graphs"]
-        match_optimizer_to_trainer(self.opt_G, graphs)
-        match_optimizer_to_trainer(self.opt_D, graphs)
-        self.ema_step.copy_(state["ema_step"])
-        self.d_steps_total = int(state["d_steps_total"])
-        self.epoch = int(state["epoch"])
-        # The random stream continues only where it was written: same device type (a CUDA Philox state is not a
-        # CPU Mersenne-Twister state: set_state raises) and same rank (rank 0 writes the checkpoint for all).
-        self.rng_restored = (rng_device_of(state) == self.device.type
-                             and int(state.get("rng_rank", 0)) == self.rank)
-        if self.rng_restored:
-            self.rng.set_state(state["rng"].cpu())
-        else:
-            self.rng.manual_seed(_resume_seed(self.cfg.seed, self.rank, self.d_steps_total))
-
-
-def _divergence_reason(cfg: GanConfig, epoch: int, stats: dict, collapsed_epochs: int) -> str:
-    bad = stats["nonfinite_D"] + stats["nonfinite_G"]
-    if cfg.stop_on_nonfinite and bad:
-        return (f"non-finite loss (NaN/inf) at epoch {epoch}: loss_D in {stats['nonfinite_D']} of "
-                f"{stats['d_steps']} D steps, loss_G in {stats['nonfinite_G']} of {stats['g_steps']} G steps")
-    for key in ("loss_D", "loss_G"):
-        v = stats[key]
-        if cfg.max_abs_loss and v is not None and math.isfinite(v) and abs(v) > cfg.max_abs_loss:
-            return f"{key} exploded at epoch {epoch}: |{v:.3g}| > max_abs_loss {cfg.max_abs_loss:g}"
-    if collapsed_epochs and collapsed_epochs >= max(cfg.collapse_patience, 1):
-        return (f"discriminator collapsed: epoch-mean loss_D < {cfg.collapse_loss_d:g} for {collapsed_epochs} "
-                f"epochs up to epoch {epoch} (D(x)={stats['D_x']:.3f}, D(G(z))={stats['D_G_z']:.3f}); "
-                f"G receives no useful gradient")
-    return ""
+    # ---- ADA ------------------------------------------------------------------------------------------
+    def adapt(self, stats: dict) -> dict[str, float]:
+        """End of an epoch: ADA's p moves by the epoch's overfitting r_t (trainables.gan.ada); -> the values to log
+        (p as used in this epoch, r_t). Every rank sees the same all-reduced r_t, so p stays equal across ranks."""
+        if self.ada is None:
+            return {}
+        used = self.ada_p_value
+        step = 1.0 / max(1.0, self.cfg.ada_ramp * self.cfg.num_epochs)
+        self.ada_p_value = ada_adjust(used, stats["ada_rt"], self.cfg.ada_target, step)
+        self.ada_p.fill_(self.ada_p_value)  # in place: a captured graph reads this tensor
+        return {"ada_p": used, "ada_rt": stats["ada_rt"]}
 
 
 def train_gan(cfg: GanConfig, batches: Callable[[int], Iterable[torch.Tensor]], report: Callable[[dict], Any], *,
               trainer: GanTrainer | None = None, device: str | torch.device = "cpu",
               checkpoint: Callable[[dict, int], Any] | None = None,
               samples: Callable[[int, np.ndarray], Any] | None = None,
-              evaluate: Callable[[Callable[[int], np.ndarray], int], dict] | None = None) -> dict[str, Any]:
+              evaluate: Callable[[Callable[[int], np.ndarray], int], dict] | None = None,
+              best_checkpoint: Callable[[dict, int], Any] | None = None) -> dict[str, Any]:
     """Train from trainer.epoch + 1 to cfg.num_epochs. Returns {status, reason, epochs, loss_D, ..., time_s};
-    status is "finished" or "diverged" (divergence is reported, never raised)."""
+    status is "finished" or "diverged" (divergence is reported, never raised). best_checkpoint(state, epoch): called
+    when an evaluation's "kid" is the lowest so far among epochs >= cfg.best_after x num_epochs (the checkpoint a GAN
+    is sampled from; best_epoch/best_kid are then in every later report and the result)."""
     trainer = trainer or GanTrainer(cfg, device)
     t_start = time.perf_counter()
     status, reason, last, collapsed = "finished", "", {}, 0
@@ -368,7 +353,7 @@ def train_gan(cfg: GanConfig, batches: Callable[[int], Iterable[torch.Tensor]], 
             collapsed += 1
         else:
             collapsed = 0
-        reason = _divergence_reason(cfg, epoch, stats, collapsed)
+        reason = divergence_reason(cfg, epoch, stats, collapsed)
         metrics = {"epoch": epoch, "loss_D": stats["loss_D"], "loss_G": stats["loss_G"], "D_x": stats["D_x"],
                    "D_G_z": stats["D_G_z"], "images_per_s": n_images * trainer.world_size / max(dt, 1e-9),
                    "epoch_time_s": dt, "status": "diverged" if reason else "running", "reason": reason}
@@ -376,6 +361,7 @@ def train_gan(cfg: GanConfig, batches: Callable[[int], Iterable[torch.Tensor]], 
             metrics["loss_G_fm"] = stats["loss_G_fm"]
         if cfg.perceptual > 0:
             metrics["loss_G_perceptual"] = stats["loss_G_perceptual"]
+        metrics.update(trainer.adapt(stats))  # ADA: p of this epoch and r_t; p moves for the next epoch
         metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
         if reason:  # no checkpoint of broken weights; the last good one stays the latest
             status, last = "diverged", metrics
@@ -385,6 +371,15 @@ def train_gan(cfg: GanConfig, batches: Callable[[int], Iterable[torch.Tensor]], 
         final = epoch == cfg.num_epochs
         if evaluate is not None and trainer.rank == 0 and cfg.eval_every and (epoch % cfg.eval_every == 0 or final):
             metrics.update(evaluate(trainer.sample_uint8, epoch))
+            kid = metrics.get("kid")
+            # an early G (noise) can score well against a few dozen reference images: only the later part competes
+            late = epoch >= cfg.best_after * cfg.num_epochs
+            if late and isinstance(kid, (int, float)) and math.isfinite(kid) and kid < trainer.best_kid:
+                trainer.best_kid, trainer.best_epoch = float(kid), epoch
+                if best_checkpoint is not None:
+                    best_checkpoint(trainer.state_dict(), epoch)
+        if trainer.best_epoch:
+            metrics.update(best_epoch=trainer.best_epoch, best_kid=trainer.best_kid)
         if samples is not None and cfg.sample_every and (epoch % cfg.sample_every == 0 or final):
             samples(epoch, trainer.fixed_samples())
         if checkpoint is not None and (epoch % cfg.checkpoint_every == 0 or final):

@@ -9,6 +9,7 @@ a probability for bce, the raw mean score for hinge and wgan-gp (they have no pr
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,6 +28,7 @@ class GanLoss:
     to_prob: Callable[[torch.Tensor], torch.Tensor]  # scores -> reported D(x) / D(G(z))
     collapse_check: bool  # a D loss near 0 means D won (bounded losses); the loop stops after collapse_patience
     multi_critic: bool  # several D (critic) steps per G step pay off: the sweep searches n_critic, else n_critic = 1
+    signed_scores: bool  # a score's sign says real (> 0) or fake; a WGAN critic's level is arbitrary (ADA's r_t)
 
 
 def _bce_d(real: torch.Tensor, fake: torch.Tensor, real_target: float) -> torch.Tensor:
@@ -53,12 +55,12 @@ def _neg_mean(fake: torch.Tensor) -> torch.Tensor:
 
 GAN_LOSSES: dict[str, GanLoss] = {
     "bce": GanLoss(_bce_d, _bce_g, d_norm="batch", gradient_penalty=False, to_prob=torch.sigmoid,
-                   collapse_check=True, multi_critic=False),
+                   collapse_check=True, multi_critic=False, signed_scores=True),
     "hinge": GanLoss(_hinge_d, _neg_mean, d_norm="spectral", gradient_penalty=False, to_prob=lambda s: s,
-                     collapse_check=True, multi_critic=False),
+                     collapse_check=True, multi_critic=False, signed_scores=True),
     # the critic's loss is unbounded below: a small value is no collapse
     "wgan-gp": GanLoss(_wgan_d, _neg_mean, d_norm="none", gradient_penalty=True, to_prob=lambda s: s,
-                       collapse_check=False, multi_critic=True),
+                       collapse_check=False, multi_critic=True, signed_scores=False),
 }
 
 
@@ -91,3 +93,20 @@ def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tens
     real = real_features.detach().float().reshape(real_features.shape[0], -1).mean(0)
     fake = fake_features.float().reshape(fake_features.shape[0], -1).mean(0)
     return ((real - fake) ** 2).mean()
+
+
+def divergence_reason(cfg, epoch: int, stats: dict, collapsed_epochs: int) -> str:
+    """Why an epoch ends the run ("" = it does not): non-finite losses, an exploded loss, a collapsed D."""
+    bad = stats["nonfinite_D"] + stats["nonfinite_G"]
+    if cfg.stop_on_nonfinite and bad:
+        return (f"non-finite loss (NaN/inf) at epoch {epoch}: loss_D in {stats['nonfinite_D']} of "
+                f"{stats['d_steps']} D steps, loss_G in {stats['nonfinite_G']} of {stats['g_steps']} G steps")
+    for key in ("loss_D", "loss_G"):
+        v = stats[key]
+        if cfg.max_abs_loss and v is not None and math.isfinite(v) and abs(v) > cfg.max_abs_loss:
+            return f"{key} exploded at epoch {epoch}: |{v:.3g}| > max_abs_loss {cfg.max_abs_loss:g}"
+    if collapsed_epochs and collapsed_epochs >= max(cfg.collapse_patience, 1):
+        return (f"discriminator collapsed: epoch-mean loss_D < {cfg.collapse_loss_d:g} for {collapsed_epochs} "
+                f"epochs up to epoch {epoch} (D(x)={stats['D_x']:.3f}, D(G(z))={stats['D_G_z']:.3f}); "
+                f"G receives no useful gradient")
+    return ""

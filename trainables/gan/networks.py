@@ -1,4 +1,5 @@
-"""DCGAN generator and discriminator, parameterised by image side (32/64/128/256), channels and widths.
+"""The GAN architectures (GAN_ARCHS: "dcgan" here, "resnet" in trainables.gan.resnet; build_networks(cfg) picks by
+cfg.arch) and the DCGAN generator and discriminator, parameterised by image side (32/64/128/256), channels, widths.
 
     G = Generator(image_size=64, channels=3, latent_dim=100, ngf=64)        # ~3.58M params
     D = Discriminator(image_size=64, channels=3, ndf=64, norm="batch")     # ~2.77M params
@@ -18,56 +19,14 @@ With num_classes = 0 the networks (and their state_dict keys) are exactly the un
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from data_prep.errors import ConfigError
-from trainables.gan.config import SUPPORTED_SIZES
+from trainables.gan.layers import (MAX_WIDTH_MULT, _check_labels, _mults, _num_blocks,  # noqa: F401  (old home)
+                                   _SpectralNormFP32, spectral_norm_fp32)
 
-MAX_WIDTH_MULT = 16
 D_NORMS = ("batch", "spectral", "none")
-
-
-def _num_blocks(image_size: int) -> int:
-    if image_size not in SUPPORTED_SIZES:
-        raise ConfigError(f"image size {image_size} is not supported by the DCGAN networks; "
-                          f"supported: {list(SUPPORTED_SIZES)}")
-    return int(math.log2(image_size // 4))  # 4x4 -> image_size in this many doublings
-
-
-def _mults(n: int) -> list[int]:
-    """Width multipliers from the 4x4 end outwards: 64px -> [8, 4, 2, 1]."""
-    return [min(2 ** (n - 1 - i), MAX_WIDTH_MULT) for i in range(n)]
-
-
-class _SpectralNormFP32(nn.utils.parametrizations._SpectralNorm):
-    """torch's spectral norm with the power iteration and sigma computed in fp32 with autocast off.
-
-    Under bf16 autocast torch.mv (the power iteration's matrix-vector product) runs in bf16 on CUDA: u and v lose
-    precision every step, and sigma = vdot(u, mv(W, v)) mixes an fp32 u with a bf16 product (an error in some
-    torch versions). The normalised weight comes out fp32; the conv that uses it is still autocast to bf16.
-    Same buffers and state_dict keys as nn.utils.parametrizations.spectral_norm."""
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(weight.device.type, enabled=False):
-            return super().forward(weight.float())
-
-
-def spectral_norm_fp32(module: nn.Module, name: str = "weight") -> nn.Module:
-    """nn.utils.parametrizations.spectral_norm (1 power iteration, eps 1e-12, dim 0) with an fp32 power iteration."""
-    weight = getattr(module, name)
-    nn.utils.parametrize.register_parametrization(module, name, _SpectralNormFP32(weight, 1, 0, 1e-12))
-    return module
-
-
-def _check_labels(y: torch.Tensor | None, num_classes: int, batch: int, who: str) -> torch.Tensor:
-    if y is None:
-        raise ConfigError(f"the class-conditional {who} needs class indices y (0..{num_classes - 1}) with the input")
-    if y.shape != (batch,):
-        raise ConfigError(f"{who}: y must have shape ({batch},), got {tuple(y.shape)}")
-    return y
 
 
 class Generator(nn.Module):
@@ -158,14 +117,36 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.normal_(e.parametrizations.weight.original if hasattr(e, "parametrizations") else e.weight, 0.0, 0.02)
 
 
-def build_networks(cfg) -> tuple[Generator, Discriminator]:
-    """Resolved GanConfig -> (G, D) with D's normalisation chosen by the loss table."""
+def _dcgan(cfg, k: int):
     from trainables.gan.losses import get_loss
 
-    k = num_classes_of(cfg)
-    G = Generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.ngf, num_classes=k)
-    D = Discriminator(cfg.image_size, cfg.channels, cfg.ndf, norm=get_loss(cfg.loss).d_norm, num_classes=k)
-    return G, D
+    return (Generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.ngf, num_classes=k),
+            Discriminator(cfg.image_size, cfg.channels, cfg.ndf, norm=get_loss(cfg.loss).d_norm, num_classes=k))
+
+
+def _resnet(cfg, k: int):
+    from trainables.gan.resnet import ResDiscriminator, ResGenerator
+
+    attention = bool(getattr(cfg, "attention", False))
+    return (ResGenerator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.ngf, num_classes=k, attention=attention),
+            ResDiscriminator(cfg.image_size, cfg.channels, cfg.ndf, num_classes=k, attention=attention))
+
+
+# GanConfig.arch -> builder of (G, D). dcgan: D's normalisation follows the loss table; resnet: spectral norm always.
+GAN_ARCHS = {"dcgan": _dcgan, "resnet": _resnet}
+
+
+def build_networks(cfg) -> tuple[nn.Module, nn.Module]:
+    """Resolved GanConfig -> (G, D) of its architecture (cfg.arch; configs older than the field are DCGANs)."""
+    arch = getattr(cfg, "arch", "dcgan")
+    if arch not in GAN_ARCHS:
+        raise ConfigError(f"unknown GAN arch {arch!r}; valid: {sorted(GAN_ARCHS)}")
+    return GAN_ARCHS[arch](cfg, num_classes_of(cfg))
+
+
+def build_generator(cfg) -> nn.Module:
+    """G alone (sampling from a checkpoint needs no D)."""
+    return build_networks(cfg)[0]
 
 
 def num_classes_of(cfg) -> int:

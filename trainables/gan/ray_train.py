@@ -95,7 +95,8 @@ def gan_train_loop_per_worker(config: dict) -> None:
                        trainer=trainer,
                        checkpoint=(lambda state, epoch: reporter.stage({CHECKPOINT_FILE: state})) if rank == 0 else None,
                        samples=files.save_samples if files is not None else None,
-                       evaluate=config.get("evaluate") if rank == 0 else None)
+                       evaluate=config.get("evaluate") if rank == 0 else None,
+                       best_checkpoint=files.save_best if files is not None else None)
     if config.get("after_training") is not None:  # e.g. tests: every rank saves its weights to compare replicas
         config["after_training"](trainer, rank, Path(config["out_dir"]))
     if files is not None:

@@ -94,9 +94,12 @@ def finish_run(files: RunFiles, cfg: GanConfig, result: dict, preview, t0: float
     if preview is not None:
         files.save_preview(preview)
     files.save_loss_curve(history)
-    latest = files.latest_checkpoint()
+    latest, best = files.latest_checkpoint(), files.best_checkpoint()
     result.update(time_s=time.perf_counter() - t0, num_epochs=cfg.num_epochs, loss=cfg.loss,
-                  checkpoint=str(latest) if latest else None, run_dir=str(files.root))
+                  checkpoint=str(latest) if latest else None, run_dir=str(files.root),
+                  best_checkpoint=str(best) if best else None)
+    if best is not None and result.get("best_epoch") is None:  # resumed a finished run: the epoch is in the file
+        result["best_epoch"] = int(torch.load(best, map_location="cpu", weights_only=True)["epoch"])
     files.write_metrics(result)
     return result
 
@@ -158,5 +161,5 @@ def run_gan_local(manifest_path: str | Path, out_dir: str | Path, cfg: GanConfig
     result = train_gan(cfg, array_batches(data, cfg.batch_size, cfg.seed, labels=labels, balanced=cfg.balanced_epochs),
                        on_epoch,
                        trainer=trainer, checkpoint=lambda s, e: files.save_checkpoint(s, e, cfg.keep_checkpoints),
-                       samples=files.save_samples, evaluate=evaluate)
+                       samples=files.save_samples, evaluate=evaluate, best_checkpoint=files.save_best)
     return finish_run(files, cfg, result, trainer.fixed_samples(), t0)

@@ -2,6 +2,7 @@
 
     RUN/config.json                 resolved GanConfig (+ the data it trained on)
     RUN/checkpoints/checkpoint_000010.pt   G, D, G_ema, both optimizers, epoch, config (last M kept)
+    RUN/checkpoints/best.pt         the checkpoint of the lowest validation KID so far (kept whatever M is)
     RUN/samples/epoch_0010.png      fixed-noise 8x8 grid from G_ema every cfg.sample_every epochs
     RUN/history.jsonl               one JSON object per epoch (loss_D, loss_G, D_x, D_G_z, images_per_s, ...)
     RUN/preview.png                 final 8x8 grid; RUN/loss_curve.png; RUN/metrics.json (status, reason, ...)
@@ -24,6 +25,7 @@ from data_prep.config import config_to_dict
 from data_prep.errors import ConfigError, DataError
 
 CHECKPOINT_RE = re.compile(r"^checkpoint_(\d{6})\.pt$")
+BEST_CHECKPOINT = "best.pt"  # not matched by CHECKPOINT_RE: never pruned, never the one a run resumes from
 
 
 def check_writable_dir(path: str | Path, what: str = "output directory") -> Path:
@@ -122,6 +124,22 @@ class RunFiles:
         paths = self.checkpoint_paths()
         return paths[-1] if paths else None
 
+    def best_checkpoint(self) -> Path | None:
+        path = self.checkpoints / BEST_CHECKPOINT
+        return path if path.is_file() else None
+
+    def save_best(self, state: dict, epoch: int) -> Path:
+        """The best-KID checkpoint (train_gan's best_checkpoint hook): one file, replaced atomically, never pruned."""
+        path = self.checkpoints / BEST_CHECKPOINT
+        tmp = path.with_suffix(".pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def sampling_checkpoint(self) -> Path | None:
+        """What a synthetic set is sampled from: the best-KID checkpoint when evaluations ran, else the latest."""
+        return self.best_checkpoint() or self.latest_checkpoint()
+
     def save_checkpoint(self, state: dict, epoch: int, keep: int) -> Path:
         path = self.checkpoints / f"checkpoint_{epoch:06d}.pt"
         tmp = path.with_suffix(".pt.tmp")
@@ -157,13 +175,19 @@ class RunFiles:
         import matplotlib.pyplot as plt
 
         epochs = [r["epoch"] for r in history]
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+        ada = any(r.get("ada_p") is not None for r in history)
+        fig, axes = plt.subplots(1, 3 if ada else 2, figsize=(15 if ada else 10, 3.5))
+        ax1, ax2 = axes[0], axes[1]
         for key in ("loss_D", "loss_G"):
             ax1.plot(epochs, [np.nan if r.get(key) is None else r[key] for r in history], label=key)
         for key, label in (("D_x", "D(x)"), ("D_G_z", "D(G(z))")):
             ax2.plot(epochs, [np.nan if r.get(key) is None else r[key] for r in history], label=label)
         ax1.set_xlabel("epoch"), ax1.set_title("losses"), ax1.legend()
         ax2.set_xlabel("epoch"), ax2.set_title("discriminator outputs"), ax2.legend()
+        if ada:  # ADA: the augmentation probability and the overfitting heuristic it follows
+            for key, label in (("ada_p", "p (augment probability)"), ("ada_rt", "r_t (overfitting)")):
+                axes[2].plot(epochs, [np.nan if r.get(key) is None else r[key] for r in history], label=label)
+            axes[2].set_xlabel("epoch"), axes[2].set_title("ADA"), axes[2].legend()
         fig.tight_layout()
         path = self.root / "loss_curve.png"
         fig.savefig(path, dpi=100)

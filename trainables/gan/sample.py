@@ -33,7 +33,7 @@ import torch
 from data_prep.errors import ConfigError, DataError, LeakageError
 from trainables.gan.config import GanConfig, gan_config_from_dict
 from trainables.gan.batching import iter_generated
-from trainables.gan.networks import Generator, num_classes_of
+from trainables.gan.networks import build_generator
 from trainables.gan.run_files import check_writable_dir, image_grid, load_checkpoint, save_png
 
 
@@ -47,16 +47,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_generator(checkpoint_path: str | Path, device: str = "cpu") -> tuple[Generator, GanConfig, dict[str, Any]]:
+def load_generator(checkpoint_path: str | Path, device: str = "cpu"
+                   ) -> tuple[torch.nn.Module, GanConfig, dict[str, Any]]:
     """Checkpoint -> (G_ema in eval mode on `device`, its GanConfig, meta incl. label, label_name, epoch)."""
     device = resolve_device(device)
     state = load_checkpoint(checkpoint_path, "cpu")
     cfg = gan_config_from_dict(state["config"])
-    G = Generator(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.ngf, num_classes=num_classes_of(cfg))
+    G = build_generator(cfg)  # the checkpoint's arch (configs older than the field: dcgan)
     try:
         G.load_state_dict(state["G_ema"])
     except RuntimeError as exc:  # the weights do not fit the architecture the saved config describes
-        raise ConfigError(f"{checkpoint_path}: G_ema weights do not match its config (image_size={cfg.image_size}, "
+        raise ConfigError(f"{checkpoint_path}: G_ema weights do not match its config (arch={cfg.arch}, "
+                          f"image_size={cfg.image_size}, "
                           f"channels={cfg.channels}, latent_dim={cfg.latent_dim}, ngf={cfg.ngf}, "
                           f"conditional={cfg.conditional}, classes={list(cfg.classes)}): {exc}") from exc
     meta = dict(state.get("meta") or {})

@@ -54,3 +54,45 @@ def check_checkpoint_format(state: Any, where: str) -> None:
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise DataError(f"{where} is not a GAN checkpoint of this project (format {got!r}, "
                         f"expected {CHECKPOINT_FORMAT!r}); make one with python -m trainables.gan")
+
+
+def trainer_state(tr) -> dict[str, Any]:
+    """A GanTrainer's checkpoint payload: weights, optimizers, the random stream, ADA's p, the best KID so far."""
+    from data_prep.config import config_to_dict
+
+    return {"format": CHECKPOINT_FORMAT, "epoch": tr.epoch, "config": config_to_dict(tr.cfg),
+            "meta": tr.meta, "G": tr.G_module.state_dict(), "D": tr.D_module.state_dict(),
+            "G_ema": tr.G_ema.state_dict(), "opt_G": tr.opt_G.state_dict(),
+            "opt_D": tr.opt_D.state_dict(), "rng": tr.rng.get_state(), "rng_device": tr.device.type,
+            "rng_rank": tr.rank, "ema_step": tr.ema_step.clone(), "d_steps_total": tr.d_steps_total,
+            "ada_p": tr.ada_p_value, "best_kid": tr.best_kid, "best_epoch": tr.best_epoch}
+
+
+def restore_trainer(tr, state: dict[str, Any], where: str = "checkpoint") -> None:
+    """Load a checkpoint payload into GanTrainer `tr` (same architecture; checkpoints older than ADA and the
+    best-KID record resume with p = 0 and no best yet)."""
+    from trainables.gan.config import check_same_architecture
+
+    check_checkpoint_format(state, where)
+    check_same_architecture(state["config"], tr.cfg, where)
+    tr.G_module.load_state_dict(state["G"])
+    tr.D_module.load_state_dict(state["D"])
+    tr.G_ema.load_state_dict(state["G_ema"])
+    tr.opt_G.load_state_dict(state["opt_G"])
+    tr.opt_D.load_state_dict(state["opt_D"])
+    graphs = tr.switches["cuda_graphs"]
+    match_optimizer_to_trainer(tr.opt_G, graphs)
+    match_optimizer_to_trainer(tr.opt_D, graphs)
+    tr.ema_step.copy_(state["ema_step"])
+    tr.d_steps_total = int(state["d_steps_total"])
+    tr.epoch = int(state["epoch"])
+    tr.ada_p_value = float(state.get("ada_p", 0.0))
+    tr.ada_p.fill_(tr.ada_p_value)
+    tr.best_kid, tr.best_epoch = float(state.get("best_kid", float("inf"))), int(state.get("best_epoch", 0))
+    # The random stream continues only where it was written: same device type (a CUDA Philox state is not a
+    # CPU Mersenne-Twister state: set_state raises) and same rank (rank 0 writes the checkpoint for all).
+    tr.rng_restored = rng_device_of(state) == tr.device.type and int(state.get("rng_rank", 0)) == tr.rank
+    if tr.rng_restored:
+        tr.rng.set_state(state["rng"].cpu())
+    else:
+        tr.rng.manual_seed(_resume_seed(tr.cfg.seed, tr.rank, tr.d_steps_total))

@@ -72,12 +72,15 @@ def _step_losses(tr: GanTrainer, real: torch.Tensor) -> tuple[float, float]:
 
 
 def graph_vs_eager_step(cfg: GanConfig, device: str | torch.device, *, seed: int = 1,
-                        tolerance: float = 1e-3) -> dict:
+                        tolerance: float = 1e-3, ada_p: float = 0.0) -> dict:
     """From copied state, one step of `cfg` (graphed when it resolves so on this device) vs one eager step.
-    cfg must be resolved (image_size, channels set); n_critic is forced to 1 so every step is a D+G step."""
+    cfg must be resolved (image_size, channels set); n_critic is forced to 1 so every step is a D+G step.
+    ada_p: ADA's probability for the whole check (cfg.ada; > 0 puts its augmentations in the graph)."""
     device = torch.device(device)
     cfg = dataclasses.replace(cfg, n_critic=1)
     a = GanTrainer(cfg, device)
+    a.ada_p_value = ada_p
+    a.ada_p.fill_(ada_p)
     reals = _batches(cfg, GRAPH_WARMUP_STEPS + 2, seed, device)
     for real in reals[:-1]:  # warm-up steps, then the capture (+ its replay)
         a.train_step(real)

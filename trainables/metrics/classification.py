@@ -74,6 +74,12 @@ def metrics_from_confusion(cm: np.ndarray, positive_label: int) -> dict[str, Any
         r, p = _div(c_tp, c_true), _div(c_tp, c_pred)
         per_class[c] = {"precision": p, "recall": r, "f1": _div(2 * p * r, p + r), "support": c_true}
     present = [c for c in per_class if per_class[c]["support"] > 0]
+    support = np.array([per_class[c]["support"] for c in per_class], dtype=np.float64)
+
+    def weighted(key: str) -> float:  # the X-ray studies' "weighted" averages: each class by its true count
+        vals = np.array([per_class[c][key] for c in per_class])
+        return float(vals @ support / support.sum()) if support.sum() > 0 else 0.0
+
     return {
         "accuracy": _div(np.trace(cm), total),
         # mean recall over the classes present (binary: (sensitivity + specificity) / 2)
@@ -83,6 +89,8 @@ def metrics_from_confusion(cm: np.ndarray, positive_label: int) -> dict[str, Any
         "precision": prec,
         "f1": _div(2 * prec * sens, prec + sens),
         "macro_f1": float(np.mean([per_class[c]["f1"] for c in per_class])),
+        "weighted_precision": weighted("precision"), "weighted_recall": weighted("recall"),
+        "weighted_f1": weighted("f1"),
         "tp": tp, "fp": fp, "tn": tn, "fn": fn,
         "per_class": per_class,
     }

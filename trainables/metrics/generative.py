@@ -31,16 +31,18 @@ import numpy as np
 import torch
 
 from trainables.metrics.features import describe, extract_features
+from trainables.metrics.memorisation import (MEMORISATION_PERCENTILE, chance_rate, memorisation_audit,  # noqa: F401
+                                             save_closest_pairs_png)
 # the primitives (re-exported here, their old home, for existing imports)
 from trainables.metrics.primitives import (KID_SUBSET_SIZE, KID_SUBSETS, MAX_FULL_KERNEL, PR_K,  # noqa: F401
                                            GaussianStats, channel_stats, frechet_distance, gaussian_stats,
                                            inception_score, kernel_inception_distance, knn_radii,
                                            mean_pairwise_distance, nearest_neighbours, nearest_ssim,
-                                           pixel_vectors, poly_kernel, precision_recall_density_coverage)
+                                           pixel_diversity, pixel_vectors, poly_kernel,
+                                           precision_recall_density_coverage)
 
 REFERENCE_VERSION = 1  # bump when what the reference cache holds changes
 DIVERSITY_WARN_RATIO = 0.6  # synthetic / real mean pairwise feature distance below this: likely mode collapse
-MEMORISATION_PERCENTILE = 5.0  # flag synthetic images closer to a train image than this pct of real-real NN distances
 
 
 # --------------------------------------------------------------------------------------- real reference
@@ -61,10 +63,17 @@ class RealReference:
     extractor_name: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     _kernel: torch.Tensor | None = None  # KID k(real, real), kept in memory only
+    _pixel_diversity: float | None = None  # kept in memory only
 
     def audit_is_reference(self) -> bool:
         return self.audit_pixels is self.pixels or (self.audit_pixels.shape == self.pixels.shape
                                                     and np.array_equal(self.audit_pixels, self.pixels))
+
+    def pixel_diversity(self) -> float:
+        """Mean pairwise thumbnail distance of the reference images (the pixel diversity ratio's denominator)."""
+        if self._pixel_diversity is None:
+            self._pixel_diversity = pixel_diversity(self.pixels)
+        return self._pixel_diversity
 
     def real_kernel(self, degree: int = 3, coef: float = 1.0) -> torch.Tensor | None:
         if len(self.features) > MAX_FULL_KERNEL:
@@ -133,78 +142,49 @@ def build_reference(real: np.ndarray, extractor: torch.nn.Module, real_train: np
         channel_stats=channel_stats(real), k=k, extractor_name=getattr(extractor, "name", ""), meta=dict(meta or {}))
 
 
-# ------------------------------------------------------------------------------------------- memorisation
-def memorisation_audit(fake: np.ndarray, fake_features: np.ndarray, ref: RealReference,
-                       percentile: float = MEMORISATION_PERCENTILE) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Nearest real TRAIN image of each synthetic image, in pixel (RMS, 0..1) and feature space.
-
-    A synthetic image is flagged when it is at least as close to a training image as the `percentile`-th
-    percentile of real-to-real nearest-neighbour distances, in either space. A generator that samples the
-    real distribution without copying gets about percentile/100 flagged per space by chance (reported as
-    memorised_fraction_expected_by_chance, the same rule applied to the real train images); planted copies and
-    near copies sit far below the threshold. -> (summary, per-image arrays).
-    """
-    d_px, i_px = nearest_neighbours(pixel_vectors(fake), pixel_vectors(ref.audit_pixels))
-    d_ft, i_ft = nearest_neighbours(fake_features, ref.audit_features)
-    thr_px = float(np.percentile(ref.audit_nn_pixel, percentile))
-    thr_ft = float(np.percentile(ref.audit_nn_feature, percentile))
-    flag_px = d_px[:, 0] <= thr_px
-    flag_ft = d_ft[:, 0] <= thr_ft
-    flagged = flag_px | flag_ft
-    # what the same rule flags among the real train images themselves (own image excluded): the rate a
-    # generator that samples the real distribution without copying would get by chance (5-10 %)
-    chance = float(((ref.audit_nn_pixel <= thr_px) | (ref.audit_nn_feature <= thr_ft)).mean())
-    summary = {
-        "memorised_fraction_expected_by_chance": chance,
-        "memorised_fraction": float(flagged.mean()),
-        "memorised_fraction_pixel": float(flag_px.mean()),
-        "memorised_fraction_feature": float(flag_ft.mean()),
-        "memorised_count": int(flagged.sum()),
-        "memorisation_percentile": percentile,
-        "memorisation_threshold_pixel": thr_px,
-        "memorisation_threshold_feature": thr_ft,
-        "nn_train_pixel_distance_min": float(d_px.min()),
-        "nn_train_pixel_distance_median": float(np.median(d_px)),
-        "nn_train_feature_distance_min": float(d_ft.min()),
-        "nn_train_feature_distance_median": float(np.median(d_ft)),
-    }
-    per_image = {"nn_pixel_distance": d_px[:, 0], "nn_pixel_index": i_px[:, 0], "nn_feature_distance": d_ft[:, 0],
-                 "nn_feature_index": i_ft[:, 0], "flag_pixel": flag_px, "flag_feature": flag_ft,
-                 "flagged": flagged}
-    return summary, per_image
+# ------------------------------------------------------------------------------- matched and real-vs-real
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 and math.isfinite(b) else float("nan")
 
 
-def save_closest_pairs_png(fake: np.ndarray, real: np.ndarray, per_image: dict[str, np.ndarray],
-                           path: str | Path, num_pairs: int = 16) -> Path:
-    """Grid of the synthetic images closest (pixel RMS) to a training image, each beside that image."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+MATCHED_DRAWS = 50  # random subsets averaged by matched_precision_recall
 
-    order = np.argsort(per_image["nn_pixel_distance"])[:num_pairs]
-    cols = 4
-    rows = max(1, math.ceil(len(order) / cols))
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * 1.3, rows * 1.5), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    gray = fake.shape[-1] == 1
-    for n, j in enumerate(order):
-        r, c = divmod(n, cols)
-        pair = (fake[j], real[per_image["nn_pixel_index"][j]])
-        for side, img in enumerate(pair):
-            ax = axes[r, 2 * c + side]
-            ax.imshow(img[:, :, 0] if gray else img, cmap="gray" if gray else None, vmin=0, vmax=255,
-                      interpolation="nearest")
-        flag = "!" if per_image["flagged"][j] else ""
-        axes[r, 2 * c].set_title(f"syn {j}{flag}", fontsize=6)
-        axes[r, 2 * c + 1].set_title(f"train d={per_image['nn_pixel_distance'][j]:.3f}", fontsize=6)
-    fig.suptitle("closest synthetic (left) / real train (right) pairs; ! = flagged", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+
+def matched_precision_recall(ref: RealReference, features: np.ndarray, draws: int = MATCHED_DRAWS,
+                             seed: int = 0) -> tuple[float, float]:
+    """Precision and recall of `features` at the reference's own sample size: the mean over `draws` random subsets
+    of len(ref.features) rows (all rows, once, when there are not more). Recall grows with the synthetic sample
+    (more synthetic k-NN balls cover more real images), so only at a matched size is it comparable with the same
+    metric of real images (real_reference_metrics)."""
+    n = len(ref.features)
+    if len(features) <= n:
+        m = precision_recall_density_coverage(ref.features, features, ref.k, real_radii=ref.radii)
+        return m["precision"], m["recall"]
+    rng = np.random.default_rng(seed)
+    prs = [precision_recall_density_coverage(ref.features, features[rng.choice(len(features), n, replace=False)],
+                                             ref.k, real_radii=ref.radii) for _ in range(draws)]
+    return float(np.mean([m["precision"] for m in prs])), float(np.mean([m["recall"] for m in prs]))
+
+
+def real_reference_metrics(ref: RealReference, kid_subsets: int = KID_SUBSETS, seed: int = 0) -> dict[str, float]:
+    """The quality metrics of REAL images against the same reference: the real training images of the class (the
+    memorisation audit set) in place of synthetic ones - what a generator that sampled the real distribution
+    would score at these sample sizes (the "real-vs-real" value beside each synthetic metric). Keys: fid, kid,
+    precision, recall (both matched to the reference's size, as for synthetic sets), diversity_ratio (mean
+    pairwise feature distance of the training images / that of the reference: ~1 when both sample one
+    distribution and the feature network treats train and val alike; a domain network trained on the train split
+    draws its own training images closer, ~0.7 on the demo), pixel_diversity_ratio (the same on pixel
+    thumbnails, ~1), memorised_fraction (the audit's rule applied to the training images themselves: its rate by
+    chance). {} when the reference IS the training set (no independent real images to compare)."""
+    if ref.audit_is_reference():
+        return {}
+    feats = ref.audit_features
+    kid = kernel_inception_distance(ref.features, feats, subsets=kid_subsets, seed=seed, real_kernel=ref.real_kernel())
+    precision, recall = matched_precision_recall(ref, feats, seed=seed)
+    return {"fid": frechet_distance(ref.stats, gaussian_stats(feats)), "kid": kid[0], "precision": precision,
+            "recall": recall, "diversity_ratio": mean_pairwise_distance(feats, seed=seed) / ref.mean_pairwise,
+            "pixel_diversity_ratio": _ratio(pixel_diversity(ref.audit_pixels, seed=seed), ref.pixel_diversity()),
+            "memorised_fraction": chance_rate(ref)[2]}
 
 
 # ----------------------------------------------------------------------------------------------- combined
@@ -227,8 +207,12 @@ def compute_metrics(ref: RealReference, fake: np.ndarray, fake_features: np.ndar
     out.update({"kid": kid_mean, "kid_std": kid_std, "kid_subset_size": m, "kid_subsets": kid_subsets})
     out.update(precision_recall_density_coverage(ref.features, fake_features, ref.k, real_radii=ref.radii))
     out["pr_k"] = ref.k
+    out["precision_matched"], out["recall_matched"] = matched_precision_recall(ref, fake_features, seed=seed)
     syn_div = mean_pairwise_distance(fake_features, seed=seed)
     ratio = syn_div / ref.mean_pairwise if ref.mean_pairwise > 0 else float("nan")
+    # the same in pixel space (thumbnails): a feature network trained to tell the classes apart draws images of one
+    # class together, so a generator repeating a few shapes can keep a feature-space ratio near real's
+    out["pixel_diversity_ratio"] = _ratio(pixel_diversity(fake, seed=seed), ref.pixel_diversity())
     out.update({"diversity_ratio": ratio, "diversity_warning": bool(ratio < diversity_threshold),
                 "diversity_threshold": diversity_threshold, "mean_pairwise_distance_synthetic": syn_div,
                 "mean_pairwise_distance_real": ref.mean_pairwise})

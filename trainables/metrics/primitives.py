@@ -204,6 +204,20 @@ def mean_pairwise_distance(features: np.ndarray, max_n: int = _DIVERSITY_MAX, se
     return float(_pairwise(t, t).sum() / (n * (n - 1)))  # the zero diagonal adds nothing
 
 
+THUMBNAIL_SIDE = 32  # pixel diversity compares images at this side (area-averaged): cheap at any image size
+
+
+def pixel_diversity(images: np.ndarray, max_n: int = 1000, seed: int = 0) -> float:
+    """Mean pairwise RMS distance (0..1) between uint8 (N, H, W, C) images shrunk to THUMBNAIL_SIDE px: how much
+    a set's images differ from each other in what they show, in no learnt feature space (a generator repeating a
+    few pictures scores low here whatever a feature network makes of them)."""
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).double() / 255.0
+    if x.shape[-1] > THUMBNAIL_SIDE:
+        x = torch.nn.functional.adaptive_avg_pool2d(x, THUMBNAIL_SIDE)
+    flat = x.reshape(len(x), -1)
+    return mean_pairwise_distance((flat / math.sqrt(flat.shape[1])).numpy(), max_n=max_n, seed=seed)
+
+
 def channel_stats(images: np.ndarray) -> dict[str, list[float]]:
     """uint8 (N, H, W, C) -> per-channel mean/std/min/max in 0..255."""
     x = images.reshape(-1, images.shape[-1]).astype(np.float64)
