@@ -100,7 +100,23 @@ def _listing(h: Headline, rows: pd.DataFrame) -> str:
 
 
 def answer(h: Headline, claims: pd.DataFrame) -> str:
-    """The verdict's first sentence (see the module docstring for the five answers)."""
+    """The verdict's first sentence (see the module docstring for the five answers), and whether the GAN under
+    test worked: on how many confirm seeds it failed the quality gate."""
+    return _answer(h, claims) + _gate_note(h)
+
+
+def _gate_note(h: Headline) -> str:
+    p = h.gan
+    if p is None or not p.seeds_gated:
+        return ""
+    n = len(set(p.seeds_ok) | set(p.seeds_failed))
+    seeds = ", ".join(str(s) for s in p.seeds_gated)
+    return (f" The GAN under test failed the quality gate on {len(p.seeds_gated)} of {n} confirm seeds (seed(s) "
+            f"{seeds}: recall or diversity below the set share of the real images' own, e.g. a collapsed "
+            "generator); no classifier used those seeds' images, and they count as no help.")
+
+
+def _answer(h: Headline, claims: pd.DataFrame) -> str:
     c = describe_control(h.control)
     cannot = "**Answer: cannot be assessed.** "
     if not h.confirm_only:
@@ -216,6 +232,7 @@ def context(h: Headline, df: pd.DataFrame) -> list[str]:
                    "estimate is given beside it.")
         out.append(f"A sensitivity gain is claimed only when specificity is non-inferior: the one-sided 95% lower "
                    f"bound of its difference above -{h.margin:g}.")
+    out += _gan_quality(h, df)
     claims = h.tests[h.tests["claim"] & h.tests["tested"]]
     if len(claims):
         def size(x: float) -> str:
@@ -235,3 +252,28 @@ def context(h: Headline, df: pd.DataFrame) -> list[str]:
                    + (f" Every classifier run took the same number of optimizer steps ({int(steps.iloc[0])}), "
                       "however many synthetic images it had." if len(steps) and steps.nunique() == 1 else ""))
     return out
+
+
+QUALITY_SHARES = (("gan_recall_vs_real", "recall"), ("gan_diversity_vs_real", "feature diversity"),
+                  ("gan_pixel_diversity_vs_real", "pixel diversity"))
+
+
+def _gan_quality(h: Headline, df: pd.DataFrame) -> list[str]:
+    """How good the GAN under test was on its confirm seeds: each quality metric as a share of the same metric of
+    real training images against the same validation reference (1 = as good as real images), median and worst."""
+    p = h.gan
+    if p is None or not h.confirm_only or "gan_key" not in df or "stage" not in df:
+        return []
+    sid = df["setup_id"] if "setup_id" in df else df["config_id"]
+    mine = df[(df["stage"] == "classifier") & (df["arm"] == p.arm) & (sid == p.setup_id)]
+    gans = df[(df["stage"] == "gan") & df["gan_key"].isin(set(mine["gan_key"].dropna()) - {""})]
+    parts = []
+    for col, label in QUALITY_SHARES:
+        v = pd.to_numeric(gans.get(col, pd.Series(dtype=float)), errors="coerce").dropna()
+        if len(v):
+            parts.append(f"{label} {v.median():.2f}x (worst {v.min():.2f}x)")
+    if not parts:
+        return []
+    return [f"How good the GAN under test was ({len(gans)} confirm GAN(s), one per seed): " + ", ".join(parts)
+            + " of the real training images' own value against the same real validation images (median over "
+            "seeds; 1 = as good as real images)."]

@@ -32,6 +32,7 @@ class Pick:
     rows: int                # confirm rows of the setup, any status
     summary: pd.Series       # the chosen config's row of summarize_configs (means, CIs, descriptors)
     lost: dict = field(default_factory=dict)  # seed -> status of the chosen config's seeds that have no result
+    seeds_gated: list[int] = field(default_factory=list)  # seeds whose GAN failed the quality gate (status gated)
 
 
 def _setup(rows: pd.DataFrame) -> pd.Series:
@@ -78,6 +79,10 @@ def _failures(bad: list[dict]) -> list[str]:
             + f": {r['status']}" + (f" ({str(r.get('error') or '')[:160]})" if r.get("error") else "") for r in bad]
 
 
+def _gated(rows: list[dict]) -> list[int]:
+    return sorted({int(r["_seed"]) for r in rows if r["status"] == "gated"})
+
+
 def _pick(ok: list[dict], every: list[dict], arms, only_rank: int | None = None, folds: int = 0) -> Pick | None:
     """Best setup among `arms` by validation: within each setup the classifier LR with the best mean val F1 over
     its seeds, then the setup whose chosen LR is best. only_rank: GAN setups of that confirm_rank only. An arm with
@@ -101,7 +106,8 @@ def _pick(ok: list[dict], every: list[dict], arms, only_rank: int | None = None,
         return Pick(arm=str(mine_rows[0]["arm"]), setup_id=str(setup), config_id="",
                     n_lrs=len({r["config_id"] for r in mine_rows}), seeds_ok=[], seeds_failed=seeds,
                     failures=_failures(mine_rows), rows=len(mine_rows), summary=pd.Series(dtype=object),
-                    lost={s: next(r["status"] for r in mine_rows if int(r["_seed"]) == s) for s in seeds})
+                    lost={s: next(r["status"] for r in mine_rows if int(r["_seed"]) == s) for s in seeds},
+                    seeds_gated=_gated(mine_rows))
 
     def key(item):  # val F1 desc, val sensitivity desc (NaN last), config_id
         (_, cid), rs = item
@@ -120,7 +126,7 @@ def _pick(ok: list[dict], every: list[dict], arms, only_rank: int | None = None,
     return Pick(arm=str(chosen[0]["arm"]), setup_id=str(setup), config_id=str(cid),
                 n_lrs=len({r["config_id"] for r in mine_rows}), seeds_ok=seeds_ok,
                 seeds_failed=sorted({int(r["_seed"]) for r in bad}), failures=_failures(bad), rows=len(mine_rows),
-                summary=pd.Series({"config_id": cid}, dtype=object), lost=lost)
+                summary=pd.Series({"config_id": cid}, dtype=object), lost=lost, seeds_gated=_gated(bad))
 
 
 def choose(ok: list[dict], every: list[dict], folds: int) -> tuple[dict, bool]:

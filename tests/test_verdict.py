@@ -178,3 +178,40 @@ def test_power_at_a_population_gain_of_010_with_5_seeds_is_the_readme_figure():
     assert abs(rate["helps"] - POWER_AT_010) <= 3 * se, rate
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert f"{POWER_AT_010:.0%}" in readme
+
+
+def test_a_gan_gated_on_confirm_seeds_is_named_in_the_answer_with_its_quality():
+    """A GAN that failed the quality gate on some confirm seeds (status gated, no classifier trained) is named in
+    the answer line with how many seeds, counted as no help, and the context says how good its GANs were."""
+    from analysis.load import tidy
+    from analysis.verdict import headline
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):  # a sweep whose GAN failed on some but not all seeds
+        df, scores, _ = simulate(rng, 5, fail_base=0.4)
+        bad = df[(df["arm"] == "gan") & (df["sweep_phase"] == "confirm") & (df["status"] != "ok")]
+        if 0 < bad["seed"].nunique() < 5:
+            break
+    gated = sorted(int(s) for s in bad["seed"].unique())
+    df.loc[df["status"] != "ok", ["status", "error"]] = ["gated", "GAN gated (quality): recall 0.000 is 0.00x"]
+    conf = df[(df["sweep_phase"] == "confirm") & (df["arm"] == "gan")]
+    df["gan_key"] = ""
+    df.loc[conf.index, "gan_key"] = [f"k{int(s)}" for s in conf["seed"]]
+    seeds = sorted(int(s) for s in conf["seed"].unique())
+    share = {s: (0.1 if s in gated else 1.0 - 0.01 * i) for i, s in enumerate(seeds)}
+    gan_rows = pd.DataFrame({"stage": "gan", "arm": "gan", "trial_id": [f"g{s}" for s in seeds], "seed": seeds,
+                             "gan_key": [f"k{s}" for s in seeds], "status": ["gated" if s in gated else "ok" for s in
+                                                                             seeds],
+                             "gan_recall_vs_real": [share[s] for s in seeds],
+                             "gan_diversity_vs_real": [share[s] + 0.05 for s in seeds]})
+    h = headline(tidy(pd.concat([df, gan_rows], ignore_index=True)), scores=lambda recs: scores)
+    first = h.messages[0]
+    assert f"failed the quality gate on {len(gated)} of 5 confirm seeds" in first
+    assert ", ".join(map(str, gated)) in first and "count as no help" in first
+    quality = next(line for line in h.context if line.startswith("How good the GAN under test was"))
+    ok_shares = sorted(share[s] for s in seeds if s not in gated)
+    assert "(5 confirm GAN(s)" in quality and "worst 0.10x" in quality and "pixel" not in quality
+    assert f"recall {float(np.median([share[s] for s in seeds])):.2f}x" in quality and ok_shares
+    # with no gated seed the answer line says nothing about the gate
+    clean = df[df["status"] == "ok"]
+    assert "quality gate" not in headline(tidy(clean), scores=lambda recs: scores).messages[0]
