@@ -38,3 +38,29 @@ def summarize(df, base: Path | None = None) -> str:
 
 def disk_use(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def finish(cfg, table, work: Path, no_report: bool) -> None:
+    """results.parquet to its storage, the answer printed, the report written."""
+    results = table.write()  # and to remote storage (ResultsTable.store)
+    print("\n" + summarize(table.frame(), work))
+    failed = table.frame().query("status != 'ok'")
+    if len(failed):
+        print(f"\n{len(failed)} trial row(s) failed or were stopped (reasons in results.parquet and the report)")
+    print(f"\nresults: {results}")
+    if no_report:
+        return
+    try:
+        from analysis.report import build_report
+        from sweeps.storage import sweep_store
+
+        store = sweep_store(cfg, work)
+        if store.remote:  # the runs' small files (histories, metrics, scores), found beside results.parquet
+            for key in ("gans", "classifiers"):  # not checkpoints, synthetic sets, Train runs
+                store.fetch(key, skip_suffixes=(".pt",), skip_folders=("synthetic", "samples", "ray"))
+        report = build_report(results, work / "report")
+        where = store.publish("report")
+        print(f"report:  {where}/report.html (and report.md)")
+    except Exception as exc:  # the results are safe on disk; say what went wrong with the report
+        print(f"report could not be written ({type(exc).__name__}: {exc}); "
+              f"try: python -m analysis.report {results} --out {work / 'report'}")

@@ -38,7 +38,8 @@ from sweeps.config import SweepConfig  # noqa: E402
 from sweeps.data import prepare_data, trial_data  # noqa: E402,F401  (trial_data: tests and bench use it here too)
 from sweeps.plan import DDP_TRIAL_CPU  # noqa: E402  what a DDP trial's own (coordinating) process reserves
 from sweeps.selection import confirmed_picks, pick_best  # noqa: E402,F401  (pick_best: tests use it here too)
-from sweeps.storage import is_remote  # noqa: E402
+from sweeps.answer import finish  # noqa: E402
+from sweeps.storage import is_remote, sweep_store  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> tuple[dict, dict]:
@@ -50,6 +51,8 @@ def parse_args(argv: list[str] | None) -> tuple[dict, dict]:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
     p.add_argument("--config", help="YAML file of sweep settings (keys = the field names below, with _ or -)")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    p.add_argument("--verbose", action="store_true", help="print Tune's status tables and every trial process's "
+                   "output (default: one line per trial end, GAN warnings once per GAN, a progress line every 30 s)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved settings, the planned trials and "
                    "GAN trainings per phase and whether the trials fit this machine (or --address cluster); "
                    "start nothing (exit 2 if no trial could ever be scheduled)")
@@ -64,6 +67,8 @@ def parse_args(argv: list[str] | None) -> tuple[dict, dict]:
 # took 9.2 s of Tuner.fit reused vs 19.2 s with a process per trial. Tune falls back to a new process when the
 # old trial's thread does not stop within TUNE_FUNCTION_THREAD_TIMEOUT_S.
 REUSE_TRIAL_PROCESSES = True
+# the console: False = sweeps/progress.py's lines; True = Tune's tables and the trial processes' output (--verbose)
+VERBOSE = False
 
 
 def concurrency(cfg: SweepConfig, cap=None) -> int:
@@ -102,24 +107,35 @@ def run_phase(cfg: SweepConfig, phase: str, data, table, tune_config, param_spac
     storage, fs = tune_storage(cfg)
     exp_path = f"{storage.rstrip('/')}/{name}"
     table.phase = phase
-    callback = ResultsCallback(table, cfg.trial_time_budget_s, deadline)
+    callbacks = [ResultsCallback(table, cfg.trial_time_budget_s, deadline)]
+    if not VERBOSE:
+        from sweeps.progress import ProgressCallback
+
+        callbacks.append(ProgressCallback(phase, trial_count(tune_config, param_space)))
     stop = {"time_total_s": cfg.trial_time_budget_s} if cfg.trial_time_budget_s else None
     if cfg.resume and tune.Tuner.can_restore(exp_path, storage_filesystem=fs):
         print(f"[{phase}] resuming {exp_path}", flush=True)
         tuner = tune.Tuner.restore(exp_path, trainable=fn, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False, param_space=param_space, storage_filesystem=fs)
-        reattach_callbacks(tuner, [callback])
+        reattach_callbacks(tuner, callbacks)
     else:
         tuner = tune.Tuner(fn, param_space=param_space or {}, tune_config=tune_config,
                            run_config=tune.RunConfig(name=name, storage_path=storage, storage_filesystem=fs,
-                                                     callbacks=[callback], stop=stop,
+                                                     callbacks=callbacks, stop=stop,
                                                      failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                                                     verbose=1))
+                                                     verbose=1 if VERBOSE else 0))
     grid = tuner.fit()
     added = reconcile(table, grid)
     if added:
         print(f"[{phase}] recovered {added} finished trial(s) missing from results.parquet", flush=True)
     return grid
+
+
+def trial_count(tune_config, param_space: dict | None) -> int:
+    """Trials a phase runs: num_samples x the grid's size (the confirm phase's grid of configs)."""
+    grid = (param_space or {}).get("trial")
+    n = len(grid["grid_search"]) if isinstance(grid, dict) and "grid_search" in grid else 1
+    return int(getattr(tune_config, "num_samples", 1) or 1) * n
 
 
 def tune_storage(cfg: SweepConfig) -> tuple[str, object]:
@@ -198,7 +214,8 @@ def start_ray(cfg: SweepConfig, cap=None) -> int:
     env_vars = {"PYTHONPATH": pythonpath}
     if cfg.s3_endpoint:  # pyarrow reads it on every process: our store, Tune's and Train's storage alike
         os.environ["AWS_ENDPOINT_URL"] = env_vars["AWS_ENDPOINT_URL"] = cfg.s3_endpoint
-    ray.init(address=cfg.address or "local", ignore_reinit_error=True, runtime_env={"env_vars": env_vars})
+    ray.init(address=cfg.address or "local", ignore_reinit_error=True, runtime_env={"env_vars": env_vars},
+             log_to_driver=VERBOSE)  # quiet: a trial's warnings and errors reach the console through its row
     max_conc = concurrency(cfg, cap)
     # With a search algorithm Tune keeps one pending trial at a time by default, which serialises short
     # trials; let as many be pending as may run at once.
@@ -248,31 +265,6 @@ def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max
         write_state(cfg, state, state_path)
 
 
-def finish(cfg: SweepConfig, table, work: Path, no_report: bool) -> None:
-    """results.parquet to its storage, the answer printed, the report written."""
-    results = table.write()  # and to remote storage (ResultsTable.store)
-    print("\n" + summarize(table.frame(), work))
-    failed = table.frame().query("status != 'ok'")
-    if len(failed):
-        print(f"\n{len(failed)} trial row(s) failed or were stopped (reasons in results.parquet and the report)")
-    print(f"\nresults: {results}")
-    if no_report:
-        return
-    try:
-        from analysis.report import build_report
-
-        store = sweep_store(cfg, work)
-        if store.remote:  # the runs' small files (histories, metrics, scores), found beside results.parquet
-            for key in ("gans", "classifiers"):  # not checkpoints, synthetic sets, Train runs
-                store.fetch(key, skip_suffixes=(".pt",), skip_folders=("synthetic", "samples", "ray"))
-        report = build_report(results, work / "report")
-        where = store.publish("report")
-        print(f"report:  {where}/report.html (and report.md)")
-    except Exception as exc:  # the results are safe on disk; say what went wrong with the report
-        print(f"report could not be written ({type(exc).__name__}: {exc}); "
-              f"try: python -m analysis.report {results} --out {work / 'report'}")
-
-
 def setup(cfg: SweepConfig, cap) -> tuple[SweepConfig, Path, object, dict, Path]:
     """Work dir, data split, sweep state and what trials know of the data; raises ConfigError / DataError / LeakageError.
     cap: where the trials will run (sweeps.plan.probe)."""
@@ -312,13 +304,6 @@ def setup(cfg: SweepConfig, cap) -> tuple[SweepConfig, Path, object, dict, Path]
     return cfg, work, data, state, state_path
 
 
-def sweep_store(cfg: SweepConfig, work: Path):
-    """The sweep's folder in its storage; with remote storage this driver's scratch is its work dir."""
-    from sweeps.storage import Store
-
-    return Store(cfg.sweep_dir, cfg.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL") or None, scratch=str(work))
-
-
 def write_state(cfg: SweepConfig, state: dict, state_path: Path) -> None:
     """sweep_state.json (phase reached, the search's picks) on the driver's disk (atomically) and in remote storage."""
     save_state(sweep_store(cfg, state_path.parent), state, state_path)
@@ -342,22 +327,40 @@ def build_quality_reference(cfg: SweepConfig, data, used_by: str = "") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    t0 = time.time()
     try:
         yaml_values, cli = parse_args(argv)
-        no_report, dry = cli.pop("no_report", False), cli.pop("dry_run", False)
+    except (DataError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run(yaml_values, cli)[0]
+
+
+def run(yaml_values: dict, cli: dict) -> tuple[int, Path | None]:
+    """The sweep from YAML values and flag values (SweepConfig field names; plus no_report, dry_run, verbose)
+    -> (exit status, the sweep's local work folder: results.parquet and report/ are there; None if it never
+    started). The command and the Python API (sweeps.api.run_sweep) both come here."""
+    global VERBOSE
+    t0 = time.time()
+    cli = dict(cli)
+    no_report, dry = cli.pop("no_report", False), cli.pop("dry_run", False)
+    VERBOSE = bool(cli.pop("verbose", False))
+    if not VERBOSE:
+        from sweeps.progress import quiet_console
+
+        quiet_console()
+    try:
         cfg = sweep_config.resolve(yaml_values, cli).with_absolute_paths()
         from sweeps.plan import dry_run, probe
 
         if dry:
-            return dry_run(cfg)
+            return dry_run(cfg), None
 
         cap = probe(cfg)  # this machine, or what the cluster at --address can grow to: looked up once
         cfg, work, data, state, state_path = setup(cfg, cap)
     except (DataError, ConfigError, LeakageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         release_claims()  # a claim taken before the error: the same command may run again at once
-        return 2
+        return 2, None
     import ray
 
     from sweeps.results import ResultsTable
@@ -373,10 +376,10 @@ def main(argv: list[str] | None = None) -> int:
 
             stop_leases(cfg.sweep_dir)
     ray.shutdown()
-    finish(cfg, table, work, no_report)
+    finish(cfg, table, work, no_report)  # the answer printed, the report written
     release_claims()  # the next driver of this sweep may start now
     print(f"disk used by this sweep: {disk_use(work) / 1e6:.1f} MB in {work}; took {(time.time() - t0) / 60:.1f} min")
-    return 0
+    return 0, work
 
 
 if __name__ == "__main__":

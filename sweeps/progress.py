@@ -24,6 +24,20 @@ except ImportError:  # analysis-only installs
 PROGRESS_EVERY_S = 30.0
 
 
+def quiet_console() -> None:
+    """The driver's console without Tune's boxes and INFO lines or Optuna's study notes (--verbose keeps them):
+    Tune's old-style output at verbose 0 prints nothing, and the loggers keep warnings and errors."""
+    import logging
+    import os
+
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    for name in ("ray.tune", "ray.train", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import optuna  # its own handler resets the "optuna" logger's level: its setter is the one that holds
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def _fmt_lr(x: Any) -> str:
     try:
         return f"{float(x):g}"

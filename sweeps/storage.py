@@ -320,3 +320,8 @@ def evict_stale(store: Store, max_age_s: float) -> list[Path]:
         except FileNotFoundError:  # another process of this node removed it first
             pass
     return gone
+
+
+def sweep_store(cfg, work: Path) -> "Store":
+    """The sweep's folder in its storage; with remote storage this driver's scratch is its work dir."""
+    return Store(cfg.sweep_dir, cfg.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL") or None, scratch=str(work))

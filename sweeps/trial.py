@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -259,7 +260,10 @@ def run_trial(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, tr
     synthetic_dir = None
     row.update(knob_values(config))  # every row says the knobs it trained with (defaults where unset)
     if config["arm"] in GAN_ARMS:
-        synthetic_dir = trial_gans(config, sweep, data, device, report, row)
+        with warnings.catch_warnings(record=True) as caught:  # said once per GAN key on the console (progress.py)
+            warnings.simplefilter("always")
+            synthetic_dir = trial_gans(config, sweep, data, device, report, row)
+        row["gan_warnings"] = " | ".join(dict.fromkeys(str(w.message).splitlines()[0] for w in caught))
         if row["status"] != "ok":
             row.update(time_total_s=round(time.perf_counter() - t0, 2), phase="final")
             report(row)

@@ -42,3 +42,36 @@ def test_describe_trial_names_the_arm_and_its_settings():
     assert describe_trial({"arm": "baseline", "clf_lr": 3e-3}) == "baseline lr 0.003"
     assert describe_trial({"arm": "control", "imbalance_fix": "oversample", "augment": "standard", "seed": 1000,
                            "clf_lr": 1e-3}, "confirm") == "control oversample+standard seed 1000 lr 0.001"
+
+
+def test_tune_tables_only_with_verbose(monkeypatch, tmp_path):
+    """Quiet by default: Tune verbose 0 and the progress callback; --verbose: Tune's tables, no progress lines."""
+    from ray import tune
+
+    from sweeps import augment_ratio as ar
+    from sweeps.config import SweepConfig
+    from sweeps.progress import ProgressCallback
+
+    seen = []
+
+    class FakeTuner:
+        def __init__(self, fn, param_space=None, tune_config=None, run_config=None):
+            seen.append(run_config)
+
+        def fit(self):
+            return []
+
+    monkeypatch.setattr(tune, "Tuner", FakeTuner)
+    monkeypatch.setattr("sweeps.results.reconcile", lambda table, grid: 0)
+    table = type("T", (), {"phase": ""})()
+    cfg = SweepConfig(storage_path=str(tmp_path))
+    grid = {"trial": tune.grid_search([{"a": 1}, {"a": 2}, {"a": 3}])}
+    for verbose in (False, True):
+        monkeypatch.setattr(ar, "VERBOSE", verbose)
+        ar.run_phase(cfg, "confirm", None, table, tune.TuneConfig(num_samples=1), grid)
+    quiet, loud = seen
+    assert quiet.verbose == 0 and loud.verbose == 1
+    progress = [c for c in quiet.callbacks if isinstance(c, ProgressCallback)]
+    assert len(progress) == 1 and progress[0].log.total == 3
+    assert not [c for c in loud.callbacks if isinstance(c, ProgressCallback)]
+    assert ar.parse_args(["--verbose"])[1]["verbose"] is True

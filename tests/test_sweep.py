@@ -307,6 +307,10 @@ def test_smoke_sweep_end_to_end_then_resume_after_killed_driver(tmp_path):
     proc = _run_sweep(["--smoke-test", "--storage-path", str(tmp_path / "a")])
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-4000:]
+    # a console a person reads: one line per trial and event, no Tune tables or boxes, the answer at the end
+    assert len(out.splitlines()) <= 80, out
+    assert "Configuration for experiment" not in out and "Trial status" not in out and "│" not in out
+    assert "[confirm] trial 24/24" in out and "[confirm] 24/24 done, 0 running, 0 failed" in out
     df = pd.read_parquet(tmp_path / "a" / "smoke_test" / "results.parquet")
     assert not [c for c in EXPECTED if c not in df.columns]
     clf = df[df["stage"] == "classifier"]
@@ -585,3 +589,20 @@ def test_time_budgets_stop_trials_and_the_sweep_and_say_so(tmp_path):
     assert search["error"].str.contains("trial time budget").all(), search["error"].tolist()
     assert "no search GAN configuration finished" in out and "GAN cannot be assessed" in out
     assert (tmp_path / "smoke_test" / "report" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_python_api_runs_the_smoke_sweep_and_returns_the_headline(tmp_path):
+    """`from sweeps import run_sweep`: a dict or YAML or SweepConfig plus overrides -> rows, headline, report."""
+    from sweeps import run_sweep
+
+    with pytest.raises(ValueError, match="no_such_folder"):  # bad input: the reason, raised before Ray starts
+        run_sweep({"data": str(tmp_path / "no_such_folder")}, storage_path=str(tmp_path))
+    with pytest.raises(TypeError, match="num_seed"):
+        run_sweep(num_seed=3)
+    out = run_sweep(None, smoke_test=True, storage_path=str(tmp_path), name="api")
+    assert out.status == 0 and out.work_dir == tmp_path / "api"
+    assert out.answer.startswith("**Answer:") and out.answer == out.headline.messages[0]
+    confirm = out.results.query("stage == 'classifier' and sweep_phase == 'confirm'")
+    assert len(confirm) == 24 and set(confirm["status"]) == {"ok"}
+    assert out.report is not None and out.report.is_file() and out.report.name == "report.html"
