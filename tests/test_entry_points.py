@@ -32,3 +32,14 @@ def test_analysis_report_smoke_test_renders_a_made_up_table(tmp_path):
     assert "smoke_test_made_up_numbers" in md and "**Answer: cannot be assessed.**" in md
     assert (tmp_path / "rep" / "report.html").is_file()
     assert _run("-m", "analysis.report").returncode == 2  # neither results nor --smoke-test: a usage error
+
+
+def test_gan_sample_smoke_test_samples_a_freshly_trained_checkpoint(tmp_path):
+    r = _run("-m", "trainables.gan.sample", "--smoke-test", "--output-dir", str(tmp_path / "s"))
+    assert r.returncode == 0, r.stderr
+    pngs = sorted((tmp_path / "s").glob("synthetic_*.png"))
+    assert len(pngs) == 16 and "16 PNG(s)" in r.stdout
+    rows = pd.read_parquet(tmp_path / "s" / "manifest.parquet")
+    assert len(rows) == 16 and rows["is_synthetic"].all() and set(rows["split"]) == {"train"}
+    bare = _run("-m", "trainables.gan.sample")  # neither the three paths nor --smoke-test: a usage error
+    assert bare.returncode == 2 and "--smoke-test" in bare.stderr
