@@ -29,6 +29,7 @@ INT_COLUMNS = ["seed", "n_critic", "image_size", "channels", "gan_epochs", "conf
                "n_test_positive", "clf_steps", "clf_epoch_size", "gan_checkpoint_epoch"]
 BOOL_COLUMNS = ["diffaugment", "conditional"]
 FLOAT_COLUMNS = (["gan_lr_g", "gan_lr_d", "synthetic_ratio", "clf_lr", "feature_matching", "perceptual",
+                  "label_smoothing",
                   "class_weight_power", "oversample_share", "augment_strength"] + VAL_COLUMNS + TEST_COLUMNS
                  + [c for c in GAN_COLUMNS + GAN_QUALITY_COLUMNS if c not in INT_COLUMNS]
                  + [c for c in TIMING_COLUMNS if c != "finished_at"])

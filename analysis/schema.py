@@ -31,6 +31,7 @@ CONFIG_COLUMNS = [
     "conditional",      # bool: one class-conditional GAN over all classes (else minority-only)
     "feature_matching", # float: weight of G's feature-matching term (0 = off)
     "perceptual",       # float: weight of G's VGG16 perceptual term (0 = off)
+    "label_smoothing",  # float: a bce GAN's real-image target (1 = off, 0.9 = one-sided smoothing); results before it: 1
     "synthetic_mix",    # "single" | "mix_losses" (equal parts of one GAN per loss; gan_loss "mix")
     "synthetic_ratio",  # float: synthetic / real minority train images (0 = none)
     "clf_lr",           # float
@@ -83,6 +84,6 @@ CONTROL_COLUMNS = [
 
 REQUIRED_COLUMNS = ID_COLUMNS
 # absent by design (no --folds) or written only since a later version: filled as empty without a note
-OPTIONAL_COLUMNS = ["fold", "gan_arch", "gan_augment", *CONTROL_COLUMNS] + GAN_QUALITY_COLUMNS + GATE_COLUMNS
+OPTIONAL_COLUMNS = ["fold", "gan_arch", "gan_augment", "label_smoothing", *CONTROL_COLUMNS] + GAN_QUALITY_COLUMNS + GATE_COLUMNS
 ALL_COLUMNS = (ID_COLUMNS + CONFIG_COLUMNS + VAL_COLUMNS + TEST_COLUMNS + GAN_COLUMNS + GAN_QUALITY_COLUMNS
                + GATE_COLUMNS + TIMING_COLUMNS + PATH_COLUMNS + DESIGN_COLUMNS + CONTROL_COLUMNS)

@@ -58,6 +58,7 @@ class SweepConfig:
     early_stop: bool = True  # ASHA stops weak GAN trials on KID (needs gan_eval_every > 0)
     conditional_choices: tuple[bool, ...] = (False,)  # False: minority-class GAN | True: class-conditional
     feature_matching_choices: tuple[float, ...] = (0.0,)  # weights of G's feature-matching term searched (0 = off)
+    label_smoothing_choices: tuple[float, ...] = (1.0,)  # bce GANs: real-image targets searched (1 = off, 0.9 = one-sided)
     perceptual_choices: tuple[float, ...] = (0.0, 1.0)  # VGG16 perceptual term weights; searched only with vgg_weights
     vgg_weights: str | None = None  # local VGG16 state_dict: enables the perceptual term (never downloaded)
     mix_choices: tuple[str, ...] = ("single",)  # single | mix_losses (equal parts of one GAN per loss)
@@ -109,6 +110,9 @@ class SweepConfig:
         bad = [x for x in self.mix_choices if x not in ("single", "mix_losses")]
         if bad or not self.mix_choices:
             raise ConfigError(f"mix_choices {list(self.mix_choices)}: each must be 'single' or 'mix_losses'")
+        if not self.label_smoothing_choices or not all(0 < x <= 1 for x in self.label_smoothing_choices):
+            raise ConfigError(f"label_smoothing_choices are real-image targets in (0, 1] (1 = off), got "
+                              f"{list(self.label_smoothing_choices)}")
         if any(w < 0 for w in (*self.feature_matching_choices, *self.perceptual_choices)):
             raise ConfigError("feature_matching_choices and perceptual_choices must be >= 0")
         self._check_gan_settings()

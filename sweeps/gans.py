@@ -81,6 +81,8 @@ def gan_config(config: Mapping[str, Any], sweep, device: str):
         # minority-only epoch, not the whole train set: 265 s vs 23 s per demo GAN). DDP trials: every image.
         "balanced_epochs": bool(config.get("conditional")) and sweep.workers_per_trial == 1,
         "feature_matching": float(config.get("feature_matching") or 0.0), "perceptual": perceptual,
+        # bce's real-image target (one-sided smoothing); the other losses have none: always off for them
+        "label_smoothing": float(config.get("label_smoothing") or 1.0) if config["gan_loss"] == "bce" else 1.0,
         "vgg_weights": sweep.vgg_weights if perceptual > 0 else None})
 
 

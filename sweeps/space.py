@@ -26,7 +26,7 @@ from sweeps.gans import (MIX, _canonical, _hash, gan_augment_of, gan_key, mix_me
 from trainables.arms import IMBALANCE_FIXES, KNOB_DEFAULTS
 
 GAN_KEYS = ("gan_loss", "gan_lr_g", "gan_lr_d", "gan_arch", "gan_augment", "n_critic", "conditional",
-            "feature_matching", "perceptual", "seed")
+            "feature_matching", "perceptual", "label_smoothing", "seed")
 TRIAL_KEYS = GAN_KEYS + ("arm", "synthetic_mix", "synthetic_ratio", "clf_lr", "imbalance_fix", "augment")
 OBJECTIVES = ("val_f1", "val_sensitivity")  # both maximised, on REAL validation images only
 SEARCH_SEED = 0  # every search trial trains with this seed
@@ -46,6 +46,8 @@ def knob_values(config: Mapping[str, Any]) -> dict[str, float]:
 
 def _identity(config: Mapping[str, Any], keys) -> str:
     values = {k: config.get(k) for k in keys}
+    if _canonical(values.get("label_smoothing", 1)) in (None, 1):  # added later: off, a config keeps its old id
+        values.pop("label_smoothing", None)
     # knobs came after the first sweeps: absent or at the default they stay out, so such a config keeps its old id
     values.update({k: v for k, v in knob_values(config).items() if v != KNOB_DEFAULTS[k]})
     return _hash(values)
@@ -83,6 +85,7 @@ class SearchSpace:
         self.conditional = [bool(c) for c in sweep.conditional_choices]
         self.feature_matching = [float(w) for w in sweep.feature_matching_choices]
         self.perceptual = [float(w) for w in sweep.perceptual_choices] if sweep.vgg_weights else [0.0]
+        self.smoothing = [float(x) for x in getattr(sweep, "label_smoothing_choices", (1.0,))]
         fixes, augments = stackable(sweep)  # the incremental arm: a GAN on top of a classical fix / augmentation
         self.fixes, self.clf_augments = ["none", *fixes], ["none", *augments]
 
@@ -105,6 +108,10 @@ class SearchSpace:
             trial.suggest_categorical("n_critic", self.critics)
         else:
             consts["n_critic"] = 1
+        smoothing = getattr(self, "smoothing", [1.0]) if loss == "bce" else [1.0]  # only bce has a real target
+        value = self._choose(trial, "label_smoothing", smoothing)
+        if len(smoothing) == 1:
+            consts["label_smoothing"] = value
         for name, choices in (("gan_arch", self.archs), ("gan_augment", self.gan_augments),
                               ("conditional", self.conditional), ("feature_matching", self.feature_matching),
                               ("perceptual", self.perceptual), ("imbalance_fix", self.fixes),

@@ -606,3 +606,39 @@ def test_python_api_runs_the_smoke_sweep_and_returns_the_headline(tmp_path):
     confirm = out.results.query("stage == 'classifier' and sweep_phase == 'confirm'")
     assert len(confirm) == 24 and set(confirm["status"]) == {"ok"}
     assert out.report is not None and out.report.is_file() and out.report.name == "report.html"
+
+
+def test_label_smoothing_is_searched_for_bce_gans_only_and_joins_the_gan_key():
+    """Issue 24: the GAN's one-sided label smoothing reaches the sweep's BCE GANs as a search choice; it is part of
+    the GAN's identity, and configs without it keep the ids they had."""
+    import optuna
+
+    from sweeps.config import SweepConfig
+    from sweeps.gans import gan_config
+    from sweeps.space import SearchSpace, config_id, gan_key
+
+    sweep = SweepConfig(gan_losses=("bce", "hinge"), label_smoothing_choices=(0.9, 1.0))
+    space = SearchSpace(sweep)
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=optuna.samplers.RandomSampler(1))
+    seen = {}
+    for _ in range(40):
+        t = study.ask()
+        consts = space(t)
+        cfg = {**t.params, **consts}
+        seen.setdefault(cfg["gan_loss"], set()).add(cfg["label_smoothing"])
+        assert ("label_smoothing" in t.params) == (cfg["gan_loss"] == "bce")
+        study.tell(t, [0.5, 0.5])
+    assert seen == {"bce": {0.9, 1.0}, "hinge": {1.0}}
+    base = {"arm": "gan", "seed": 0, "gan_loss": "bce", "gan_lr_g": 2e-4, "gan_lr_d": 2e-4, "gan_arch": "dcgan",
+            "gan_augment": "ada", "n_critic": 1, "synthetic_mix": "single", "synthetic_ratio": 1.0, "clf_lr": 1e-3,
+            "imbalance_fix": "none", "augment": "none"}
+    smooth = {**base, "label_smoothing": 0.9}
+    assert gan_config(smooth, sweep, "cpu").label_smoothing == 0.9 and gan_config(base, sweep, "cpu").label_smoothing == 1
+    assert gan_key(smooth, sweep) != gan_key(base, sweep) == gan_key({**base, "label_smoothing": 1.0}, sweep)
+    assert config_id(smooth) != config_id(base) == config_id({**base, "label_smoothing": 1.0})
+    hinge = {**base, "gan_loss": "hinge"}  # no real-image target: a stray value changes nothing
+    assert gan_config({**hinge, "label_smoothing": 0.9}, sweep, "cpu").label_smoothing == 1.0
+    from data_prep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="label_smoothing_choices"):
+        SweepConfig(label_smoothing_choices=(1.2,))
