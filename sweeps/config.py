@@ -107,20 +107,7 @@ class SweepConfig:
                               ".csv or an .npz) or --manifest FILE")
         if self.max_images_per_class < 0 or self.quality_domain_epochs < 1:
             raise ConfigError("max_images_per_class must be >= 0 and quality_domain_epochs >= 1")
-        bad = [x for x in self.mix_choices if x not in ("single", "mix_losses")]
-        if bad or not self.mix_choices:
-            raise ConfigError(f"mix_choices {list(self.mix_choices)}: each must be 'single' or 'mix_losses'")
-        if not self.label_smoothing_choices or not all(0 < x <= 1 for x in self.label_smoothing_choices):
-            raise ConfigError(f"label_smoothing_choices are real-image targets in (0, 1] (1 = off), got "
-                              f"{list(self.label_smoothing_choices)}")
-        if any(w < 0 for w in (*self.feature_matching_choices, *self.perceptual_choices)):
-            raise ConfigError("feature_matching_choices and perceptual_choices must be >= 0")
         self._check_gan_settings()
-        from trainables.gan.losses import GAN_LOSSES  # the loss table itself (imports torch: driver only)
-
-        bad = [x for x in self.gan_losses if x not in GAN_LOSSES]
-        if bad or not self.gan_losses:
-            raise ConfigError(f"gan_losses {list(self.gan_losses)}: each must be one of {sorted(GAN_LOSSES)}")
         from trainables.arms import MAX_SYNTHETIC_RATIO
 
         if any(not 0 < r <= MAX_SYNTHETIC_RATIO for r in self.synthetic_ratios):
@@ -167,7 +154,20 @@ class SweepConfig:
             raise ConfigError(f"clf_lr_range must be (low, high) with 0 < low <= high, got {self.clf_lr_range}")
 
     def _check_gan_settings(self) -> None:
+        from trainables.gan.losses import GAN_LOSSES  # the loss table itself (imports torch: driver only)
         from trainables.gan.networks import GAN_ARCHS
+
+        bad = [x for x in self.mix_choices if x not in ("single", "mix_losses")]
+        if bad or not self.mix_choices:
+            raise ConfigError(f"mix_choices {list(self.mix_choices)}: each must be 'single' or 'mix_losses'")
+        if not self.label_smoothing_choices or not all(0 < x <= 1 for x in self.label_smoothing_choices):
+            raise ConfigError(f"label_smoothing_choices are real-image targets in (0, 1] (1 = off), got "
+                              f"{list(self.label_smoothing_choices)}")
+        if any(w < 0 for w in (*self.feature_matching_choices, *self.perceptual_choices)):
+            raise ConfigError("feature_matching_choices and perceptual_choices must be >= 0")
+        bad = [x for x in self.gan_losses if x not in GAN_LOSSES]
+        if bad or not self.gan_losses:
+            raise ConfigError(f"gan_losses {list(self.gan_losses)}: each must be one of {sorted(GAN_LOSSES)}")
 
         for name, table in (("gan_archs", GAN_ARCHS), ("gan_augments", GAN_AUGMENTS)):
             bad = [x for x in getattr(self, name) if x not in table]

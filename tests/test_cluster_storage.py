@@ -162,7 +162,8 @@ def _check_finished_sweep(endpoint: str, tmp_path: Path, before_ids: set) -> Non
     clf = df[df["stage"] == "classifier"]
     assert (clf["status"] == "ok").all(), clf[["status", "error"]]
     assert clf["trial_id"].is_unique and before_ids <= set(clf["trial_id"])  # nothing repeated, nothing lost
-    assert len(clf) == 2 + 24  # as many trials as an unbroken sweep: 2 search + 4 arms x 2 LRs x 3 seeds
+    # as many trials as an unbroken sweep: 2 search + 2 controls search + 4 arms x 2 LRs x 3 seeds
+    assert len(clf) == 2 + 2 + 24
     assert clf["clf_run_dir"].str.startswith("s3://sweeps/runs/smoke_test/classifiers/").all()
     # each GAN config trained exactly once across the nodes and the two heads, and reused by the trials sharing it
     gans = df[df["stage"] == "gan"]

@@ -126,11 +126,11 @@ def test_a_failed_results_publish_fails_no_trial_and_loses_no_row(s3_ray, tmp_pa
     store = Store("s3://sweeps/flaky_results", endpoint, scratch=str(tmp_path / "driver"))
     real, failed = Store.publish, []
 
-    def flaky(self, key):  # the first results publish fails after all its retries
+    def flaky(self, key, **kw):  # the first results publish fails after all its retries
         if key.startswith("results") and not failed:
             failed.append(key)
             raise StoreError(f"upload {key}: failed 5 times (injected: connection reset by peer)")
-        return real(self, key)
+        return real(self, key, **kw)
 
     monkeypatch.setattr(Store, "publish", flaky)
     table = ResultsTable(store.local("results.parquet"), "flaky", phase="confirm", store=store)
