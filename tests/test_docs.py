@@ -190,8 +190,10 @@ def test_every_allowlist_entry_names_one_command_and_hides_no_cheap_one():
         assert not runnable, f"{cmd!r} ({COMMANDS[cmd]}) is cheap: run it instead of allowlisting it"
 
 
-@pytest.mark.parametrize("cmd", [pytest.param(c, id=_slug(c), marks=[pytest.mark.ray, pytest.mark.slow] if starts_ray(c) else [])
-                                 for c in RUN])
+RAY_MARKS = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("cmd", [pytest.param(c, id=_slug(c), marks=RAY_MARKS if starts_ray(c) else []) for c in RUN])
 def test_documented_command_runs(cmd, tmp_path):
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0"}
