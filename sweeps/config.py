@@ -44,9 +44,10 @@ class SweepConfig:
     lease_heartbeat_s: float = 5.0  # remote storage: renewal period of GAN leases and of the driver's claim
     scratch_max_age_h: float = 24.0  # remote storage: node scratch (other sweeps', GAN runs) unused this long is removed
     # ---- search
-    # The GAN defaults are the demo's, chosen by measurement (README "GAN quality"): on its 70 minority images every
-    # hinge DCGAN below (DiffAugment or ADA, LRs 1e-4..4e-4, 1,200 steps) passed the quality gate on 5 of 5 seeds
-    # (split seeds 0 and 1); bce + ADA did on 2 of 5, 150 epochs of batch 32 on 2 of 5. The rest is a flag away.
+    # The GAN defaults are the demo's, chosen by measurement (docs/sweep.md "GAN quality and the gate"): on its
+    # 70 minority images every hinge DCGAN below (DiffAugment or ADA, LRs 1e-4..4e-4, 1,200 steps) passed the quality
+    # gate on 5 of 5 seeds (split seeds 0 and 1); bce + ADA did on 2 of 5, 150 epochs of batch 32 on 2 of 5. The rest
+    # is a flag away.
     num_samples: int = 8  # Optuna trials in the search phase
     gan_losses: tuple[str, ...] = ("hinge",)  # GAN losses searched: bce | hinge | wgan-gp
     gan_lrs: tuple[float, ...] = (1e-4, 2e-4, 4e-4)  # choices for each of G's and D's learning rate

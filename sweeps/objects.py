@@ -5,7 +5,7 @@ S3 (s3://, MinIO, Ceph: boto3) gives what a sweep needs to be safe on shared sto
 object's ETag (freshness of a node's scratch copy), and writes take preconditions (`If-None-Match: *` creates
 only, `If-Match: <etag>` replaces only the version read), which AWS S3 and MinIO honour. Other stores (gs://,
 hdfs://) go through pyarrow: no ETags (a scratch copy is fetched again every time) and preconditions emulated
-by reading first (a race between two writers is possible there; the README says so).
+by reading first (a race between two writers is possible there; docs/cluster.md says so).
 
 Every call retries transient errors (connection resets, timeouts, 5xx, throttling) RETRY.attempts times with
 doubling waits; errors that cannot heal (not found, access denied, a failed precondition) are not retried.

@@ -327,7 +327,7 @@ def test_one_gan_row_per_key_even_when_its_trainers_row_was_lost(tmp_path):
     assert len(gan) == 1 and gan.iloc[0]["trial_id"] == "t1"
 
 
-# ---------------------------------------------------------------- hostile results, cluster.yaml, README
+# ---------------------------------------------------------------- hostile results, cluster.yaml, README, docs
 
 @pytest.mark.parametrize("named", ["s3://x?endpoint_override=evil.example:80&scheme=http",
                                    "s3://bucket/sweeps/s/classifiers/../../../other/run", "../../../etc",
@@ -363,7 +363,7 @@ def test_cluster_yaml_marks_every_placeholder_and_keeps_credentials_out_of_shell
 
 
 def test_long_sweeps_are_submitted_so_they_survive_the_ssh_session():
-    for path in ("README.md", "cluster.yaml"):
+    for path in ("README.md", "docs/cluster.md", "cluster.yaml"):
         text = (ROOT / path).read_text()
         submits = re.findall(r"ray (?:job )?submit (?:--|cluster\.yaml)[^\n]*", text)  # commands, not prose
         assert submits, path

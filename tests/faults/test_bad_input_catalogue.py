@@ -1,4 +1,5 @@
-"""Fault 6: the bad input catalogue. One case per row of the README's "Bad input catalogue" table.
+"""Fault 6: the bad input catalogue. One case per row of the "Bad input catalogue" table
+in docs/reliability.md.
 
 Each case builds one bad input in a temporary folder and feeds it through the user-facing path (a CLI `main()`
 returning exit status 2, or the public function a sweep calls); the message must name the culprit: the file,
@@ -277,9 +278,9 @@ def test_bad_input_is_refused_naming_the_culprit(case, fault_manifest, tmp_path,
         assert s in err, f"{case}: {s!r} not in: {err}"
 
 
-def test_readme_catalogue_lists_every_case():
-    """The README table and this file stay in step: one row per case, named in the table's last column."""
-    text = (ROOT / "README.md").read_text()
+def test_docs_catalogue_lists_every_case():
+    """The docs/reliability.md table and this file stay in step: one row per case, named in the table's last column."""
+    text = (ROOT / "docs" / "reliability.md").read_text()
     section = text.split("## Bad input catalogue", 1)[1].split("\n## ", 1)[0]
     rows = [ln for ln in section.splitlines() if ln.startswith("| ") and not ln.startswith("| #")]
     named = {ln.rstrip(" |").rsplit("|", 1)[-1].strip(" `") for ln in rows}
