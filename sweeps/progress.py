@@ -130,14 +130,29 @@ class ProgressCallback(Callback):
     def __init__(self, phase: str, total: int, every_s: float = PROGRESS_EVERY_S):
         self.log = ProgressLog(phase, total, lambda s: print(s, flush=True), every_s)
         self.started: dict[str, float] = {}
+        self.last: dict[str, Mapping[str, Any]] = {}  # each trial's latest result
+        self.said: set[str] = set()  # trials whose end has its line
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started.setdefault(trial.trial_id, time.monotonic())
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.last[trial.trial_id] = result
         if result.get("phase") == "final":
             seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
             self.log.finished(result, seconds)
+            self.said.add(trial.trial_id)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        """A trial that ended before its final report (ASHA or a time budget stopped it) gets its line too."""
+        if trial.trial_id not in self.said:
+            last = self.last.get(trial.trial_id, {})
+            cfg = dict(getattr(trial, "config", {}) or {})
+            row = {**cfg.get("trial", cfg), "status": "stopped",
+                   "error": f"ended before its final report (stopped by the scheduler or a time budget during "
+                            f"its {last.get('phase', '?')} phase, last KID {_num(last.get('gan_kid'))})"}
+            self.log.finished(row)
+            self.said.add(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.log.errored(trial.trial_id, str(getattr(trial, "error_msg", "") or ""))

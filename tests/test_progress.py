@@ -75,3 +75,23 @@ def test_tune_tables_only_with_verbose(monkeypatch, tmp_path):
     assert len(progress) == 1 and progress[0].log.total == 3
     assert not [c for c in loud.callbacks if isinstance(c, ProgressCallback)]
     assert ar.parse_args(["--verbose"])[1]["verbose"] is True
+
+
+def test_a_trial_stopped_before_its_final_report_gets_its_line(capsys):
+    """ASHA stops a GAN trial mid-training: no final result reaches Tune, yet the console says it ended, and how."""
+    from types import SimpleNamespace
+
+    from sweeps.progress import ProgressCallback
+
+    cb = ProgressCallback("search", total=2, every_s=1e9)
+    cfg = {"trial": {"arm": "gan", "gan_loss": "bce", "synthetic_ratio": 2.0, "clf_lr": 1e-3}}
+    done, cut = SimpleNamespace(trial_id="a", config=cfg), SimpleNamespace(trial_id="b", config=cfg)
+    for t in (done, cut):
+        cb.on_trial_start(0, [], t)
+        cb.on_trial_result(0, [], t, {"phase": "gan", "gan_kid": 2.5})
+    cb.on_trial_result(0, [], done, {**cfg["trial"], "phase": "final", "status": "ok", "val_f1": 0.7})
+    cb.on_trial_complete(0, [], done)
+    cb.on_trial_complete(0, [], cut)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("[search] trial 1/2 ok: gan bce ratio 2")
+    assert lines[1].startswith("[search] trial 2/2 stopped: gan bce ratio 2") and "gan phase, last KID 2.500" in lines[1]
