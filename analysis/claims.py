@@ -266,6 +266,8 @@ def _gan_quality(h: Headline, df: pd.DataFrame) -> list[str]:
         return []
     sid = df["setup_id"] if "setup_id" in df else df["config_id"]
     mine = df[(df["stage"] == "classifier") & (df["arm"] == p.arm) & (sid == p.setup_id)]
+    if "sweep_phase" in mine:  # the search's run of the same setup is not a confirm seed
+        mine = mine[mine["sweep_phase"] == "confirm"]
     gans = df[(df["stage"] == "gan") & df["gan_key"].isin(set(mine["gan_key"].dropna()) - {""})]
     parts = []
     for col, label in QUALITY_SHARES:

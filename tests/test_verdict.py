@@ -204,6 +204,12 @@ def test_a_gan_gated_on_confirm_seeds_is_named_in_the_answer_with_its_quality():
                                                                              seeds],
                              "gan_recall_vs_real": [share[s] for s in seeds],
                              "gan_diversity_vs_real": [share[s] + 0.05 for s in seeds]})
+    search = df[(df["sweep_phase"] == "search") & (df["arm"] == "gan")].head(1).copy()
+    search["setup_id"] = conf["setup_id"].iloc[0]  # the search's run of the headline setup: not a confirm seed
+    search["gan_key"] = "ksearch"
+    gan_rows = pd.concat([gan_rows, gan_rows.iloc[:1].assign(trial_id="gs", seed=0, gan_key="ksearch",
+                                                             gan_recall_vs_real=0.01)], ignore_index=True)
+    df = pd.concat([df.drop(search.index), search])
     h = headline(tidy(pd.concat([df, gan_rows], ignore_index=True)), scores=lambda recs: scores)
     first = h.messages[0]
     assert f"failed the quality gate on {len(gated)} of 5 confirm seeds" in first
