@@ -71,7 +71,7 @@ class ProgressLog:
         self.phase, self.total, self.print, self.every_s, self.clock = phase, int(total), print_fn, every_s, clock
         self.t0 = clock()
         self.last_progress = self.t0
-        self.done = self.failed = 0
+        self.done = self.failed = self.stopped = 0
         self.best_val_f1 = -math.inf
         self.warned: set[tuple[str, str]] = set()
 
@@ -90,7 +90,10 @@ class ProgressLog:
             self.print(f"[{self.phase}] trial {self.done}/{self.total} ok: {what}, val F1 {_num(f1)}"
                        + (f" ({notes})" if notes else ""))
         else:
-            self.failed += 1
+            if status == "stopped":  # the scheduler's or a budget's choice, not a fault
+                self.stopped += 1
+            else:
+                self.failed += 1
             reason = str(row.get("error", "") or "no reason recorded").strip().splitlines()[0][:200]
             self.print(f"[{self.phase}] trial {self.done}/{self.total} {status}: {what}: {reason}")
         self._warnings(row)
@@ -117,7 +120,9 @@ class ProgressLog:
             rate = (now - self.t0) / self.done
             left = f", ~{max(1, round(rate * (self.total - self.done) / 60))} min left"
         best = f", best val F1 {self.best_val_f1:.3f}" if math.isfinite(self.best_val_f1) else ""
-        self.print(f"[{self.phase}] {self.done}/{self.total} done, {running} running, {self.failed} failed{best}{left}")
+        stopped = f", {self.stopped} stopped" if self.stopped else ""
+        self.print(f"[{self.phase}] {self.done}/{self.total} done, {running} running, {self.failed} failed{stopped}"
+                   f"{best}{left}")
 
 
 def _num(x: Any) -> str:

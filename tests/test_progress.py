@@ -95,3 +95,5 @@ def test_a_trial_stopped_before_its_final_report_gets_its_line(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[0].startswith("[search] trial 1/2 ok: gan bce ratio 2")
     assert lines[1].startswith("[search] trial 2/2 stopped: gan bce ratio 2") and "gan phase, last KID 2.500" in lines[1]
+    cb.on_experiment_end([])
+    assert capsys.readouterr().out.strip() == "[search] 2/2 done, 0 running, 0 failed, 1 stopped, best val F1 0.700"
