@@ -82,6 +82,8 @@ ALLOWLIST: dict[str, str] = {
     "python bench/sweep.py": BENCH + "; starts Ray, GPU (--cpu-small on CPU)",
     "python bench/memory.py": BENCH,
     "python bench/results_scale.py": BENCH,
+    "python bench/small_data_gan.py": BENCH + "; trains 12 GANs for a minute each",
+    "python bench/sweep_time.py": BENCH + "; reads a finished sweep's results.parquet",
     "bash bench/gpu_check.sh --prepare": "stages Ray, Optuna and pytest wheels in .devwheels/ for a GPU host "
                                          "(../shared/gpu/stage-wheels.sh)",
     "bash bench/gpu_check.sh --only": GPU_CHECK,
