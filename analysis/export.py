@@ -302,11 +302,32 @@ def _export_info(run: ChosenRun, data, index: pd.DataFrame, gens: list[dict], sy
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results", help="results.parquet of a sweep (or the folder holding it)")
-    p.add_argument("--out", required=True, help="folder to write the export into (new or empty)")
+    p.add_argument("results", nargs="?", help="results.parquet of a sweep (or the folder holding it)")
+    p.add_argument("--out", help="folder to write the export into (new or empty)")
     p.add_argument("--manifest", help="manifest.parquet the sweep used (default: the one its runs recorded)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    p.add_argument("--smoke-test", action="store_true", help="tiny and fast: trains a 1-epoch GAN and classifier "
+                   "on 72 demo images, exports them to --out or a temporary folder that is removed")
     args = p.parse_args(argv)
+    if args.smoke_test:
+        return _smoke(args)
+    if not (args.results and args.out):
+        p.error("give RESULTS.parquet and --out DIR (or --smoke-test)")
+    return _export(args)
+
+
+def _smoke(args) -> int:
+    import tempfile
+
+    from analysis.smoke import smoke_sweep_folder
+
+    with tempfile.TemporaryDirectory(prefix="export_smoke_") as tmp:
+        args.results = str(smoke_sweep_folder(Path(tmp) / "sweep"))
+        args.out = args.out or str(Path(tmp) / "export")
+        return _export(args)
+
+
+def _export(args) -> int:
     try:
         info = export(args.results, args.out, manifest=args.manifest, overwrite=args.overwrite)
     except (ResultsFileError, ExportError) as exc:

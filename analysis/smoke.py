@@ -1,8 +1,12 @@
 """`--smoke-test` of the analysis entry points: a tiny results table with made-up numbers, shaped as the sweep
 writes it (a search phase and a confirm phase with the four arms), so the report's whole pipeline runs in seconds
-without a sweep. The numbers mean nothing; the sweep name says so. pandas/numpy only.
+without a sweep. The numbers mean nothing; the sweep name says so. pandas/numpy only. The export needs real run
+folders: smoke_sweep_folder trains a tiny GAN and classifier for it (torch imported there only).
 """
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,3 +39,36 @@ def smoke_results(seed: int = 0) -> pd.DataFrame:
                 class_weight_power=0.8, **gan)
             add("gan", f"g{lr}", "g", s, "confirm", 1.0, clf_lr=lr, **gan)
     return pd.DataFrame(rows)
+
+
+def smoke_sweep_folder(work: Path) -> Path:
+    """A tiny real sweep folder for `python -m analysis.export --smoke-test`: data_prep's smoke demo, a 1-epoch GAN
+    of width 8 and 16 of its samples, a 1-epoch classifier on real + synthetic, and the two rows a sweep writes
+    for them -> work/results.parquet. Trains (torch is imported here only: the analysis side stays torch-free)."""
+    from data_prep import PrepConfig, prepare
+    from trainables.classifier.__main__ import main as classifier_main
+    from trainables.gan.run import run_gan_local
+    from trainables.gan.sample import write_samples
+
+    work = Path(work)
+    prepare(PrepConfig(source="demo", demo_image_size=16, image_size=32, demo_num_majority=60, demo_num_minority=12),
+            work / "data", progress=False)
+    manifest = work / "data" / "manifest.parquet"
+    gan = work / "gans" / "smoke"
+    run_gan_local(manifest, gan, {"num_epochs": 1, "ngf": 8, "ndf": 8, "batch_size": 8, "device": "cpu",
+                                  "eval_every": 0, "sample_every": 0}, report=lambda m: None)
+    ckpt = sorted((gan / "checkpoints").glob("checkpoint_*.pt"))[-1]
+    write_samples(ckpt, 16, gan / "synthetic", device="cpu", progress=False)
+    clf = work / "classifiers" / "smoke"
+    if classifier_main(["--manifest", str(manifest), "--out", str(clf), "--smoke-test", "--epochs", "1",
+                        "--synthetic", str(gan / "synthetic"), "--synthetic-ratio", "1"]) != 0:
+        raise RuntimeError("the smoke test's classifier run failed (its error is printed above)")
+    metrics = json.loads((clf / "metrics.json").read_text())
+    base = {"sweep_name": SMOKE_NAME, "status": "ok", "error": "", "seed": 0, "arm": "gan", "gan_loss": "hinge",
+            "gan_key": "smoke", "gan_run_dir": str(gan), "synthetic_ratio": 1.0, "sweep_phase": "confirm"}
+    rows = [{**base, "trial_id": "g", "stage": "gan", "config_id": ""},
+            {**base, "trial_id": "c", "stage": "classifier", "config_id": "smoke", "clf_run_dir": str(clf),
+             "synthetic_dir": str(gan / "synthetic"), "val_f1": metrics["val"]["f1"],
+             "val_sensitivity": metrics["val"]["sensitivity"]}]
+    pd.DataFrame(rows).to_parquet(work / "results.parquet")
+    return work / "results.parquet"

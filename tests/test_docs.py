@@ -29,7 +29,7 @@ CHEAP_FLAGS = {"--smoke-test", "--dry-run", "--help"}
 REDIRECTED_FLAGS = ("--out", "--output-dir", "--storage-path", "--work-dir")  # their values go to tmp_path
 
 TRAINS = "trains for minutes; its --smoke-test form runs in the test suite"
-NO_SMOKE = "no --smoke-test yet (issue 25); its --help form is run (docs/stages.md)"
+SMOKE_RUN = "its --smoke-test form is run (docs/stages.md)"
 USAGE = "a usage line with [optional] flags, not one command"
 CLUSTER = "needs a Ray cluster made with `ray up cluster.yaml` (cloud account, bucket)"
 BENCH = "a benchmark: it times minutes of work and prints numbers, it asserts nothing (docs/benchmarks.md)"
@@ -55,12 +55,12 @@ ALLOWLIST: dict[str, str] = {
     # docs/stages.md
     "python -m data_prep --source demo --out runs/demo [": USAGE + "; `python -m data_prep --smoke-test` is run",
     "python -m trainables.gan --manifest runs/demo/manifest.parquet": TRAINS + " (tests/test_gan.py)",
-    "python -m trainables.gan.sample --checkpoint runs/gan/": NO_SMOKE + "; needs a trained GAN's checkpoint",
+    "python -m trainables.gan.sample --checkpoint runs/gan/": SMOKE_RUN + "; needs a trained GAN's checkpoint",
     "python -m trainables.gan.evaluate --checkpoint": "needs a trained GAN's checkpoint; its --smoke-test form runs "
                                                       "in tests/test_generative_metrics.py",
     "python -m trainables.gan --manifest M --out runs/cgan": USAGE + "; the conditional GAN's smoke test runs in "
                                                              "tests/test_gan_breadth.py",
-    "python -m trainables.gan.sample --checkpoint runs/cgan/": NO_SMOKE + "; needs a trained conditional GAN",
+    "python -m trainables.gan.sample --checkpoint runs/cgan/": SMOKE_RUN + "; needs a trained conditional GAN",
     "python -m trainables.classifier --manifest runs/demo/manifest.parquet":
         USAGE + "; needs a sampled synthetic set; " + TRAINS + " (tests/test_classifier_train.py)",
     "python -m trainables.classifier --config FILE.yaml": USAGE + "; needs a saved run config (tests/test_export.py "
@@ -71,10 +71,10 @@ ALLOWLIST: dict[str, str] = {
     "python sweeps/augment_ratio.py [--smoke-test]": USAGE + "; `python sweeps/augment_ratio.py --smoke-test` is run",
     "python -m analysis.report results/augment_ratio/results.parquet": "needs a finished sweep's results; its "
                                                                         "--smoke-test form is run",
-    "python -m analysis.export results/augment_ratio/results.parquet": NO_SMOKE + "; needs a finished sweep's results "
-                                                                        "(tests/test_export.py exports one)",
+    "python -m analysis.export results/augment_ratio/results.parquet": "needs a finished sweep's results; its "
+                                                                        "--smoke-test form is run",
     # docs/sweep.md
-    "python sweeps/augment_ratio.py": "the full demo sweep (15.6 minutes measured); its --smoke-test form is run",
+    "python sweeps/augment_ratio.py": "the full demo sweep (7.9 minutes measured); its --smoke-test form is run",
     # docs/benchmarks.md
     "python bench/ingest.py": BENCH,
     "python bench/gan_step.py": BENCH + "; GPU (--cpu-small on CPU)",

@@ -43,3 +43,14 @@ def test_gan_sample_smoke_test_samples_a_freshly_trained_checkpoint(tmp_path):
     assert len(rows) == 16 and rows["is_synthetic"].all() and set(rows["split"]) == {"train"}
     bare = _run("-m", "trainables.gan.sample")  # neither the three paths nor --smoke-test: a usage error
     assert bare.returncode == 2 and "--smoke-test" in bare.stderr
+
+
+def test_analysis_export_smoke_test_exports_a_freshly_trained_run(tmp_path):
+    r = _run("-m", "analysis.export", "--smoke-test", "--out", str(tmp_path / "x"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "chosen on real validation: config smoke" in r.stdout
+    data = tmp_path / "x" / "data"
+    assert list((data / "train" / "malignant").glob("synthetic_*")) and list((data / "test" / "benign").glob("real_*"))
+    assert not list((data / "test").rglob("synthetic_*"))  # real only outside train
+    assert (tmp_path / "x" / "classifier.yaml").is_file()
+    assert _run("-m", "analysis.export").returncode == 2  # neither results nor --smoke-test: a usage error
