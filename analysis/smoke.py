@@ -45,19 +45,12 @@ def smoke_sweep_folder(work: Path) -> Path:
     """A tiny real sweep folder for `python -m analysis.export --smoke-test`: data_prep's smoke demo, a 1-epoch GAN
     of width 8 and 16 of its samples, a 1-epoch classifier on real + synthetic, and the two rows a sweep writes
     for them -> work/results.parquet. Trains (torch is imported here only: the analysis side stays torch-free)."""
-    from data_prep import PrepConfig, prepare
     from trainables.classifier.__main__ import main as classifier_main
-    from trainables.gan.run import run_gan_local
-    from trainables.gan.sample import write_samples
+    from trainables.gan.sample import smoke_gan, write_samples
 
     work = Path(work)
-    prepare(PrepConfig(source="demo", demo_image_size=16, image_size=32, demo_num_majority=60, demo_num_minority=12),
-            work / "data", progress=False)
-    manifest = work / "data" / "manifest.parquet"
-    gan = work / "gans" / "smoke"
-    run_gan_local(manifest, gan, {"num_epochs": 1, "ngf": 8, "ndf": 8, "batch_size": 8, "device": "cpu",
-                                  "eval_every": 0, "sample_every": 0}, report=lambda m: None)
-    ckpt = sorted((gan / "checkpoints").glob("checkpoint_*.pt"))[-1]
+    manifest, ckpt = smoke_gan(work)
+    gan = work / "gan"
     write_samples(ckpt, 16, gan / "synthetic", device="cpu", progress=False)
     clf = work / "classifiers" / "smoke"
     if classifier_main(["--manifest", str(manifest), "--out", str(clf), "--smoke-test", "--epochs", "1",

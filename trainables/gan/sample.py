@@ -209,20 +209,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _smoke(args) -> int:
-    """--smoke-test: data_prep's smoke demo -> a 1-epoch GAN of width 8 -> 16 samples (a real checkpoint, seconds)."""
-    import tempfile
-
+def smoke_gan(folder: Path) -> tuple[Path, Path]:
+    """A real GAN in seconds for smoke tests: data_prep's smoke demo (60 + 12 images) -> a 1-epoch GAN of width 8
+    in `folder` -> (its manifest, its checkpoint). Used by this module's and analysis.export's --smoke-test."""
     from data_prep import PrepConfig, prepare
     from trainables.gan.run import run_gan_local
 
+    folder = Path(folder)
+    prepare(PrepConfig(source="demo", demo_image_size=16, image_size=32, demo_num_majority=60, demo_num_minority=12),
+            folder / "data", progress=False)
+    manifest = folder / "data" / "manifest.parquet"
+    run_gan_local(manifest, folder / "gan", {"num_epochs": 1, "ngf": 8, "ndf": 8, "batch_size": 8, "device": "cpu",
+                                             "eval_every": 0, "sample_every": 0}, report=lambda m: None)
+    return manifest, sorted((folder / "gan" / "checkpoints").glob("checkpoint_*.pt"))[-1]
+
+
+def _smoke(args) -> int:
+    """--smoke-test: smoke_gan's 1-epoch GAN -> 16 samples (a real checkpoint, seconds)."""
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="sample_smoke_") as tmp:
-        prepare(PrepConfig(source="demo", demo_image_size=16, image_size=32, demo_num_majority=60,
-                           demo_num_minority=12), Path(tmp) / "data", progress=False)
-        run_gan_local(Path(tmp) / "data" / "manifest.parquet", Path(tmp) / "gan",
-                      {"num_epochs": 1, "ngf": 8, "ndf": 8, "batch_size": 8, "device": "cpu", "eval_every": 0,
-                       "sample_every": 0}, report=lambda m: None)
-        ckpt = sorted((Path(tmp) / "gan" / "checkpoints").glob("checkpoint_*.pt"))[-1]
+        _, ckpt = smoke_gan(Path(tmp))
         out = Path(args.output_dir) if args.output_dir else Path(tmp) / "samples"
         write_samples(ckpt, 16, out, seed=args.seed, device="cpu", overwrite=args.overwrite, progress=False)
         n = len(list(out.glob("*.png")))
