@@ -120,15 +120,6 @@ from trainables.gan.perceptual import PerceptualLoss, load_vgg16_features, vgg16
 from trainables.gan.sample import generate_images, main as sample_main, write_samples  # noqa: E402
 
 
-@pytest.fixture
-def one_thread():
-    """The CPU is shared: one intra-op thread avoids oversubscription stalls in the training tests."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def demo32(tmp_path_factory):
     return make_demo(tmp_path_factory.mktemp("demo32"), 60, 30)

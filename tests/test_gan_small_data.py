@@ -29,14 +29,6 @@ def images(n, size=32, channels=3, seed=0) -> torch.Tensor:
     return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---- the residual architecture ----------------------------------------------------------------------------
 @pytest.mark.parametrize("conditional", [False, True])
 @pytest.mark.parametrize("attention", [False, True])
