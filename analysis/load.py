@@ -26,10 +26,10 @@ TEXT_COLUMNS = [c for c in ID_COLUMNS if c != "seed"] + [
     "gan_loss", "gan_key", "imbalance_fix", "augment", "synthetic_mix", "sweep_phase", "setup_id",
     "gan_kid_reference", "gan_arch", "gan_augment", "gan_gate", "gan_gate_note"] + PATH_COLUMNS
 INT_COLUMNS = ["seed", "n_critic", "image_size", "channels", "gan_epochs", "confirm_rank", "fold", "n_val_positive",
-               "n_test_positive", "clf_steps", "clf_epoch_size", "gan_checkpoint_epoch"]
+               "n_test_positive", "n_train_positive", "clf_steps", "clf_epoch_size", "gan_checkpoint_epoch"]
 BOOL_COLUMNS = ["diffaugment", "conditional"]
 FLOAT_COLUMNS = (["gan_lr_g", "gan_lr_d", "synthetic_ratio", "clf_lr", "feature_matching", "perceptual",
-                  "label_smoothing",
+                  "label_smoothing", "minority_fraction",
                   "class_weight_power", "oversample_share", "augment_strength"] + VAL_COLUMNS + TEST_COLUMNS
                  + [c for c in GAN_COLUMNS + GAN_QUALITY_COLUMNS if c not in INT_COLUMNS]
                  + [c for c in TIMING_COLUMNS if c != "finished_at"])

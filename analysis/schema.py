@@ -66,11 +66,14 @@ PATH_COLUMNS = ["gan_run_dir", "clf_run_dir", "synthetic_dir"]
 # how the row enters the verdict (sweeps/augment_ratio.py); empty in results written before they existed
 DESIGN_COLUMNS = [
     "sweep_phase",       # "search" | "controls" (exploratory: chosen on, not in the headline) | "confirm" (fresh seeds)
+                         # | "exchange" (--exchange-rate: minority subsets; analysis/exchange.py only)
     "setup_id",          # str: hash of the config without seed and classifier LR (an arm's setup across its LR grid)
     "confirm_rank",      # int: GAN configs of the confirm phase, 1 = the search's best on val (the headline's GAN)
     "gan_kid_reference", # "val" | "train": the real images the GAN's KID/FID were measured against
     "n_val_positive", "n_test_positive",  # int: real minority (positive) images in val / test
     "fold",              # int: the CV fold of a --folds K confirm trial (0..K-1); empty without folds
+    "minority_fraction", # float: an exchange-phase row's share of the real minority train images (< 1); else empty
+    "n_train_positive",  # int: real minority training images the trial's classifier (and GAN) had
 ]
 # the controls' knobs and the step budget (trainables.arms.CONTROL_KNOBS, ClassifierConfig); every classifier row
 # written since the tuned controls carries them; empty in older results (those ran at the knobs' defaults)
@@ -84,6 +87,6 @@ CONTROL_COLUMNS = [
 
 REQUIRED_COLUMNS = ID_COLUMNS
 # absent by design (no --folds) or written only since a later version: filled as empty without a note
-OPTIONAL_COLUMNS = ["fold", "gan_arch", "gan_augment", "label_smoothing", *CONTROL_COLUMNS] + GAN_QUALITY_COLUMNS + GATE_COLUMNS
+OPTIONAL_COLUMNS = ["fold", "minority_fraction", "n_train_positive", "gan_arch", "gan_augment", "label_smoothing", *CONTROL_COLUMNS] + GAN_QUALITY_COLUMNS + GATE_COLUMNS
 ALL_COLUMNS = (ID_COLUMNS + CONFIG_COLUMNS + VAL_COLUMNS + TEST_COLUMNS + GAN_COLUMNS + GAN_QUALITY_COLUMNS
                + GATE_COLUMNS + TIMING_COLUMNS + PATH_COLUMNS + DESIGN_COLUMNS + CONTROL_COLUMNS)

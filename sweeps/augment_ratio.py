@@ -16,6 +16,9 @@ Phases (each a Ray Tune run; results.parquet grows as trials finish; real test m
   3. confirm : baseline, C, the top-k GAN configs (rank 1 = the search's best on val) and C + the rank-1 GAN, x
                the same classifier-LR grid x the same fresh seeds (every seed retrains its GAN), every arm the
                same optimizer steps. Each arm's LR is chosen on val; the verdict is a paired test.
+  4. exchange (--exchange-rate, opt-in): C and the headline's arm again, on seeded patient-grouped subsets of the
+               real minority training images (--exchange-fractions; each subset's GAN trained on it alone), same
+               seeds: how many real minority images the synthetic set is worth (sweeps/exchange.py).
 Ends by printing the real-test numbers of the arms and writing <storage>/<name>/results.parquet and report/.
 """
 from __future__ import annotations
@@ -201,6 +204,24 @@ def confirm_phase(cfg: SweepConfig, data, table, max_conc: int, best: list[dict]
     return run_phase(cfg, "confirm", data, table, tc, {"trial": tune.grid_search(configs)}, deadline)
 
 
+def exchange_phase(cfg: SweepConfig, data, table, max_conc: int, deadline: float = 0.0):
+    """--exchange-rate: C and the headline's arm at fractions < 1 of the real minority train images (sweeps/exchange.py)."""
+    from ray import tune
+
+    from sweeps import exchange
+    from sweeps.space import confirm_seeds
+
+    configs, why = exchange.exchange_configs(cfg, table.frame())
+    if why:
+        print(f"[{exchange.PHASE}] not run: {why}", flush=True)
+        return None
+    kept = exchange.write_subsets(cfg, data, confirm_seeds(cfg.num_seeds))
+    print(exchange.line(cfg, configs, kept, data.n_train_positive), flush=True)
+    tc = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES,
+                         time_budget_s=time_left(deadline))
+    return run_phase(cfg, exchange.PHASE, data, table, tc, {"trial": tune.grid_search(configs)}, deadline)
+
+
 def start_ray(cfg: SweepConfig, cap=None) -> int:
     """Connect to / start Ray with this checkout on the workers' path; -> trials at once. Tune settings that
     depend on it are set here too."""
@@ -237,8 +258,8 @@ def start_ray(cfg: SweepConfig, cap=None) -> int:
 
 def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max_conc: int,
                deadline: float = 0.0) -> None:
-    """Search, controls, confirm, each resumable: sweep_state.json records the phase reached, the search's picks and
-    the best control C, each saved before the next phase starts. deadline (time.time(), 0 = none): the sweep's
+    """Search, controls, confirm (and exchange with --exchange-rate), each resumable: sweep_state.json records the
+    phase reached, the search's picks and the best control C, each saved before the next phase starts. deadline (time.time(), 0 = none): the sweep's
     time budget; a controls or confirm phase it cuts short is left to --resume (no C from a cut controls search)."""
     if state["phase"] == "search":
         search_phase(cfg, data, table, max_conc, deadline)
@@ -248,15 +269,22 @@ def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max
         state.update(phase="controls", best=[{k: b.get(k) for k in (*TRIAL_KEYS, "config_id", "val_f1",
                                                                       "val_sensitivity")} for b in best])
         write_state(cfg, state, state_path)
-    for phase, after in (("controls", "confirm"), ("confirm", "done")):
+    if state["phase"] == "done" and cfg.exchange_rate and "exchange" not in set(table.frame().get("sweep_phase", [])):
+        state["phase"] = "exchange"  # --resume --exchange-rate on a finished sweep: the phase is added to it
+    for phase, after in (("controls", "confirm"), ("confirm", "exchange"), ("exchange", "done")):
         if state["phase"] != phase:
+            continue
+        if phase == "exchange" and not cfg.exchange_rate:  # opt-in
+            state.update(phase=after)
+            write_state(cfg, state, state_path)
             continue
         if deadline and time.time() >= deadline:
             print(f"[{phase}] not started: the sweep's time budget ({cfg.time_budget_s:g} s) is spent; run again "
                   "with --resume and a larger --time-budget-s to finish", flush=True)
             return
         out = (controls_phase(cfg, data, table, max_conc, deadline) if phase == "controls" else
-               confirm_phase(cfg, data, table, max_conc, state.get("best", []), state.get("control"), deadline))
+               confirm_phase(cfg, data, table, max_conc, state.get("best", []), state.get("control"), deadline)
+               if phase == "confirm" else exchange_phase(cfg, data, table, max_conc, deadline))
         if deadline and time.time() >= deadline - 1:  # cut by the budget: --resume runs the trials left
             print(f"[{phase}] the sweep's time budget ({cfg.time_budget_s:g} s) ended the phase; trials it stopped "
                   "are rows marked stopped; --resume with a larger --time-budget-s runs the rest", flush=True)

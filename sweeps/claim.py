@@ -36,7 +36,7 @@ from data_prep.errors import ConfigError
 from sweeps.storage import LOST_CLAIMS, Store
 
 CLAIM, LEASE, STATE = "claim.json", "driver.lease", "sweep_state.json"
-PHASES = ("search", "confirm", "done")
+PHASES = ("search", "controls", "confirm", "exchange", "done")
 _HELD: list = []  # this process's leases (released by release_claims, or at exit)
 _UNPUBLISHED: set[str] = set()  # state files whose last publish failed (republished by release_claims)
 

@@ -70,6 +70,9 @@ class SweepConfig:
     top_k: int = 1  # search GAN configs confirmed; rank 1 (best on val) is the headline's, others exploratory
     clf_lr_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # confirm: every arm tries these LRs, picks one on val
     folds: int = 0  # confirm: K >= 2 = K-fold CV of real train+val (test fixed), GAN retrained per fold; 0 = one split
+    # the exchange rate (sweeps/exchange.py): what the synthetic set is worth in real minority images
+    exchange_rate: bool = False  # after confirm: C and the headline arm on real-minority subsets (GAN retrained per subset)
+    exchange_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)  # exchange rate: minority train shares kept, (0, 1]; 1 added
     # ---- training budgets
     gan_epochs: int = 300  # GAN epochs per GAN config (the demo's 70 minority images: 4 steps an epoch, 1,200 in all)
     gan_batch_size: int = 16  # GAN images per step
@@ -136,6 +139,7 @@ class SweepConfig:
             raise ConfigError(f"folds must be 0 (the fixed split) or >= 2 (K-fold CV in the confirm phase), "
                               f"got {self.folds}")
         self._check_resources()
+        self._check_exchange()
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         for name in ("clf_weights", "vgg_weights", "inception_weights"):
@@ -181,6 +185,18 @@ class SweepConfig:
         if self.guard_seeds < 0 or self.gan_eval_samples < 8:
             raise ConfigError(f"guard_seeds must be >= 0 and gan_eval_samples >= 8 (k-NN radii need a few images), "
                               f"got {self.guard_seeds}, {self.gan_eval_samples}")
+
+    def _check_exchange(self) -> None:
+        """exchange_fractions in (0, 1], 1.0 added if missing (its rows are the confirm phase's), sorted."""
+        bad = [f for f in self.exchange_fractions if not 0 < f <= 1]
+        if bad or not self.exchange_fractions:
+            raise ConfigError(f"exchange_fractions are shares of the real minority training images in (0, 1], got "
+                              f"{list(self.exchange_fractions)} (e.g. --exchange-fractions 0.25,0.5,1)")
+        object.__setattr__(self, "exchange_fractions", tuple(sorted({float(f) for f in self.exchange_fractions}
+                                                                     | {1.0})))
+        if self.exchange_rate and self.folds:
+            raise ConfigError(f"exchange_rate with folds = {self.folds}: the exchange phase subsamples the fixed "
+                              "split's training images; run it without --folds")
 
     def _check_resources(self) -> None:
         if self.gpus_per_trial < 0 or self.cpus_per_trial <= 0:

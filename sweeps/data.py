@@ -96,5 +96,5 @@ def trial_data(manifest: Path, work: Path, fold_manifests=()):
     n_train = int(((m.df["split"] == "train") & ~m.df["is_synthetic"]).sum())  # every arm's epoch size: equal steps
     return TrialData(manifest=str(Path(manifest).resolve()), work_dir=str(Path(work).resolve()),
                      n_val_positive=n_val, n_test_positive=n_test, gan_reference_split=reference_split(n_val),
-                     n_train_real=n_train,
+                     n_train_real=n_train, n_train_positive=int((real_pos & (m.df["split"] == "train")).sum()),
                      folds=tuple(trial_data(p, work) for p in fold_manifests))

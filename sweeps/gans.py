@@ -103,17 +103,22 @@ def gan_key(config: Mapping[str, Any], sweep=None) -> str:
         return _hash({"mix": [gan_key(m, sweep) for m in mix_members(config, sweep.gan_losses)]})
     from data_prep.config import config_to_dict
 
-    return gan_digest(config_to_dict(gan_config(config, sweep, "cpu")), sweep, config.get("fold"))
+    return gan_digest(config_to_dict(gan_config(config, sweep, "cpu")), sweep, config.get("fold"),
+                      config.get("minority_fraction"))
 
 
-def gan_digest(gan_values: Mapping[str, Any], sweep, fold=None) -> str:
+def gan_digest(gan_values: Mapping[str, Any], sweep, fold=None, minority_fraction=None) -> str:
     """The key of a resolved GanConfig (as a dict): every field but NOT_IN_KEY, + what picks and sizes the sampled
-    set, + the fold. Every field counts unless listed out, so a field added to GanConfig later joins the key."""
+    set, + the fold, + an exchange-rate subset's fraction (< 1: that GAN saw only the subset's minority images).
+    Every field counts unless listed out, so a field added to GanConfig later joins the key."""
     values = {k: v for k, v in gan_values.items() if k not in NOT_IN_KEY}
     values["quality"] = [sweep.inception_weights or "domain", sweep.quality_domain_epochs, sweep.gan_eval_samples]
     values["synthetic_ratio_max"] = max(sweep.synthetic_ratios)  # the sampled set's size
     if _canonical(fold) is not None:  # a fold's GAN trained on that fold's train part only
         values["fold"] = fold
+    f = _canonical(minority_fraction)
+    if f is not None and float(f) < 1:  # the subset's GAN: never the full-data GAN's cache entry
+        values["minority_fraction"] = float(f)
     return _hash(values)
 
 

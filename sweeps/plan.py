@@ -124,7 +124,10 @@ def describe(cfg: SweepConfig, where: Capacity | list[dict[str, float]]) -> str:
                f"from {source}")
     else:
         fit = f"DOES NOT FIT: {why}"
-    return "\n".join(["resolved settings:", *settings, "", "plan:", *("  " + ln for ln in p.lines()),
+    from sweeps.exchange import plan_line
+
+    lines = [*p.lines(), plan_line(cfg)]  # the exchange-rate phase (opt-in) after confirm
+    return "\n".join(["resolved settings:", *settings, "", "plan:", *("  " + ln for ln in lines),
                       f"  each trial holds {', '.join(f'{k} {v:g}' for k, v in res.items() if v > 0)}; {fit}"])
 
 

@@ -44,7 +44,7 @@ DIRTY_RETRY_S = 30.0  # after a store error, results go to the store again no so
 GAN_ROW_KEYS = ("trial_id", "arm", "seed", "gan_loss", "gan_lr_g", "gan_lr_d", "diffaugment", "gan_arch", "gan_augment",
                 "n_critic", "gan_key", "gan_run_dir", "time_gan_s", "config_id", "image_size", "channels", "sweep_phase",
                 "setup_id", "confirm_rank", "fold", "gan_kid_reference", "gan_reference_cached", "gan_extractor",
-                "gan_gate", "gan_gate_note", "label_smoothing")
+                "gan_gate", "gan_gate_note", "label_smoothing", "minority_fraction", "n_train_positive")
 
 
 def _clean(v: Any) -> Any:

@@ -31,7 +31,9 @@ TRIAL_KEYS = GAN_KEYS + ("arm", "synthetic_mix", "synthetic_ratio", "clf_lr", "i
 OBJECTIVES = ("val_f1", "val_sensitivity")  # both maximised, on REAL validation images only
 SEARCH_SEED = 0  # every search trial trains with this seed
 CONFIRM_SEED_BASE = 1000  # confirm seeds are 1000, 1001, ...: never a search seed, so no search run is reused
-ROW_KEYS = ("confirm_rank", "fold")  # trial values carried into results rows that are not part of the config's identity
+# trial values carried into results rows that are not part of the config's identity (minority_fraction: the
+# exchange phase's share of the real minority train images, sweeps/exchange.py)
+ROW_KEYS = ("confirm_rank", "fold", "minority_fraction")
 KNOB_KEYS = tuple(KNOB_DEFAULTS)  # the controls' knobs: in a config's identity only when set off their defaults
 
 

@@ -63,6 +63,7 @@ class TrialData:
     n_val_positive: int = 0  # real minority images in val (decides gan_reference_split)
     n_test_positive: int = 0  # real minority images in test (the report states it)
     n_train_real: int = 0  # real training images, all classes: every classifier's epoch_size (equal steps); 0 = unknown
+    n_train_positive: int = 0  # real minority training images (an exchange-rate subset keeps fewer; rows record it)
     gan_reference_split: str = "val"  # real images the GAN's KID/FID are measured against (reference_split)
     storage: str = ""  # the sweep's folder in remote storage (s3://...): manifests are keys in it, fetched by
     # sweeps.artifacts.localize into each node's scratch; "" = local paths, as given
@@ -251,12 +252,16 @@ def run_trial(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, tr
 
     sweep, data = localize_trial(sweep, data)
     data = fold_data(config, data)
+    from sweeps.exchange import subset_data
+
+    data = subset_data(config, data, sweep)  # --exchange-rate: its (seed, fraction)'s minority subset
     row: dict[str, Any] = {k: config[k] for k in (*TRIAL_KEYS, *ROW_KEYS) if k in config}
     row.update(trial_id=trial_id, config_id=config_id(config), setup_id=setup_id(config),
                gan_key=gan_key(config, sweep),
                status="ok", error="", image_size=sweep.image_size, channels=sweep.channels,
                diffaugment=config["arm"] in GAN_ARMS and gan_augment_of(config) == "diffaugment",  # the old column
-               n_val_positive=data.n_val_positive, n_test_positive=data.n_test_positive)
+               n_val_positive=data.n_val_positive, n_test_positive=data.n_test_positive,
+               n_train_positive=data.n_train_positive)
     synthetic_dir = None
     row.update(knob_values(config))  # every row says the knobs it trained with (defaults where unset)
     if config["arm"] in GAN_ARMS:
