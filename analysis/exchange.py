@@ -84,20 +84,26 @@ class Worth:
         if self.kind == "below":
             return (f"{head}: worse than the curve's smallest subset (the synthetic set costs more than "
                     f"{-self.w_min:.0f} real images)")
-        interval = f"[{_end(self.lo, self.w_min)}, {_end(self.hi, self.w_max)}]"
-        rates = f"[{_end(self.rate(self.lo), self.rate(self.w_min))}, {_end(self.rate(self.hi), self.rate(self.w_max))}]"
-        est = f"{self.estimate:.0f}" if np.isfinite(self.estimate) else "beyond the measured curve"
-        per = f"{self.rate(self.estimate):.2f}" if np.isfinite(self.estimate) else "n/a"
+        interval = f"[{_end(self.lo, self.w_min, '.0f')}, {_end(self.hi, self.w_max, '.0f')}]"
+        rates = (f"[{_end(self.rate(self.lo), self.rate(self.w_min), '.2f')}, "
+                 f"{_end(self.rate(self.hi), self.rate(self.w_max), '.2f')}]")
+        if np.isfinite(self.estimate):
+            est = f"{self.estimate:.0f} real minority images"
+            per = f"{self.rate(self.estimate):.2f} {rates} per synthetic image"
+        else:  # the arm's F1 lies outside the measured curve: no point on it to read
+            est, per = "off the measured curve", f"{rates} per synthetic image"
         if self.kind == "zero":
-            return (f"{head}: cannot be told apart from zero (worth {est} real minority images, interval {interval}; "
-                    f"{per} per synthetic image, {rates})")
-        return f"{head}: worth {est} real minority images {interval} (= {per} per synthetic image, {rates})"
+            return f"{head}: cannot be told apart from zero (estimate {est}, 95% interval {interval}; {per})"
+        return f"{head}: worth {est} {interval} (= {per})"
 
 
-def _end(x: float, edge: float) -> str:
-    if not np.isfinite(x):
-        return f"beyond {edge:.0f}" if x > 0 else f"below {edge:.0f}" if np.isfinite(edge) else "n/a"
-    return f"{x:.0f}" if abs(x) >= 10 else f"{x:.2g}" if abs(x) < 1 else f"{x:.1f}"
+def _end(x: float, edge: float, fmt: str) -> str:
+    """An interval end; an open one (past the measured curve) as "< edge" / "> edge"."""
+    if np.isfinite(x):
+        return format(x, fmt)
+    if not np.isfinite(edge):
+        return "n/a"
+    return f"> {format(edge, fmt)}" if x > 0 else f"< {format(edge, fmt)}"
 
 
 def tests(diffs: np.ndarray, n_pos: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,8 @@ test, chosen on real validation, mean +- 95% t-CI over seeds, paired tests, a pl
 headline's runs (confusion matrices, ROC / PR curves, classifier training curves, per-class metrics, from
 the classifier run folders the rows name: analysis.report_runs); per GAN loss; per GAN variant; figures
 (ratio curves, validation Pareto front, image quality vs usefulness, GAN loss curves, real vs synthetic
-samples, closest synthetic-real pairs); all configurations; failed and stopped trials; notes. Missing
+samples, closest synthetic-real pairs); the exchange rate (--exchange-rate sweeps: what the synthetic set is worth
+in real minority images, analysis.report_exchange); all configurations; failed and stopped trials; notes. Missing
 columns or files make a section say what is missing. build_report writes one section per function below; the
 document model and cell formats are in analysis.document, the figures in analysis.report_figures, the verdict
 in analysis.verdict.
@@ -30,7 +31,9 @@ from analysis.report_figures import figures
 from analysis.report_runs import runs_section
 from analysis.tables import (METRIC_LABELS, classifier_rows, not_ok, per_loss, per_variant, status_counts,
                              summarize_configs)
+from analysis.report_exchange import exchange_section, without_exchange
 from analysis.report_headline import headline_section
+from analysis.scores import RunScores
 
 def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
     """Write report.md, report.html, PNGs and CSVs into `out`; returns the report.md path."""
@@ -39,18 +42,20 @@ def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
     for old in out.glob("*.png"):  # a re-run must not leave figures the new report does not embed
         old.unlink()
     df, source, base, missing = _read(results)
+    every, df = df, without_exchange(df)  # --exchange-rate rows: their own section only (analysis/report_exchange.py)
     clf = classifier_rows(df)
     configs = summarize_configs(clf)
     configs.to_csv(out / "configs.csv", index=False)
-    bad = not_ok(df)
+    bad = not_ok(every)
 
     doc = Doc(out)
     sweeps = sorted(s for s in df["sweep_name"].unique() if s)
     title = "GAN augmentation sweep report" + (f": {', '.join(sweeps)}" if sweeps else "")
     doc.h(1, title)
     doc.p(f"Source: `{source}`. Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.")
-    status_section(doc, out, df, clf, bad)
+    status_section(doc, out, every, clf, bad)
     hl = headline_section(doc, out, df, configs, base)
+    exchange_section(doc, out, every, RunScores(base))
     runs_section(doc, out, clf, hl, base)
     pl = per_loss_section(doc, out, df, configs)
     per_variant_section(doc, out, configs)

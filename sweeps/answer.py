@@ -31,9 +31,13 @@ def summarize(df, base: Path | None = None) -> str:
                     f"{t.loc['f1', key + '_mean']:>9.3f}{t.loc['sensitivity', key + '_mean']:>11.3f}"
                     f"{t.loc['roc_auc', key + '_mean']:>10.3f}")
     verdict = [m.replace("**", "") for m in h.messages]
+    from analysis.report_exchange import console_lines
+
+    exchange = console_lines(tidy, RunScores(base))  # --exchange-rate: one line per fraction
     return "\n".join(["real-test metrics of the confirm phase, mean over seeds (every choice made on val):", head]
                      + rows + [""] + verdict + [f"({METRIC_LABELS['f1']} and sensitivity carry the claims; "
-                                                "the report has the tests and what they cover.)"])
+                                                "the report has the tests and what they cover.)"]
+                     + ([""] + exchange if exchange else []))
 
 
 def disk_use(path: Path) -> int:

@@ -204,14 +204,15 @@ def confirm_phase(cfg: SweepConfig, data, table, max_conc: int, best: list[dict]
     return run_phase(cfg, "confirm", data, table, tc, {"trial": tune.grid_search(configs)}, deadline)
 
 
-def exchange_phase(cfg: SweepConfig, data, table, max_conc: int, deadline: float = 0.0):
+def exchange_phase(cfg: SweepConfig, data, table, max_conc: int, best: list, control: dict | None,
+                   deadline: float = 0.0):
     """--exchange-rate: C and the headline's arm at fractions < 1 of the real minority train images (sweeps/exchange.py)."""
     from ray import tune
 
     from sweeps import exchange
     from sweeps.space import confirm_seeds
 
-    configs, why = exchange.exchange_configs(cfg, table.frame())
+    configs, why = exchange.exchange_configs(cfg, table.frame(), best, control)
     if why:
         print(f"[{exchange.PHASE}] not run: {why}", flush=True)
         return None
@@ -284,7 +285,8 @@ def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max
             return
         out = (controls_phase(cfg, data, table, max_conc, deadline) if phase == "controls" else
                confirm_phase(cfg, data, table, max_conc, state.get("best", []), state.get("control"), deadline)
-               if phase == "confirm" else exchange_phase(cfg, data, table, max_conc, deadline))
+               if phase == "confirm" else
+               exchange_phase(cfg, data, table, max_conc, state.get("best", []), state.get("control"), deadline))
         if deadline and time.time() >= deadline - 1:  # cut by the budget: --resume runs the trials left
             print(f"[{phase}] the sweep's time budget ({cfg.time_budget_s:g} s) ended the phase; trials it stopped "
                   "are rows marked stopped; --resume with a larger --time-budget-s runs the rest", flush=True)

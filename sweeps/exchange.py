@@ -147,12 +147,14 @@ def arms(ok: list[dict], every: list[dict]) -> tuple[Any, Any]:
     return curve, arm
 
 
-def exchange_configs(sweep, df) -> tuple[list[dict[str, Any]], str]:
+def exchange_configs(sweep, df, best: list, control: Mapping[str, Any] | None) -> tuple[list[dict[str, Any]], str]:
     """The phase's trials from the results so far: the curve arm and the headline's arm, each at its confirm-chosen
-    config, x fractions < 1 x the confirm seeds -> (configs, why none: "" when there are some)."""
+    config (the confirm phase's own trial values: sweeps.controls.confirm_configs of the saved picks and C, so the
+    ids match), x fractions < 1 x the confirm seeds -> (configs, why none: "" when there are some)."""
     from analysis.picks import records
     from analysis.tables import confirm_rows
-    from sweeps.space import ROW_KEYS, TRIAL_KEYS, confirm_seeds, knob_values
+    from sweeps.controls import confirm_configs
+    from sweeps.space import ROW_KEYS, TRIAL_KEYS, config_id, confirm_seeds, knob_values
 
     rows = confirm_rows(df[df["stage"] == "classifier"])[0] if len(df) else df
     if not len(rows):
@@ -166,14 +168,13 @@ def exchange_configs(sweep, df) -> tuple[list[dict[str, Any]], str]:
         return [], "no control (nor baseline) arm finished in the confirm phase: there is no learning curve to read"
     if arm is None:
         return [], "no GAN arm finished in the confirm phase: there is no synthetic set to value"
+    planned = {config_id(c): c for c in confirm_configs(sweep, best, control)}
     configs = []
     for pick in (curve, arm):
-        base = next(r for r in ok if r["config_id"] == pick.config_id)
-        values = {k: base.get(k) for k in TRIAL_KEYS if k != "seed"}
-        values.update(knob_values(base))
-        if base.get("confirm_rank") is not None:
-            values["confirm_rank"] = base["confirm_rank"]
-        values = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
+        if pick.config_id not in planned:
+            return [], (f"the confirm phase's chosen {pick.arm} config {pick.config_id} is not among the configs the "
+                        "saved picks plan (sweep_state.json changed?)")
+        values = {k: v for k, v in planned[pick.config_id].items() if k not in ("seed", "fold")}
         for f in fractions_below_one(sweep):
             configs += [{**values, "seed": s, "minority_fraction": f} for s in confirm_seeds(sweep.num_seeds)]
     return configs, ""

@@ -353,6 +353,46 @@ def test_smoke_sweep_end_to_end_then_resume_after_killed_driver(tmp_path):
     assert "real-test metrics of the confirm phase" in out and "results:" in out and "Answer:" in out
     assert (tmp_path / "a" / "smoke_test" / "report" / "report.html").is_file()
 
+    # 1b) --resume --exchange-rate on the finished sweep adds the exchange phase (issue 24): C and C + GAN on nested
+    # subsets of the real minority train images, the confirm rows reused for fraction 1 and the headline untouched
+    work = tmp_path / "a" / "smoke_test"
+    headline_before = pd.read_csv(work / "report" / "headline.csv")
+    proc = _run_sweep(["--smoke-test", "--storage-path", str(tmp_path / "a"), "--resume", "--exchange-rate"])
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    after = pd.read_parquet(work / "results.parquet")
+    clf2 = after[after["stage"] == "classifier"]
+    ex = clf2[clf2["sweep_phase"] == "exchange"]
+    assert len(clf2[clf2["sweep_phase"] == "confirm"]) == len(confirm)  # fraction 1 is the confirm rows: not rerun
+    assert len(ex) == 12 and set(ex["status"]) == {"ok"} and set(ex["arm"]) == {"control", "control+gan"}
+    for (arm, f), g in ex.groupby(["arm", "minority_fraction"]):
+        assert sorted(g["seed"]) == [1000, 1001, 1002] and f in (0.25, 0.5), (arm, f)
+        assert g["config_id"].nunique() == 1 and g["config_id"].iloc[0] in set(confirm.loc[confirm["arm"] == arm,
+                                                                                            "config_id"])
+    full = confirm.groupby("seed")["n_train_positive"].first()
+    for s, g in ex[ex["arm"] == "control"].groupby("seed"):
+        n = g.set_index("minority_fraction")["n_train_positive"]
+        assert 0 < n[0.25] < n[0.5] < full[s], (s, n)
+    assert (ex["clf_steps"] == confirm["clf_steps"].iloc[0]).all()  # the full data's optimizer steps
+    keys = ex.loc[ex["arm"] == "control+gan", "gan_key"]  # one GAN per seed and fraction, never the full data's
+    assert keys.is_unique and not set(keys) & set(confirm_keys)
+    assert set(ex.loc[ex["arm"] == "control+gan", "gan_key"]) == set(
+        after.loc[(after["stage"] == "gan") & (after["sweep_phase"] == "exchange"), "gan_key"])
+    from data_prep import read_manifest
+
+    main = read_manifest(work / "data" / "manifest.parquet").df
+    sub = {f: read_manifest(work / "data" / "exchange" / "seed_1000" / f"fraction_{f:g}" / "manifest.parquet").df
+           for f in (0.25, 0.5)}
+    assert set(sub[0.25]["image_id"]) < set(sub[0.5]["image_id"]) < set(main["image_id"])  # nested
+    for f in sub:  # val and test: the very same images; majority train too
+        assert set(sub[f].loc[sub[f]["split"] != "train", "image_id"]) == set(main.loc[main["split"] != "train",
+                                                                                    "image_id"])
+    assert "[exchange] 12/12 done" in out and "exchange rate (" in out and "fraction 0.25" in out
+    assert json.loads((work / "sweep_state.json").read_text())["phase"] == "done"
+    report = (work / "report" / "report.md").read_text()
+    assert "Exchange rate" in report and (work / "report" / "exchange_rate.png").is_file()
+    pd.testing.assert_frame_equal(pd.read_csv(work / "report" / "headline.csv"), headline_before)
+
     # 2) the same sweep, driver SIGKILLed mid-way (its whole process group: Ray dies with it)
     proc = _run_sweep(["--smoke-test", "--storage-path", str(tmp_path / "b")], start_new_session=True)
     results = tmp_path / "b" / "smoke_test" / "results.parquet"
