@@ -71,6 +71,12 @@ class Worth:
         """images -> real images per synthetic image."""
         return x / self.n_synthetic if self.n_synthetic > 0 else math.nan
 
+    def interval_text(self) -> tuple[str, str]:
+        """The interval in real images and per synthetic image, an open end as "< edge" / "> edge"."""
+        return (f"[{_end(self.lo, self.w_min, '.0f')}, {_end(self.hi, self.w_max, '.0f')}]",
+                f"[{_end(self.rate(self.lo), self.rate(self.w_min), '.2f')}, "
+                f"{_end(self.rate(self.hi), self.rate(self.w_max), '.2f')}]")
+
     def text(self) -> str:
         """The answer for this fraction, in one line."""
         head = (f"with {self.n_real:.0f} of {self.n_all:.0f} real minority images (fraction {self.fraction:g}) + "
@@ -84,9 +90,7 @@ class Worth:
         if self.kind == "below":
             return (f"{head}: worse than the curve's smallest subset (the synthetic set costs more than "
                     f"{-self.w_min:.0f} real images)")
-        interval = f"[{_end(self.lo, self.w_min, '.0f')}, {_end(self.hi, self.w_max, '.0f')}]"
-        rates = (f"[{_end(self.rate(self.lo), self.rate(self.w_min), '.2f')}, "
-                 f"{_end(self.rate(self.hi), self.rate(self.w_max), '.2f')}]")
+        interval, rates = self.interval_text()
         if np.isfinite(self.estimate):
             est = f"{self.estimate:.0f} real minority images"
             per = f"{self.rate(self.estimate):.2f} {rates} per synthetic image"
@@ -198,83 +202,87 @@ def exchange(df: pd.DataFrame, scores=None, draws: int = BOOTSTRAP_DRAWS, seed: 
     hold no exchange phase. scores: analysis.scores.RunScores (None: seeds only)."""
     if "sweep_phase" not in df.columns or not (df["sweep_phase"] == PHASE).any():
         return None
+    g = _gather(df)
+    if isinstance(g, Exchange):  # nothing to estimate: it says why
+        return g
+    cur_rows, syn_rows, seeds, fractions = g["cur"], g["syn"], g["seeds"], g["fractions"]
+    n = np.array([[_num(cur_rows[s, f].get("n_train_positive")) for f in fractions] for s in seeds])
+    if not np.isfinite(n).all():
+        return Exchange([], pd.DataFrame(), g["curve_arm"], g["syn_arm"], False, "", g["notes"] + [
+            "rows lack n_train_positive (results from before the exchange phase recorded it)"])
+    used = [r for r in [*cur_rows.values(), *syn_rows.values()] if r is not None and r["status"] == "ok"]
+    values, covers, method = _values(used, scores, draws, seed)
+    n_pos = values.n_pos if covers else next(
+        (int(x) for x in (_num(r.get("n_test_positive")) for r in used) if np.isfinite(x)), 0)
+    curve = np.stack([np.stack([values(cur_rows[s, f]) for f in fractions], axis=1) for s in seeds], axis=1)
+    out, points = [], []
+    for j, f in enumerate(fractions):
+        w, pts = _fraction(j, f, seeds, syn_rows, values, curve, n, n_pos, alpha)
+        out.append(w)
+        points += pts
+    return Exchange(out, pd.DataFrame(points), g["curve_arm"], g["syn_arm"], covers, method, g["notes"])
+
+
+def _gather(df: pd.DataFrame):
+    """The two arms' rows by (seed, fraction): the exchange rows and, for fraction 1, the confirm rows of the same
+    configs; the seeds with a whole curve -> a dict, or an Exchange without estimates saying why there are none."""
     clf = df[df["stage"] == "classifier"]
     ex = clf[clf["sweep_phase"] == PHASE]
     curve_arm = next((a for a in CURVE_ARMS if (ex["arm"] == a).any()), "")
     syn_arm = next((a for a in SYNTHETIC_ARMS if (ex["arm"] == a).any()), "")
-    notes: list[str] = []
     if not curve_arm or not syn_arm:
         return Exchange([], pd.DataFrame(), curve_arm, syn_arm, False, "",
                         [f"the exchange rows lack the {'curve' if not curve_arm else 'synthetic'} arm"])
-    cids = {a: ex.loc[ex["arm"] == a, "config_id"].iloc[0] for a in (curve_arm, syn_arm)}
-    full = clf[(clf["sweep_phase"] == "confirm") & clf["config_id"].isin(list(cids.values()))
-               & clf["arm"].isin([curve_arm, syn_arm])]
-    rows = pd.concat([ex[ex["config_id"].isin(list(cids.values()))], full], ignore_index=True)
-    frac = pd.to_numeric(rows.get("minority_fraction"), errors="coerce") if "minority_fraction" in rows else None
+    cids = [ex.loc[ex["arm"] == a, "config_id"].iloc[0] for a in (curve_arm, syn_arm)]
+    full = clf[(clf["sweep_phase"] == "confirm") & clf["config_id"].isin(cids) & clf["arm"].isin([curve_arm, syn_arm])]
+    rows = pd.concat([ex[ex["config_id"].isin(cids)], full], ignore_index=True)
+    frac = pd.to_numeric(rows["minority_fraction"], errors="coerce") if "minority_fraction" in rows else None
     rows = rows.assign(_f=(frac.fillna(1.0) if frac is not None else 1.0), _seed=pd.to_numeric(rows["seed"]))
     fractions = sorted(rows["_f"].unique())
-    cur = rows[rows["arm"] == curve_arm]
-    syn = rows[rows["arm"] == syn_arm]
-    complete = [s for s, g in cur[cur["status"] == "ok"].groupby("_seed") if set(g["_f"]) >= set(fractions)]
-    dropped = sorted(set(cur["_seed"]) - set(complete))
-    if dropped:
-        notes.append(f"seed(s) {', '.join(str(int(s)) for s in dropped)} left out: the curve arm did not finish at "
-                     "every fraction, so the seed has no whole curve")
+    cur = rows[(rows["arm"] == curve_arm) & (rows["status"] == "ok")]
+    complete = sorted(s for s, g in cur.groupby("_seed") if set(g["_f"]) >= set(fractions))
+    dropped = sorted(set(rows.loc[rows["arm"] == curve_arm, "_seed"]) - set(complete))
+    notes = [f"seed(s) {', '.join(str(int(s)) for s in dropped)} left out: the curve arm did not finish at every "
+             "fraction, so the seed has no whole curve"] if dropped else []
     if len(complete) < 2:
         return Exchange([], pd.DataFrame(), curve_arm, syn_arm, False, "", notes + [
             f"{len(complete)} seed(s) with a whole curve: an interval needs at least 2"])
-    seeds = sorted(complete)
 
     def by_seed_fraction(g: pd.DataFrame) -> dict:  # (seed, fraction) -> its row (the last, if repeated)
         last = g.drop_duplicates(["_seed", "_f"], keep="last")
-        return {(s, f): r for s, f, r in zip(last["_seed"], last["_f"], last.to_dict("records"))}
+        by = {(s, f): r for s, f, r in zip(last["_seed"], last["_f"], last.to_dict("records"))}
+        return {(s, f): by.get((s, f)) for s in complete for f in fractions}
 
-    cur_by, syn_by = by_seed_fraction(cur), by_seed_fraction(syn)
-    cur_rows = {(s, f): cur_by.get((s, f)) for s in seeds for f in fractions}
-    syn_rows = {(s, f): syn_by.get((s, f)) for s in seeds for f in fractions}
-    n = np.array([[_num(cur_rows[s, f].get("n_train_positive")) for f in fractions] for s in seeds])
-    if not np.isfinite(n).all():
-        return Exchange([], pd.DataFrame(), curve_arm, syn_arm, False, "", notes + [
-            "rows lack n_train_positive (results from before the exchange phase recorded it)"])
-    used = [r for r in [*cur_rows.values(), *syn_rows.values()] if r is not None and r["status"] == "ok"]
-    values, covers, method = _values(used, scores, draws, seed)
-    n_pos = next((int(x) for x in (_num(r.get("n_test_positive")) for r in used) if np.isfinite(x)), 0)
-    if covers:
-        n_pos = values.n_pos
-    curve = np.stack([np.stack([values(cur_rows[s, f]) for f in fractions], axis=1) for s in seeds], axis=1)
-    out, points = [], []
-    for j, f in enumerate(fractions):
-        arm, n_syn, no_help, here = [], [], [], []
-        for i, s in enumerate(seeds):
-            r = syn_rows[s, f]
-            if r is None:
-                continue  # the arm has no row for this seed here (a phase cut short): the seed sits this one out
+    return {"cur": by_seed_fraction(cur), "syn": by_seed_fraction(rows[rows["arm"] == syn_arm]), "seeds": complete,
+            "fractions": fractions, "curve_arm": curve_arm, "syn_arm": syn_arm, "notes": notes}
+
+
+def _fraction(j: int, f: float, seeds: list, syn_rows: dict, values, curve: np.ndarray, n: np.ndarray, n_pos: int,
+              alpha: float) -> tuple[Worth, list[dict]]:
+    """The Worth at fraction index j and its per-seed points. A seed whose arm failed, stopped or was gated: no help
+    (its curve value at n_f, 0 synthetic images); a seed without an arm row here (a phase cut short): left out."""
+    arm, n_syn, no_help, here, points = [], [], [], [], []
+    for i, s in enumerate(seeds):
+        r = syn_rows[s, f]
+        point = {"seed": int(s), "fraction": f, "n_real": n[i, j], "curve_f1": curve[0, i, j], "arm_f1": math.nan,
+                 "arm_status": "missing" if r is None else r["status"], "n_synthetic": math.nan}
+        if r is not None:
             here.append(i)
-            if r["status"] == "ok":
-                arm.append(values(r))
-                n_syn.append(_num(r.get("n_synthetic")) if np.isfinite(_num(r.get("n_synthetic"))) else 0.0)
-            else:  # no help: the arm is its own curve value at n_f, and it added no synthetic image
-                arm.append(curve[:, i, j])
-                n_syn.append(0.0)
-                no_help.append(int(s))
-            points.append({"seed": int(s), "fraction": f, "n_real": n[i, j], "curve_f1": curve[0, i, j],
-                           "arm_f1": arm[-1][0], "arm_status": r["status"], "n_synthetic": n_syn[-1]})
-        for i, s in enumerate(seeds):
-            if i not in here:
-                points.append({"seed": int(s), "fraction": f, "n_real": n[i, j], "curve_f1": curve[0, i, j],
-                               "arm_f1": math.nan, "arm_status": "missing", "n_synthetic": math.nan})
-        base = dict(fraction=f, n_real=float(n[here, j].mean()) if here else float(n[:, j].mean()),
-                    n_all=float(n[:, -1].mean()), n_synthetic=float(np.mean(n_syn)) if n_syn else 0.0,
-                    seeds=len(here), seeds_no_help=no_help, curve_f1=float(curve[0, :, j].mean()),
-                    arm_f1=float(np.mean([a[0] for a in arm])) if arm else math.nan)
-        if len(here) < 2:
-            out.append(Worth(**base, kind="none", estimate=math.nan, lo=math.nan, hi=math.nan, w_min=math.nan,
-                             w_max=math.nan, why=f"{len(here)} seed(s) of the arm at this fraction"))
-            continue
-        res = worth(n[here], curve[:, here], np.stack(arm, axis=1), j, n_pos, alpha)
-        why = "" if res["kind"] != "none" else "the curve has no range around this fraction"
-        out.append(Worth(**base, **res, why=why))
-    return Exchange(out, pd.DataFrame(points), curve_arm, syn_arm, covers, method, notes)
+            ok = r["status"] == "ok"
+            arm.append(values(r) if ok else curve[:, i, j])
+            n_syn.append(_num(r.get("n_synthetic")) if ok and np.isfinite(_num(r.get("n_synthetic"))) else 0.0)
+            no_help += [] if ok else [int(s)]
+            point.update(arm_f1=float(arm[-1][0]), n_synthetic=n_syn[-1])
+        points.append(point)
+    base = dict(fraction=f, n_real=float(n[here, j].mean()) if here else float(n[:, j].mean()),
+                n_all=float(n[:, -1].mean()), n_synthetic=float(np.mean(n_syn)) if n_syn else 0.0,
+                seeds=len(here), seeds_no_help=no_help, curve_f1=float(curve[0, :, j].mean()),
+                arm_f1=float(np.mean([a[0] for a in arm])) if arm else math.nan)
+    if len(here) < 2:
+        return Worth(**base, kind="none", estimate=math.nan, lo=math.nan, hi=math.nan, w_min=math.nan,
+                     w_max=math.nan, why=f"{len(here)} seed(s) of the arm at this fraction"), points
+    res = worth(n[here], curve[:, here], np.stack(arm, axis=1), j, n_pos, alpha)
+    return Worth(**base, **res, why="" if res["kind"] != "none" else "the curve has no range here"), points
 
 
 def _num(x) -> float:

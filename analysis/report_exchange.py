@@ -39,8 +39,13 @@ def exchange_section(doc: Doc, out: Path, df: pd.DataFrame, scores=None) -> Exch
         "interval hi": w.hi, "per synthetic image": w.rate(w.estimate), "answer": w.kind} for w in ex.worth])
     table.to_csv(out / "exchange_rate.csv", index=False)
     ex.points.to_csv(out / "exchange_points.csv", index=False)
-    doc.table(table.assign(**{c: table[c].map(fnum) for c in table.columns if "F1" in c or c.startswith(
-        ("worth", "interval", "per"))}), "exchange_rate.csv")
+    shown = table.drop(columns=["interval lo", "interval hi"]).assign(**{c: table[c].map(fnum) for c in table.columns
+                                                                        if "F1" in c})
+    shown["worth (real images)"] = [f"{fnum(w.estimate, 1)} {w.interval_text()[0]}" if w.kind != "none" else "n/a"
+                                    for w in ex.worth]
+    shown["per synthetic image"] = [f"{fnum(w.rate(w.estimate))} {w.interval_text()[1]}" if w.kind != "none"
+                                    else "n/a" for w in ex.worth]
+    doc.table(shown, "exchange_rate.csv")
     path, why = exchange_plot(ex, out / "exchange_rate.png")
     if path:
         doc.image(path, f"Real-test F1 against the real minority training images the classifier had: "

@@ -16,9 +16,7 @@ Phases (each a Ray Tune run; results.parquet grows as trials finish; real test m
   3. confirm : baseline, C, the top-k GAN configs (rank 1 = the search's best on val) and C + the rank-1 GAN, x
                the same classifier-LR grid x the same fresh seeds (every seed retrains its GAN), every arm the
                same optimizer steps. Each arm's LR is chosen on val; the verdict is a paired test.
-  4. exchange (--exchange-rate, opt-in): C and the headline's arm again, on seeded patient-grouped subsets of the
-               real minority training images (--exchange-fractions; each subset's GAN trained on it alone), same
-               seeds: how many real minority images the synthetic set is worth (sweeps/exchange.py).
+  4. exchange: --exchange-rate: C and the headline arm on real-minority subsets -> their worth (sweeps/exchange.py).
 Ends by printing the real-test numbers of the arms and writing <storage>/<name>/results.parquet and report/.
 """
 from __future__ import annotations
@@ -38,6 +36,7 @@ from sweeps import config as sweep_config  # noqa: E402
 from sweeps.answer import disk_use, summarize  # noqa: E402
 from sweeps.claim import claim_sweep, release_claims, save_state  # noqa: E402  one driver per sweep (the store's claim)
 from sweeps.config import SweepConfig  # noqa: E402
+from sweeps.exchange import prepare as prepare_exchange, resume_phase  # noqa: E402  the --exchange-rate phase
 from sweeps.data import prepare_data, trial_data  # noqa: E402,F401  (trial_data: tests and bench use it here too)
 from sweeps.plan import DDP_TRIAL_CPU  # noqa: E402  what a DDP trial's own (coordinating) process reserves
 from sweeps.selection import confirmed_picks, pick_best  # noqa: E402,F401  (pick_best: tests use it here too)
@@ -193,34 +192,22 @@ def controls_phase(cfg: SweepConfig, data, table, max_conc: int, deadline: float
 
 def confirm_phase(cfg: SweepConfig, data, table, max_conc: int, best: list[dict], control: dict | None = None,
                   deadline: float = 0.0):
-    from ray import tune
-
     from sweeps.controls import confirm_configs, confirm_line
 
     configs = confirm_configs(cfg, best, control)
     print(confirm_line(cfg, configs, len(best), bool(control), data.n_train_real), flush=True)
-    tc = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES,
-                         time_budget_s=time_left(deadline))
-    return run_phase(cfg, "confirm", data, table, tc, {"trial": tune.grid_search(configs)}, deadline)
+    return grid_phase(cfg, "confirm", data, table, max_conc, configs, deadline)
 
 
-def exchange_phase(cfg: SweepConfig, data, table, max_conc: int, best: list, control: dict | None,
-                   deadline: float = 0.0):
-    """--exchange-rate: C and the headline's arm at fractions < 1 of the real minority train images (sweeps/exchange.py)."""
+def grid_phase(cfg: SweepConfig, phase: str, data, table, max_conc: int, configs: list, deadline: float):
+    """A phase that runs a fixed list of whole trial configs (confirm, exchange) once each; none: nothing to run."""
     from ray import tune
 
-    from sweeps import exchange
-    from sweeps.space import confirm_seeds
-
-    configs, why = exchange.exchange_configs(cfg, table.frame(), best, control)
-    if why:
-        print(f"[{exchange.PHASE}] not run: {why}", flush=True)
+    if not configs:
         return None
-    kept = exchange.write_subsets(cfg, data, confirm_seeds(cfg.num_seeds))
-    print(exchange.line(cfg, configs, kept, data.n_train_positive), flush=True)
     tc = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES,
                          time_budget_s=time_left(deadline))
-    return run_phase(cfg, exchange.PHASE, data, table, tc, {"trial": tune.grid_search(configs)}, deadline)
+    return run_phase(cfg, phase, data, table, tc, {"trial": tune.grid_search(configs)}, deadline)
 
 
 def start_ray(cfg: SweepConfig, cap=None) -> int:
@@ -259,9 +246,9 @@ def start_ray(cfg: SweepConfig, cap=None) -> int:
 
 def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max_conc: int,
                deadline: float = 0.0) -> None:
-    """Search, controls, confirm (and exchange with --exchange-rate), each resumable: sweep_state.json records the
-    phase reached, the search's picks and the best control C, each saved before the next phase starts. deadline (time.time(), 0 = none): the sweep's
-    time budget; a controls or confirm phase it cuts short is left to --resume (no C from a cut controls search)."""
+    """Search, controls, confirm, exchange (--exchange-rate), each resumable: sweep_state.json records the phase reached,
+    the search's picks and the best control C, each saved before the next phase starts. deadline (time.time(), 0 =
+    none): the sweep's time budget; a phase it cuts short is left to --resume (no C from a cut controls search)."""
     if state["phase"] == "search":
         search_phase(cfg, data, table, max_conc, deadline)
         best = confirmed_picks(cfg, data, table, max_conc)  # on val; each pick's GAN passed the gate on every seed
@@ -270,23 +257,20 @@ def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max
         state.update(phase="controls", best=[{k: b.get(k) for k in (*TRIAL_KEYS, "config_id", "val_f1",
                                                                       "val_sensitivity")} for b in best])
         write_state(cfg, state, state_path)
-    if state["phase"] == "done" and cfg.exchange_rate and "exchange" not in set(table.frame().get("sweep_phase", [])):
-        state["phase"] = "exchange"  # --resume --exchange-rate on a finished sweep: the phase is added to it
-    for phase, after in (("controls", "confirm"), ("confirm", "exchange"), ("exchange", "done")):
+    state["phase"] = resume_phase(cfg, state["phase"], table.frame())  # --exchange-rate: opt-in, addable later
+    for phase, after in (("controls", "confirm"), ("confirm", "exchange" if cfg.exchange_rate else "done"),
+                         ("exchange", "done")):
         if state["phase"] != phase:
-            continue
-        if phase == "exchange" and not cfg.exchange_rate:  # opt-in
-            state.update(phase=after)
-            write_state(cfg, state, state_path)
             continue
         if deadline and time.time() >= deadline:
             print(f"[{phase}] not started: the sweep's time budget ({cfg.time_budget_s:g} s) is spent; run again "
                   "with --resume and a larger --time-budget-s to finish", flush=True)
             return
+        best, control = state.get("best", []), state.get("control")
         out = (controls_phase(cfg, data, table, max_conc, deadline) if phase == "controls" else
-               confirm_phase(cfg, data, table, max_conc, state.get("best", []), state.get("control"), deadline)
-               if phase == "confirm" else
-               exchange_phase(cfg, data, table, max_conc, state.get("best", []), state.get("control"), deadline))
+               confirm_phase(cfg, data, table, max_conc, best, control, deadline) if phase == "confirm" else
+               grid_phase(cfg, "exchange", data, table, max_conc,  # C and the headline arm on minority subsets
+                          prepare_exchange(cfg, data, table.frame(), best, control), deadline))
         if deadline and time.time() >= deadline - 1:  # cut by the budget: --resume runs the trials left
             print(f"[{phase}] the sweep's time budget ({cfg.time_budget_s:g} s) ended the phase; trials it stopped "
                   "are rows marked stopped; --resume with a larger --time-budget-s runs the rest", flush=True)

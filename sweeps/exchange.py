@@ -127,12 +127,11 @@ def subset_data(config: Mapping[str, Any], data, sweep):
     f = config.get("minority_fraction")
     if f is None or (isinstance(f, float) and math.isnan(f)) or float(f) >= 1:
         return data
-    from sweeps.data import trial_data
+    from data_prep import read_manifest
 
     path = ensure_subset(data.manifest, data.work_dir, int(config["seed"]), float(f), sweep.split_seed)
-    sub = trial_data(path, data.work_dir)
-    return dataclasses.replace(data, manifest=sub.manifest, n_train_positive=sub.n_train_positive,
-                               n_val_positive=sub.n_val_positive, n_test_positive=sub.n_test_positive)
+    kept = int(read_manifest(path).meta["exchange"]["minority_train_kept"])  # val and test: as in `data`
+    return dataclasses.replace(data, manifest=str(path.resolve()), n_train_positive=kept)
 
 
 def arms(ok: list[dict], every: list[dict]) -> tuple[Any, Any]:
@@ -178,6 +177,28 @@ def exchange_configs(sweep, df, best: list, control: Mapping[str, Any] | None) -
         for f in fractions_below_one(sweep):
             configs += [{**values, "seed": s, "minority_fraction": f} for s in confirm_seeds(sweep.num_seeds)]
     return configs, ""
+
+
+def resume_phase(sweep, phase: str, df) -> str:
+    """The phase a sweep goes on at: a finished sweep given --exchange-rate (--resume) without exchange rows gets
+    the phase added; a sweep saved at the phase but resumed without the flag is done."""
+    if phase == "done" and sweep.exchange_rate and PHASE not in set(df.get("sweep_phase", [])):
+        return PHASE
+    return "done" if phase == PHASE and not sweep.exchange_rate else phase
+
+
+def prepare(sweep, data, df, best: list, control: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Driver: the phase's configs with their subsets written (and its console line printed); [] (and why, said)
+    when there is nothing to run."""
+    from sweeps.space import confirm_seeds
+
+    configs, why = exchange_configs(sweep, df, best, control)
+    if why:
+        print(f"[{PHASE}] not run: {why}", flush=True)
+        return []
+    kept = write_subsets(sweep, data, confirm_seeds(sweep.num_seeds))
+    print(line(sweep, configs, kept, data.n_train_positive), flush=True)
+    return configs
 
 
 def line(sweep, configs: list, kept: dict[float, list[int]], n_all: int) -> str:
