@@ -55,8 +55,10 @@ def describe_trial(row: Mapping[str, Any], phase: str = "") -> str:
     fix = [str(row.get(k)) for k in ("imbalance_fix", "augment") if str(row.get(k) or "none") != "none"]
     if fix and arm != "baseline":
         bits.append("+".join(fix))
-    if phase == "confirm":
+    if phase in ("confirm", "exchange"):
         bits.append(f"seed {row.get('seed')}")
+    if phase == "exchange" and row.get("minority_fraction") is not None:  # its share of the real minority images
+        bits.append(f"minority fraction {float(row['minority_fraction']):g}")
     if row.get("fold") is not None and not (isinstance(row.get("fold"), float) and math.isnan(row["fold"])):
         bits.append(f"fold {int(row['fold'])}")
     bits.append(f"lr {_fmt_lr(row.get('clf_lr'))}")
