@@ -181,6 +181,13 @@ def worth(n: np.ndarray, curve: np.ndarray, arm: np.ndarray, j: int, n_pos: int,
     return out
 
 
+def without_exchange(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows every other analysis reads (report sections, the export): an exchange-phase row trained on a subset
+    of the real minority images (it shares its confirm config's id), so it must not enter a config's summary, a
+    pick, the headline or a figure."""
+    return df[df["sweep_phase"] != PHASE] if "sweep_phase" in df.columns else df
+
+
 @dataclass
 class Exchange:
     """The exchange phase's answer: one Worth per fraction, the per-seed numbers behind them, and what they cover."""

@@ -64,7 +64,9 @@ def locate(path: str, results_file: Path, what: str) -> Path:
 
 def choose(df: pd.DataFrame, source: str) -> tuple[pd.Series, pd.Series]:
     """-> (the chosen config's summary row, the results row of its best-validation seed)."""
-    clf = classifier_rows(df)
+    from analysis.exchange import without_exchange
+
+    clf = classifier_rows(without_exchange(df))  # an --exchange-rate run trained on a subset: never the export's
     best = select_best(summarize_configs(clf), "gan")
     if best is None:
         gan = df[(df["stage"] == "classifier") & (df["arm"] == "gan")]

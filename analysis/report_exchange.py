@@ -10,16 +10,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.document import Doc, fnum
-from analysis.exchange import Exchange, exchange
+from analysis.exchange import Exchange, exchange, without_exchange  # noqa: F401  (report.py imports it here)
 from analysis.stats import mean_ci
 
 TITLES = {"control": "C (best control)", "baseline": "baseline", "control+gan": "C + GAN", "gan": "GAN"}
-
-
-def without_exchange(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows every other section reads: an exchange-phase row trained on a subset of the real minority images
-    (it shares its confirm config's id), so it must not enter a config's summary, the headline or a figure."""
-    return df[df["sweep_phase"] != "exchange"] if "sweep_phase" in df.columns else df
 
 
 def exchange_section(doc: Doc, out: Path, df: pd.DataFrame, scores=None) -> Exchange | None:

@@ -219,3 +219,13 @@ def test_fraction_config_validation_and_the_gan_key_holds_the_fraction():
     full, half = gan_key(gan), gan_key({**gan, "minority_fraction": 0.5})
     assert full == gan_key({**gan, "minority_fraction": 1.0}) == gan_key({**gan, "minority_fraction": float("nan")})
     assert half != full and half != gan_key({**gan, "minority_fraction": 0.25})
+
+
+def test_exchange_rows_stay_out_of_the_headline_and_every_other_analysis():
+    from analysis.exchange import without_exchange
+    from analysis.tables import confirm_rows
+
+    df, _ = simulate(np.random.default_rng(5), 3)
+    assert (df["sweep_phase"] == "exchange").sum() == 12  # 2 arms x 2 fractions x 3 seeds
+    for rows in (confirm_rows(df)[0], without_exchange(df)):  # the headline's rows; the report's and export's
+        assert len(rows) == 6 and set(rows["sweep_phase"]) == {"confirm"} and rows["minority_fraction"].isna().all()
