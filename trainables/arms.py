@@ -105,18 +105,20 @@ GAN_ARM = "gan"
 CONTROL_ARM = "control"  # the best control C, tuned on validation by the controls search
 STACKED_ARM = "control+gan"  # C + the rank-1 GAN config and ratio
 GAN_ARMS = (GAN_ARM, STACKED_ARM)  # the arms whose trials train (or reuse) a GAN
+EXTERNAL_ARM = "external"  # a synthetic set made elsewhere (--external NAME=DIR; rows' `external` names it), on C
 # the arms "the best control" is chosen from: the tuned control, or in older results the fixed per-fix arms
 CLASSICAL_CONTROLS = (*(a for a in CONTROL_ARMS if a != "baseline"), CONTROL_ARM)
-ARMS = (*CONTROL_ARMS, GAN_ARM, CONTROL_ARM, STACKED_ARM)
+ARMS = (*CONTROL_ARMS, GAN_ARM, CONTROL_ARM, STACKED_ARM, EXTERNAL_ARM)
 # short display label (legends, table cells) and a phrase for prose (report summaries), per arm
 ARM_LABELS = {"baseline": "baseline (no aug)", "class_weight": "class weight", "oversample": "oversample",
               "augment": "standard aug", "gan": "GAN", "control": "best control",
-              "control+gan": "best control + GAN"}
+              "control+gan": "best control + GAN", "external": "external set"}
 ARM_DESCRIPTIONS = {"baseline": "no augmentation", "class_weight": "class-weighted loss",
                     "oversample": "random oversampling", "augment": "standard augmentation",
                     "gan": "GAN-made minority images",
                     "control": "the best classical control tuned on validation (its fix, augmentation and knobs)",
-                    "control+gan": "the best classical control plus GAN-made minority images"}
+                    "control+gan": "the best classical control plus GAN-made minority images",
+                    "external": "the best classical control plus minority images made by an external generator"}
 
 assert set(ARM_LABELS) == set(ARM_DESCRIPTIONS) == set(ARMS)
 assert all(s["imbalance_fix"] in IMBALANCE_FIXES and s["augment"] in AUGMENT_NAMES for s in CONTROL_ARMS.values())
