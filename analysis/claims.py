@@ -253,7 +253,7 @@ def _cautions(h: Headline) -> list[str]:
             out.append(f"{arm_text(h, key)}: {len(pick.seeds_failed)} seed(s) failed, were stopped or gated in the "
                        f"confirm phase, {how} ({'; '.join(pick.failures[:3])}"
                        f"{' ...' if len(pick.failures) > 3 else ''}).")
-    if h.confirm_only and not h.gan_preregistered:
+    if h.confirm_only and not h.gan_preregistered and not h.primary_external:
         out.append("Caution: no GAN configuration was fixed before the confirm phase; the GAN was chosen among the "
                    "confirmed ones on the same runs' validation, which flatters its test numbers.")
     if h.confirm_only and h.scores_missing:

@@ -104,7 +104,7 @@ def _grid(folder: Path, dest: Path) -> Path | None:
     for i, im in enumerate(imgs):
         y, x = divmod(i, GRID)
         canvas[y * (h + 2):y * (h + 2) + h, x * (w + 2):x * (w + 2) + w] = im[:h, :w]
-    scale = max(1, 256 // canvas.shape[0])
+    scale = max(1, round(384 / canvas.shape[0]))
     Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST).save(dest)
     return dest
 

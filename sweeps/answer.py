@@ -26,8 +26,10 @@ def summarize(df, base: Path | None = None) -> str:
         label = arm_text(h, key)
         if key in ("stacked", "gan") and pick.config_id and not h.primary_external:
             label += f" ({pick.summary.get('gan_loss', '')}, ratio {pick.summary.get('synthetic_ratio', 0):g})"
-        elif pick.config_id and pick.arm == "external":
-            label += f" (ratio {pick.summary.get('synthetic_ratio', 0):g})"
+        elif pick.arm == "external":  # the set's name first: the control's description would hide it
+            name = h.primary_external if key == "stacked" else key.split(":", 1)[1]
+            ratio = f" ratio {pick.summary.get('synthetic_ratio', 0):g}" if pick.config_id else ""
+            label = f"external {name!r}{ratio}" + (" + C" if h.control is not None else "")
         label = label if len(label) <= 42 else label[:39] + "..."
         rows.append(f"  {label:<44}{len(pick.seeds_ok):>6}{t.loc['f1', key + '_val_mean']:>9.3f}"
                     f"{t.loc['f1', key + '_mean']:>9.3f}{t.loc['sensitivity', key + '_mean']:>11.3f}"

@@ -162,8 +162,9 @@ def confirm_line(cfg, configs: list, top_k: int, control: bool, n_train_real: in
     return (none if not top_k and cfg.train_gan else "") + (
         f"[confirm] {len(configs)} trials: arms {confirm_arms(cfg, top_k, control, list(externals))}{ext} x classifier LRs "
         f"[{', '.join(f'{lr:g}' for lr in cfg.clf_lr_grid)}] x seeds {seeds[0]}-{seeds[-1]} (fresh: the search ran "
-        f"seed {SEARCH_SEED}){folds}; one GAN per seed{' and fold' if cfg.folds else ''}, shared by gan and "
-        f"control+gan; every classifier trains {budget}, whatever its synthetic images")
+        f"seed {SEARCH_SEED}){folds}; " + (f"one GAN per seed{' and fold' if cfg.folds else ''}, shared by gan and "
+                                           "control+gan; " if top_k else "")
+        + f"every classifier trains {budget}, whatever its synthetic images")
 
 
 def search_line(cfg) -> str:

@@ -12,7 +12,8 @@ this table without torch (tests/test_house.py checks). Keep this module free of 
 Arms the confirm phase runs: "baseline" (no synthetic images, no fix: ratio 0), "control" (the best control C:
 the imbalance fix, augmentation and knobs the controls search picked on validation, ratio 0), "gan" (the GAN
 config and ratio as searched) and "control+gan" (C's fix, augmentation and knobs + the rank-1 GAN config and
-ratio: the incremental arm). GAN_ARMS are the arms that train a GAN. The fixed per-fix arms "class_weight",
+ratio: the incremental arm); "external" (C's settings + a synthetic set made elsewhere, --external NAME=DIR,
+sweeps/external.py; rows name it in `external`). GAN_ARMS are the arms that train a GAN. The fixed per-fix arms "class_weight",
 "oversample", "augment" are what sweeps ran before the controls were tuned; the confirm phase no longer runs
 them, but their rows still load and read. CONTROL_ARMS holds the arms with fixed classifier settings and no
 GAN, the baseline included (cfg.controls names the fixes the controls search may use); CLASSICAL_CONTROLS
