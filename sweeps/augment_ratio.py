@@ -326,11 +326,13 @@ def build_quality_reference(cfg: SweepConfig, data, used_by: str = "") -> None:
     import torch
 
     from data_prep import read_manifest
-    from sweeps.quality import quality_evaluator
+    from sweeps.quality import leak_reference, quality_evaluator
 
     t = time.time()
     device = "cuda" if cfg.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-    ev = quality_evaluator(read_manifest(data.manifest), cfg, data, device)
+    manifest = read_manifest(data.manifest)
+    ev = quality_evaluator(manifest, cfg, data, device)
+    leak_reference(manifest, cfg, Path(data.work_dir) / "quality_cache")  # the leak audit's real images, once
     print(f"GAN quality reference: {len(ev.reference.pixels)} real minority {data.gan_reference_split} image(s), "
           f"{'cached' if ev.reference_was_cached else f'built in {time.time() - t:.0f} s'}, shared by "
           f"{used_by or 'every trial'}",

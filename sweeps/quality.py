@@ -152,11 +152,16 @@ def leak_reference(manifest, sweep: SweepConfig, cache_dir: Path) -> dict:
     from data_prep.arrays import decode_rows
     from trainables.metrics.memorisation import thumbnails
 
-    path = Path(cache_dir) / LEAK_FILE
+    import hashlib
+
+    real = manifest.df[~manifest.df["is_synthetic"].astype(bool)]
+    # one file per split (a CV fold's val part differs): named by the split's image ids and size
+    digest = hashlib.sha256(("|".join(real["image_id"].astype(str) + ":" + real["split"].astype(str))
+                             + f"|{sweep.image_size}|{sweep.channels}").encode()).hexdigest()[:12]
+    path = Path(cache_dir) / LEAK_FILE.replace(".npz", f"_{digest}.npz")
     if path.is_file():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
-    real = manifest.df[~manifest.df["is_synthetic"].astype(bool)]
     out = {}
     for split in ("train", "val", "test"):
         rows = real[real["split"] == split]
