@@ -41,7 +41,8 @@ from sweeps.data import prepare_data, trial_data  # noqa: E402,F401  (trial_data
 from sweeps.plan import DDP_TRIAL_CPU  # noqa: E402  what a DDP trial's own (coordinating) process reserves
 from sweeps.selection import confirmed_picks, pick_best  # noqa: E402,F401  (pick_best: tests use it here too)
 from sweeps.answer import finish  # noqa: E402
-from sweeps.storage import is_remote, sweep_store  # noqa: E402
+from sweeps.external import arms  # noqa: E402  the external sets that are arms (sweep_state.json)
+from sweeps.storage import is_remote, sweep_store, tune_storage  # noqa: E402,F401  (tune_storage: its old home)
 
 
 def parse_args(argv: list[str] | None) -> tuple[dict, dict]:
@@ -140,19 +141,6 @@ def trial_count(tune_config, param_space: dict | None) -> int:
     return int(getattr(tune_config, "num_samples", 1) or 1) * n
 
 
-def tune_storage(cfg: SweepConfig) -> tuple[str, object]:
-    """(storage_path, storage_filesystem) for Tune: a local folder, or the URI with an S3 endpoint override."""
-    from sweeps.storage import filesystem
-
-    if "://" not in cfg.storage_path:  # a local folder (file:// URIs go to Tune as they are)
-        return str(Path(cfg.storage_path).resolve()), None
-    endpoint = cfg.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
-    if cfg.storage_path.startswith("s3://") and endpoint:
-        fs, path = filesystem(cfg.storage_path, endpoint)
-        return path, fs
-    return cfg.storage_path, None
-
-
 def time_left(deadline: float) -> float | None:
     """Seconds of the sweep's budget left (None: no budget), for TuneConfig(time_budget_s=...)."""
     return max(1.0, deadline - time.time()) if deadline else None
@@ -191,11 +179,11 @@ def controls_phase(cfg: SweepConfig, data, table, max_conc: int, deadline: float
 
 
 def confirm_phase(cfg: SweepConfig, data, table, max_conc: int, best: list[dict], control: dict | None = None,
-                  deadline: float = 0.0):
+                  deadline: float = 0.0, externals: list[dict] = ()):
     from sweeps.controls import confirm_configs, confirm_line
 
-    configs = confirm_configs(cfg, best, control)
-    print(confirm_line(cfg, configs, len(best), bool(control), data.n_train_real), flush=True)
+    configs = confirm_configs(cfg, best, control, externals)
+    print(confirm_line(cfg, configs, len(best), bool(control), data.n_train_real, externals), flush=True)
     return grid_phase(cfg, "confirm", data, table, max_conc, configs, deadline)
 
 
@@ -249,6 +237,10 @@ def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max
     """Search, controls, confirm, exchange (--exchange-rate), each resumable: sweep_state.json records the phase reached,
     the search's picks and the best control C, each saved before the next phase starts. deadline (time.time(), 0 =
     none): the sweep's time budget; a phase it cuts short is left to --resume (no C from a cut controls search)."""
+    if state["phase"] == "search" and not cfg.train_gan:
+        print("[search] no GAN search (train_gan false): the external set(s) are judged alone", flush=True)
+        state.update(phase="controls", best=[])
+        write_state(cfg, state, state_path)
     if state["phase"] == "search":
         search_phase(cfg, data, table, max_conc, deadline)
         best = confirmed_picks(cfg, data, table, max_conc)  # on val; each pick's GAN passed the gate on every seed
@@ -268,7 +260,8 @@ def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max
             return
         best, control = state.get("best", []), state.get("control")
         out = (controls_phase(cfg, data, table, max_conc, deadline) if phase == "controls" else
-               confirm_phase(cfg, data, table, max_conc, best, control, deadline) if phase == "confirm" else
+               confirm_phase(cfg, data, table, max_conc, best, control, deadline,
+                             **({"externals": ext} if (ext := arms(state)) else {})) if phase == "confirm" else
                grid_phase(cfg, "exchange", data, table, max_conc,  # C and the headline arm on minority subsets
                           prepare_exchange(cfg, data, table.frame(), best, control), deadline))
         if deadline and time.time() >= deadline - 1:  # cut by the budget: --resume runs the trials left
@@ -310,6 +303,11 @@ def setup(cfg: SweepConfig, cap) -> tuple[SweepConfig, Path, object, dict, Path]
     if cfg.gan_eval_every:
         for i, d in enumerate((data, *data.folds)):  # each fold's reference: its own val part, not its GAN's
             build_quality_reference(cfg, d, f"fold {i - 1}'s trials" if i else "")
+    if cfg.external:  # sets made elsewhere: imported, audited (quality, leaks) and judged once, before any trial
+        from sweeps.external import import_externals
+
+        state["external"] = import_externals(cfg, data, store)
+        write_state(cfg, state, state_path)
     if store.remote:  # trials on any node get the data, the reference and weights from the store, not this disk
         from sweeps.artifacts import publish_for_cluster, publish_weights
 
@@ -329,11 +327,13 @@ def build_quality_reference(cfg: SweepConfig, data, used_by: str = "") -> None:
     import torch
 
     from data_prep import read_manifest
-    from sweeps.quality import quality_evaluator
+    from sweeps.quality import leak_reference, quality_evaluator
 
     t = time.time()
     device = "cuda" if cfg.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-    ev = quality_evaluator(read_manifest(data.manifest), cfg, data, device)
+    manifest = read_manifest(data.manifest)
+    ev = quality_evaluator(manifest, cfg, data, device)
+    leak_reference(manifest, cfg, Path(data.work_dir) / "quality_cache")  # the leak audit's real images, once
     print(f"GAN quality reference: {len(ev.reference.pixels)} real minority {data.gan_reference_split} image(s), "
           f"{'cached' if ev.reference_was_cached else f'built in {time.time() - t:.0f} s'}, shared by "
           f"{used_by or 'every trial'}",

@@ -325,3 +325,15 @@ def evict_stale(store: Store, max_age_s: float) -> list[Path]:
 def sweep_store(cfg, work: Path) -> "Store":
     """The sweep's folder in its storage; with remote storage this driver's scratch is its work dir."""
     return Store(cfg.sweep_dir, cfg.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL") or None, scratch=str(work))
+
+
+def tune_storage(cfg) -> tuple[str, object]:
+    """(storage_path, storage_filesystem) for Tune of a SweepConfig: a local folder, or the URI with an S3 endpoint
+    override."""
+    if "://" not in cfg.storage_path:  # a local folder (file:// URIs go to Tune as they are)
+        return str(Path(cfg.storage_path).resolve()), None
+    endpoint = cfg.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    if cfg.storage_path.startswith("s3://") and endpoint:
+        fs, path = filesystem(cfg.storage_path, endpoint)
+        return path, fs
+    return cfg.storage_path, None

@@ -200,7 +200,7 @@ def build_classifier_data(manifest: Manifest, cfg, synthetic_dir=None) -> Classi
         parts = []
         for i, ((d, p), k) in enumerate(zip(sources, mix_counts(n, [p for _, p in sources]))):
             # one source keeps the historical draw (seed = cfg.seed); each further source its own stream
-            rows = draw_synthetic_rows(read_synthetic_rows(d), k, pos, classes, cfg.seed + 1_000_003 * i, where=d)
+            rows = draw_synthetic_rows(read_synthetic_rows(d, classes, pos), k, pos, classes, cfg.seed + 1_000_003 * i, where=d)
             parts.append(rows)
             used.append({"dir": d, "proportion": p, "n": int(len(rows)),
                          "generators": sorted(set(rows["generator"].astype(str)))})
