@@ -170,7 +170,7 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
                        synthetic_dir=None, num_workers: int = 2, use_gpu: bool = False, storage_path=None,
                        name: str | None = None, callbacks: list | None = None,
                        max_failures: int = MAX_FAILURES, resources_per_worker: Mapping[str, float] | None = None,
-                       before_report: Callable[[int], Any] | None = None) -> dict:
+                       before_report: Callable[[int], Any] | None = None, curation_scorer=None) -> dict:
     """TorchTrainer run of the classifier (DDP when num_workers > 1); writes the same RUN files as the local path.
 
     `name` names the Train run (use the Tune trial id, no timestamps) so a restarted run resumes from its
@@ -189,7 +189,11 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(manifest_path)
-    data = build_classifier_data(manifest, cfg, synthetic_dir)
+    from trainables.classifier.curation import resolve_scorer, write_curation_files
+
+    scorer = resolve_scorer(cfg, manifest_path, out_dir, curation_scorer) if synthetic_dir else None
+    data = build_classifier_data(manifest, cfg, synthetic_dir, scorer=scorer)
+    curation = write_curation_files(out_dir, data.curated, cfg.curation)
     size, ch = data.image_size, data.channels
     train_rows = data.train_rows
     weights = sample_weights_for(cfg.imbalance_fix, train_rows["label"].to_numpy(), data.num_classes,
@@ -220,7 +224,7 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
            "steps": int(final.get("steps", 0)), "epoch_size": int(cfg.epoch_size) or len(data.train_rows),
            "data": data.summary(), "classes": data.classes, "positive_label": data.positive_label,
            "num_workers": num_workers, "run_dir": str(out_dir), "config": config_to_dict(cfg),
-           "history": final["history"], **run_sources(manifest, synthetic_dir)}
+           "history": final["history"], "curation": curation, **run_sources(manifest, synthetic_dir)}
     name_per_class(out, data.classes)
     write_run_files(out_dir, cfg, out, data.classes)
     return out
