@@ -63,6 +63,8 @@ class SweepConfig:
     perceptual_choices: tuple[float, ...] = (0.0, 1.0)  # VGG16 perceptual term weights; searched only with vgg_weights
     vgg_weights: str | None = None  # local VGG16 state_dict: enables the perceptual term (never downloaded)
     mix_choices: tuple[str, ...] = ("single",)  # single | mix_losses (equal parts of one GAN per loss)
+    # ---- curation of synthetic images (issue 24; sweeps/curation.py): a classifier setting, one GAN serves every choice
+    curation_choices: tuple[str, ...] = ("none",)  # searched: none | copies | copies+off_class (a dimension if > 1)
     # ---- controls and spread
     controls: tuple[str, ...] = ("baseline", "class_weight", "oversample", "augment")  # baseline arm + fixes to tune
     augment_policy: str = "standard"  # the controls' augmentation: standard | xray | dermoscopy | industrial
@@ -109,6 +111,9 @@ class SweepConfig:
         if self.max_images_per_class < 0 or self.quality_domain_epochs < 1:
             raise ConfigError("max_images_per_class must be >= 0 and quality_domain_epochs >= 1")
         self._check_gan_settings()
+        from sweeps.curation import check_curation_choices
+
+        check_curation_choices(self)
         from trainables.arms import MAX_SYNTHETIC_RATIO
 
         if any(not 0 < r <= MAX_SYNTHETIC_RATIO for r in self.synthetic_ratios):

@@ -133,3 +133,76 @@ def test_off_class_threshold_rank_bounds_the_genuine_drop_rate():
     for n in (19, 39, 60, 99, 500):
         assert (off_class_rank(n) + 1) / (n + 1) <= 0.05 + 1e-12
     assert off_class_threshold([3.0, -1.0, 2.0]) == -1.0
+
+
+# ---- the sweep: a search dimension, the row's counts, one scorer per split ------------------------------------
+GAN = {"arm": "gan", "seed": 0, "gan_loss": "hinge", "gan_lr_g": 2e-4, "gan_lr_d": 2e-4, "gan_arch": "dcgan",
+       "gan_augment": "ada", "n_critic": 1, "conditional": False, "feature_matching": 0.0, "perceptual": 0.0,
+       "label_smoothing": 1.0, "synthetic_mix": "single", "synthetic_ratio": 0.5, "clf_lr": 1e-3,
+       "imbalance_fix": "none", "augment": "none"}
+
+
+def test_curation_is_a_search_dimension_that_leaves_old_ids_and_gan_keys_alone():
+    from sweeps.config import SweepConfig
+    from sweeps.space import SearchSpace, config_id, gan_key
+
+    class Trial:
+        def __init__(self):
+            self.asked = {}
+
+        def suggest_categorical(self, name, choices):
+            self.asked[name] = list(choices)
+            return choices[-1]
+
+        def suggest_float(self, name, lo, hi, log=False):
+            self.asked[name] = (lo, hi)
+            return lo
+
+    t = Trial()
+    consts = SearchSpace(SweepConfig(curation_choices=("none", "copies+off_class")))(t)
+    assert t.asked["curation"] == ["none", "copies+off_class"] and "curation" not in consts
+    t = Trial()
+    assert SearchSpace(SweepConfig())(t)["curation"] == "none" and "curation" not in t.asked
+    # no curation: the id of a config from before the field; curated: another config, the same GAN
+    assert config_id(GAN) == config_id({**GAN, "curation": "none"}) != config_id({**GAN, "curation": "copies"})
+    sweep = SweepConfig()
+    assert gan_key({**GAN, "curation": "copies"}, sweep) == gan_key(GAN, sweep)
+    # ... but a sweep that curates samples a larger set per GAN, so its GANs are not the uncurated sweep's
+    assert gan_key(GAN, SweepConfig(curation_choices=("none", "copies"))) != gan_key(GAN, sweep)
+    with pytest.raises(ConfigError, match="curation_choices"):
+        SweepConfig(curation_choices=("off_class",))
+
+
+def test_sweep_trial_rows_record_what_curation_dropped(fixture_data, tmp_path, monkeypatch):
+    import torch
+
+    from sweeps import trial as trial_mod
+    from sweeps.config import SweepConfig
+    from sweeps.curation import scorer_dir
+    from sweeps.data import trial_data
+
+    manifest, synthetic = fixture_data
+    data = trial_data(manifest, tmp_path)
+    sweep = SweepConfig(image_size=SIZE, clf_epochs=EPOCHS, curation_choices=("none", "copies+off_class"))
+    torch.set_num_threads(1)
+
+    def fake_gans(config, sweep, data, device, report, row):  # the planted set stands for a trained GAN's
+        row.update(gan_gate="off", gan_run_dir="")
+        return str(synthetic)
+
+    monkeypatch.setattr(trial_mod, "trial_gans", fake_gans)
+    row = trial_mod.run_trial({**GAN, "curation": "copies+off_class"}, sweep, data, "cur", report=lambda m: None)
+    assert row["status"] == "ok" and row["curation"] == "copies+off_class"
+    assert row["curation_candidates"] == 110 and row["curation_dropped_copies"] >= 20
+    assert row["curation_dropped_off_class"] >= 27
+    assert Path(row["curation_grid"]).is_file() and Path(row["curation_grid"]).parent == Path(row["clf_run_dir"])
+    folder, _ = scorer_dir(sweep, data)  # trained once, in quality_cache (it travels with remote storage)
+    assert (folder / "scorer.json").is_file()
+    # a ratio the curated set cannot supply: the trial fails with the counts and what to do, not a crash
+    bad = trial_mod.run_trial({**GAN, "synthetic_ratio": 2.0, "curation": "copies+off_class"}, sweep, data, "big",
+                              report=lambda m: None)
+    assert bad["status"] == "failed" and bad["error"].startswith("curation: ") and "sample more" in bad["error"]
+    assert bad["curation_dropped_copies"] == row["curation_dropped_copies"]
+    base = trial_mod.run_trial({**GAN, "arm": "baseline", "synthetic_ratio": 0.0, "gan_loss": ""}, sweep, data, "b",
+                               report=lambda m: None)
+    assert base["curation"] == "none" and base["curation_candidates"] == 0

@@ -51,7 +51,11 @@ GRID_MAX_PER_STEP = 12  # dropped images shown per step in the grid
 
 
 class CurationError(DataError):
-    """Too few synthetic images are left after curation for the ratio asked."""
+    """Too few synthetic images are left after curation for the ratio asked; .counts: curation_summary's."""
+
+    def __init__(self, message: str, counts: dict | None = None):
+        super().__init__(message)
+        self.counts = counts or {}
 
 
 def curation_steps(curation: str) -> tuple[str, ...]:
@@ -249,13 +253,18 @@ def curate_rows(rows: pd.DataFrame, manifest, curation: str, image_size: int, ch
 def too_few_error(where: str, needed: int, results: list[CurationResult], ratio: float) -> CurationError:
     """The error when the curated pool cannot supply the ratio's count: how many each step dropped, what to do."""
     r = results[-1]
+    if len(r.kept):
+        more = int(math.ceil(needed * r.n_candidates / len(r.kept) * 1.1))
+        todo = (f"sample more images (python -m trainables.gan.sample --num-samples {more}: at this keep rate about "
+                f"enough) or lower the ratio")
+    else:
+        todo = "sampling more will not help: the generator's images are all copies or off-class; use another GAN"
     return CurationError(
         f"{where}: synthetic_ratio {ratio:g} needs {needed} synthetic images but curation {r.curation!r} left "
         f"{len(r.kept)} of {r.n_candidates}: {r.n_dropped_copies} dropped as near-copies of real train images "
-        f"(pixel RMS <= {r.copy_threshold:.4f}), {r.n_dropped_off_class} as off-class (scorer's minority score < "
-        f"{r.off_class_threshold:.4f}). Sample more images (python -m trainables.gan.sample --num-samples "
-        f"{int(math.ceil(needed * max(r.n_candidates, 1) / max(len(r.kept), 1) * 1.1))}), lower the ratio, or - "
-        f"when most were dropped as copies - use a GAN that memorises less")
+        f"(pixel RMS <= {r.copy_threshold:.4f}), {r.n_dropped_off_class} as off-class (the real-only scorer's "
+        f"minority log-odds < {r.off_class_threshold:.4f}). What to do: {todo}",
+        curation_summary(results, r.curation))
 
 
 # ------------------------------------------------------------------------------------------------ run files
