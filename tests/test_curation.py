@@ -206,3 +206,30 @@ def test_sweep_trial_rows_record_what_curation_dropped(fixture_data, tmp_path, m
     base = trial_mod.run_trial({**GAN, "arm": "baseline", "synthetic_ratio": 0.0, "gan_loss": ""}, sweep, data, "b",
                                report=lambda m: None)
     assert base["curation"] == "none" and base["curation_candidates"] == 0
+
+
+# ---- the report ------------------------------------------------------------------------------------------------
+def test_report_shows_curation_effect_and_the_dropped_grid(tmp_path):
+    from analysis.report import build_report
+    from fake_results import make_results
+
+    df = make_results(losses=("hinge",), ratios=(0.5, 1.0), lrs=(2e-4,), run_root=tmp_path / "runs", failures=False)
+    gan = df[(df["stage"] == "classifier") & (df["arm"] == "gan")]
+    curated = gan.assign(curation="copies+off_class", config_id=gan["config_id"] + "_cur",
+                         trial_id=gan["trial_id"] + "_cur", test_f1=gan["test_f1"] + 0.02, val_f1=gan["val_f1"] + 0.01,
+                         curation_candidates=40, curation_dropped_copies=3, curation_dropped_off_class=5)
+    for d in curated["clf_run_dir"].iloc[:2]:  # the others dropped nothing: no grid
+        Image.fromarray(np.full((20, 40, 3), 128, np.uint8)).save(Path(d) / "curation_dropped.png")
+    rows = pd.concat([df.assign(curation="none"), curated], ignore_index=True)
+    md = build_report(rows, tmp_path / "rep").read_text()
+    section = md.split("## Curation of synthetic images")[1].split("\n## ")[0]
+    assert "| copies+off_class |" in section and "| none |" in section
+    # every curated run has its uncurated twin here: the effect is their difference (+0.01 val, +0.02 test)
+    effect = pd.read_csv(tmp_path / "rep" / "curation_effect.csv")
+    assert effect["Pairs"].tolist() == [len(gan)]
+    assert effect["Δ val F1"].tolist() == [0.01] and effect["Δ test F1"].tolist() == [0.02]
+    assert "](curation_dropped.png)" in section and (tmp_path / "rep" / "curation_dropped.png").is_file()
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "Synthetic images curation dropped" in html
+    # a sweep without curation has no such section
+    assert "Curation of synthetic" not in build_report(df, tmp_path / "plain").read_text()
