@@ -297,8 +297,9 @@ def setup(cfg: SweepConfig, cap) -> tuple[SweepConfig, Path, object, dict, Path]
         for i, d in enumerate((data, *data.folds)):  # each fold's reference: its own val part, not its GAN's
             build_quality_reference(cfg, d, f"fold {i - 1}'s trials" if i else "")
     from sweeps.curation import build_curation_scorers
+    from sweeps.trial import classifier_config
 
-    build_curation_scorers(cfg, data, store, bool(stored))  # the off-class scorer, once per split / fold
+    build_curation_scorers(cfg, data, classifier_config, store, bool(stored))  # the off-class scorer, once per split/fold
     if store.remote:  # trials on any node get the data, the reference and weights from the store, not this disk
         from sweeps.artifacts import publish_for_cluster, publish_weights
 

@@ -111,9 +111,10 @@ class SweepConfig:
         if self.max_images_per_class < 0 or self.quality_domain_epochs < 1:
             raise ConfigError("max_images_per_class must be >= 0 and quality_domain_epochs >= 1")
         self._check_gan_settings()
-        from sweeps.curation import check_curation_choices
+        from trainables.classifier.config import CURATIONS  # curation of synthetic images: sweeps/curation.py
 
-        check_curation_choices(self)
+        if not self.curation_choices or any(c not in CURATIONS for c in self.curation_choices):
+            raise ConfigError(f"curation_choices {list(self.curation_choices)}: each must be one of {sorted(CURATIONS)}")
         from trainables.arms import MAX_SYNTHETIC_RATIO
 
         if any(not 0 < r <= MAX_SYNTHETIC_RATIO for r in self.synthetic_ratios):

@@ -30,16 +30,6 @@ from typing import Any, Mapping
 CURATION_SAMPLE_HEADROOM = 1.25  # x the largest ratio's images a GAN samples while any curation choice drops images
 
 
-def check_curation_choices(sweep) -> None:
-    """SweepConfig validation: known names, at least one."""
-    from data_prep.errors import ConfigError
-    from trainables.classifier.curation import CURATIONS
-
-    bad = [c for c in sweep.curation_choices if c not in CURATIONS]
-    if bad or not sweep.curation_choices:
-        raise ConfigError(f"curation_choices {list(sweep.curation_choices)}: each must be one of {sorted(CURATIONS)}")
-
-
 def curating(sweep) -> bool:
     return any(c != "none" for c in getattr(sweep, "curation_choices", ("none",)))
 
@@ -53,41 +43,41 @@ def needs_scorer(sweep) -> bool:
     return any("off_class" in c for c in getattr(sweep, "curation_choices", ()))
 
 
-def scorer_config(sweep, n_train_real: int, device: str):
-    """The scorer's ClassifierConfig (the same for every trial of the sweep)."""
-    from sweeps.trial import classifier_config
-
+def scorer_config(sweep, n_train_real: int, device: str, make_config):
+    """The scorer's ClassifierConfig (the same for every trial of the sweep); make_config: sweeps.trial's
+    classifier_config (passed in: the trial module imports this one)."""
     lo, hi = sweep.clf_lr_range
     values = {"clf_lr": math.sqrt(lo * hi), "synthetic_ratio": 0.0, "imbalance_fix": "class_weight",
               "augment": "none", "seed": 0}
-    return classifier_config(values, sweep, device, n_train_real)
+    return make_config(values, sweep, device, n_train_real)
 
 
-def scorer_dir(sweep, data, device: str = "cpu") -> tuple[Path, Any]:
+def scorer_dir(sweep, data, make_config, device: str = "cpu") -> tuple[Path, Any]:
     """(the scorer's cache folder for this data's manifest, its config)."""
     from data_prep import read_manifest
     from data_prep.config import config_to_dict
 
-    cfg = scorer_config(sweep, data.n_train_real, device)
+    cfg = scorer_config(sweep, data.n_train_real, device, make_config)
     values = {k: v for k, v in config_to_dict(cfg).items() if k != "device"}
     digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
     fingerprint = read_manifest(data.manifest).fingerprint()
     return Path(data.work_dir) / "quality_cache" / f"curation_scorer_{fingerprint}_{digest}", cfg
 
 
-def ensure_sweep_scorer(sweep, data, device: str = "cpu", log=None) -> tuple[Path, bool]:
+def ensure_sweep_scorer(sweep, data, make_config, device: str = "cpu", log=None) -> tuple[Path, bool]:
     """The scorer of this data (trained under a node lock when missing) -> (its folder, trained now)."""
     from sweeps.artifacts import node_lock
     from trainables.classifier.curation import SCORER_FILE, ensure_scorer
+    from trainables.classifier.run import run_classifier_local
 
-    folder, cfg = scorer_dir(sweep, data, device)
+    folder, cfg = scorer_dir(sweep, data, make_config, device)
     with node_lock(folder.with_name(folder.name + ".lock")):
         trained = not (folder / SCORER_FILE).is_file()
-        ensure_scorer(folder, data.manifest, cfg, log=log)
+        ensure_scorer(folder, data.manifest, cfg, run_classifier_local, log=log)
     return folder, trained
 
 
-def build_curation_scorers(sweep, data, store=None, stored: bool = False) -> None:
+def build_curation_scorers(sweep, data, make_config, store=None, stored: bool = False) -> None:
     """Driver, before any trial: the off-class scorer of the split and of each fold, when a curation choice needs
     it. Remote storage: quality_cache is published with the data (publish_for_cluster); a resumed sweep whose store
     lacked a scorer publishes the one trained now."""
@@ -101,7 +91,7 @@ def build_curation_scorers(sweep, data, store=None, stored: bool = False) -> Non
     trained_any = False
     for i, d in enumerate((data, *data.folds)):
         t = time.time()
-        folder, trained = ensure_sweep_scorer(sweep, d, device)
+        folder, trained = ensure_sweep_scorer(sweep, d, make_config, device)
         trained_any |= trained
         info = json.loads((folder / "scorer.json").read_text())
         print(f"curation scorer{f' (fold {i - 1})' if i else ''}: real-only classifier, val F1 {info['val_f1']:.3f}, "

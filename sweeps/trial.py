@@ -333,7 +333,7 @@ def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialD
     if "off_class" in ccfg.curation and synthetic_dir:
         from sweeps.curation import ensure_sweep_scorer
 
-        scorer = ensure_sweep_scorer(sweep, data, device)[0]
+        scorer = ensure_sweep_scorer(sweep, data, classifier_config, device)[0]
     if sweep.workers_per_trial > 1:
         from trainables.classifier.ray_train import run_classifier_ray
 

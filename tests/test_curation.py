@@ -196,7 +196,8 @@ def test_sweep_trial_rows_record_what_curation_dropped(fixture_data, tmp_path, m
     assert row["curation_candidates"] == 110 and row["curation_dropped_copies"] >= 20
     assert row["curation_dropped_off_class"] >= 27
     assert Path(row["curation_grid"]).is_file() and Path(row["curation_grid"]).parent == Path(row["clf_run_dir"])
-    folder, _ = scorer_dir(sweep, data)  # trained once, in quality_cache (it travels with remote storage)
+    # trained once, in quality_cache (it travels with remote storage)
+    folder, _ = scorer_dir(sweep, data, trial_mod.classifier_config)
     assert (folder / "scorer.json").is_file()
     # a ratio the curated set cannot supply: the trial fails with the counts and what to do, not a crash
     bad = trial_mod.run_trial({**GAN, "synthetic_ratio": 2.0, "curation": "copies+off_class"}, sweep, data, "big",

@@ -8,10 +8,11 @@ from data_prep.config import config_from_dict
 from data_prep.errors import ConfigError
 from trainables.arms import (AUGMENT_NAMES, CONTROL_KNOBS, IMBALANCE_FIXES, MAX_SYNTHETIC_RATIO,  # noqa: F401
                              knob_acts)
-from trainables.classifier.curation import CURATIONS
 from trainables.metrics.classification import METRIC_KEYS, THRESHOLD_RULES
 
 INPUT_NORMS = ("auto", "imagenet", "none")  # see models.input_normalisation
+# curation name -> its steps, in order (trainables.classifier.curation does them)
+CURATIONS = {"none": (), "copies": ("copies",), "copies+off_class": ("copies", "off_class")}
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 
 from data_prep.errors import ConfigError, DataError
+from trainables.classifier.config import CURATIONS  # the names and their steps: one home, the config
 
-CURATIONS = {"none": (), "copies": ("copies",), "copies+off_class": ("copies", "off_class")}  # steps, in order
 OFF_CLASS_QUANTILE = 0.05  # at most this share of real val minority images score below the off-class threshold
 SCORER_FILE = "scorer.json"  # in a scorer folder beside the classifier run's files (checkpoints/best.pt)
 GRID_FILE = "curation_dropped.png"  # in the classifier run folder
@@ -143,18 +143,18 @@ def load_scorer(folder, manifest) -> Scorer:
                   image_size=size, channels=ch, info=info)
 
 
-def train_scorer(folder, manifest_path, cfg, log=None) -> Scorer:
-    """Train the off-class scorer in `folder` (real train images only), choose its threshold on real val minority
-    images, write folder/scorer.json (written last: a folder without it holds no finished scorer)."""
+def train_scorer(folder, manifest_path, cfg, fit, log=None) -> Scorer:
+    """Train the off-class scorer in `folder` (real train images only) with fit = run.run_classifier_local (passed
+    in: the run module calls this one), choose its threshold on real val minority images, write folder/scorer.json
+    (written last: a folder without it holds no finished scorer)."""
     from data_prep.arrays import load_split_arrays
     from data_prep.config import config_to_dict
     from data_prep.manifest import read_manifest
-    from trainables.classifier.run import run_classifier_local
 
     folder = Path(folder)
     scfg = scorer_config(cfg)
     manifest = read_manifest(manifest_path)
-    result = run_classifier_local(manifest_path, folder, scfg, log=log)
+    result = fit(manifest_path, folder, scfg, log=log)
     values = config_to_dict(scfg)
     size = int(scfg.image_size or manifest.meta.get("image_size", 64))
     ch = int(scfg.channels or manifest.meta.get("channels", 3))
@@ -180,7 +180,7 @@ def train_scorer(folder, manifest_path, cfg, log=None) -> Scorer:
     return scorer
 
 
-def ensure_scorer(folder, manifest_path, cfg, log=None) -> Scorer:
+def ensure_scorer(folder, manifest_path, cfg, fit, log=None) -> Scorer:
     """The scorer in `folder`: read when folder/scorer.json exists (same manifest), else trained there."""
     from data_prep.manifest import read_manifest
 
@@ -188,7 +188,7 @@ def ensure_scorer(folder, manifest_path, cfg, log=None) -> Scorer:
         return load_scorer(folder, read_manifest(manifest_path))
     if log is not None:
         log(f"curation: training the off-class scorer (real train images only) in {folder}")
-    return train_scorer(folder, manifest_path, cfg, log=log)
+    return train_scorer(folder, manifest_path, cfg, fit, log=log)
 
 
 # ------------------------------------------------------------------------------------------------ curation
@@ -344,7 +344,7 @@ def write_curation_files(out_dir, results: list[CurationResult], curation: str) 
     return summary
 
 
-def resolve_scorer(cfg, manifest_path, out_dir, curation_scorer=None, log=None) -> Scorer | None:
+def resolve_scorer(cfg, manifest_path, out_dir, curation_scorer, fit, log=None) -> Scorer | None:
     """The scorer a run with cfg.curation needs (None when it needs none): a Scorer given as is, a folder
     (read, or trained there when empty), or - not given - trained in RUN/curation_scorer."""
     if "off_class" not in curation_steps(cfg.curation) or not cfg.synthetic_ratio:
@@ -352,4 +352,5 @@ def resolve_scorer(cfg, manifest_path, out_dir, curation_scorer=None, log=None) 
     if isinstance(curation_scorer, Scorer):
         return curation_scorer
     folder = Path(curation_scorer) if curation_scorer else Path(out_dir) / "curation_scorer"
-    return ensure_scorer(folder, manifest_path, cfg, log=log)
+    return ensure_scorer(folder, manifest_path, cfg, fit, log=log)
+

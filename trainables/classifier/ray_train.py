@@ -31,10 +31,10 @@ from data_prep.errors import ConfigError
 from data_prep.manifest import read_manifest
 from data_prep.shards import decode_in_parallel, decode_remote_args, split_dataset
 from trainables.classifier.config import ClassifierConfig, classifier_config
-from trainables.classifier.data import build_classifier_data, epoch_indices, sample_weights_for
+from trainables.classifier.data import epoch_indices, sample_weights_for
 from trainables.classifier.loop import evaluate_best, merge_predictions, strip_models, train_classifier
-from trainables.classifier.run import (as_config, best_checkpoint, name_per_class, run_sources, scores_csv,
-                                       write_run_files)
+from trainables.classifier.run import (as_config, best_checkpoint, curated_data, name_per_class, run_sources,
+                                       scores_csv, write_run_files)
 from trainables.ray_worker import CheckpointReporter, fit, load_from_ray_checkpoint, trainer_kwargs
 
 _SHUFFLE_BUFFER = 1024  # rows per worker mixed between batches
@@ -189,11 +189,7 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(manifest_path)
-    from trainables.classifier.curation import resolve_scorer, write_curation_files
-
-    scorer = resolve_scorer(cfg, manifest_path, out_dir, curation_scorer) if synthetic_dir else None
-    data = build_classifier_data(manifest, cfg, synthetic_dir, scorer=scorer)
-    curation = write_curation_files(out_dir, data.curated, cfg.curation)
+    data, curation = curated_data(manifest, manifest_path, cfg, synthetic_dir, out_dir, curation_scorer)
     size, ch = data.image_size, data.channels
     train_rows = data.train_rows
     weights = sample_weights_for(cfg.imbalance_fix, train_rows["label"].to_numpy(), data.num_classes,

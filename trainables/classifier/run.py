@@ -208,6 +208,17 @@ def _fit_local(manifest: Manifest, out_dir: Path, cfg: ClassifierConfig, synthet
     return result
 
 
+def curated_data(manifest, manifest_path, cfg, synthetic_dir, out_dir, curation_scorer=None, log=None):
+    """build_classifier_data with cfg.curation's scorer resolved and the curation files written -> (data, summary)
+    (the DDP path's; the local path resolves the scorer once for all folds)."""
+    from trainables.classifier.curation import resolve_scorer, write_curation_files
+
+    scorer = (resolve_scorer(cfg, manifest_path, out_dir, curation_scorer, run_classifier_local, log)
+              if synthetic_dir else None)
+    data = build_classifier_data(manifest, cfg, synthetic_dir, scorer=scorer)
+    return data, write_curation_files(out_dir, data.curated, cfg.curation)
+
+
 def aggregate_folds(folds: list[dict]) -> dict:
     """Mean and std (ddof=0 over folds) of every metric key, for val and test."""
     out: dict[str, Any] = {}
@@ -249,7 +260,8 @@ def run_classifier_local(manifest_path, out_dir, cfg: ClassifierConfig | Mapping
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(manifest_path)
     if not cfg.num_folds:
-        scorer = resolve_scorer(cfg, manifest_path, out_dir, curation_scorer, log) if synthetic_dir else None
+        scorer = (resolve_scorer(cfg, manifest_path, out_dir, curation_scorer, run_classifier_local, log)
+                  if synthetic_dir else None)
         return _fit_local(manifest, out_dir, cfg, synthetic_dir, report, log, resume, scorer)
     folds = []
     for i, fold_manifest in enumerate(kfold_manifests(manifest, cfg.num_folds, cfg.seed)):
