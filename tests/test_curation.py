@@ -234,3 +234,11 @@ def test_report_shows_curation_effect_and_the_dropped_grid(tmp_path):
     assert "Synthetic images curation dropped" in html
     # a sweep without curation has no such section
     assert "Curation of synthetic" not in build_report(df, tmp_path / "plain").read_text()
+
+
+def test_cli_curation_flag_is_refused_without_synthetic_images(fixture_data, tmp_path, capsys):
+    from trainables.classifier.__main__ import main
+
+    manifest, _ = fixture_data
+    assert main(["--manifest", str(manifest), "--out", str(tmp_path / "r"), "--curation", "copies"]) == 2
+    assert "no effect with synthetic_ratio 0" in capsys.readouterr().err
