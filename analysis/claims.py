@@ -16,6 +16,7 @@ import pandas as pd
 
 from analysis.tables import METRIC_LABELS
 from analysis.decision import ALPHA, CLAIM_METRICS, COMPARISONS, FAMILY, GAN_KEYS, Headline, Pick
+from analysis.picks import EXTERNAL
 from trainables.arms import ARM_DESCRIPTIONS, AUGMENT_POLICIES
 
 
@@ -75,15 +76,30 @@ def describe_control(pick: Pick | None) -> str:
     return " + ".join(parts) or "no fix"
 
 
+def generator(h: Headline) -> str:
+    """What the primary claim adds: our GAN, or (a sweep with no GAN) the first external set's images."""
+    return f"the {h.primary_external!r} images" if h.primary_external else "the GAN"
+
+
 def arm_text(h: Headline, key: str) -> str:
     c = describe_control(h.control)
-    return {"baseline": "the baseline (no fix)", "control": c, "stacked": f"{c} + the GAN",
+    if key.startswith(EXTERNAL):
+        name = key[len(EXTERNAL):]
+        return f"{c} + the {name!r} images" if h.control is not None else f"the {name!r} images"
+    if key == "stacked" and h.primary_external and h.control is None:
+        return generator(h)
+    return {"baseline": "the baseline (no fix)", "control": c, "stacked": f"{c} + {generator(h)}",
             "gan": "the GAN as searched"}[key]
+
+
+def arm_keys(h: Headline) -> tuple[str, ...]:
+    """Every arm of the headline: the four, then the secondary external sets."""
+    return ("baseline", "control", "stacked", "gan", *h.externals)
 
 
 def _claims(h: Headline) -> pd.DataFrame:
     order = {k: i for i, k in enumerate(CLAIM_METRICS)}
-    comp = {f"{a} - {b}": i for i, (a, b) in enumerate(COMPARISONS)}
+    comp = {f"{a} - {b}": i for i, (a, b) in enumerate(h.comparisons)}
     t = h.tests[h.tests["claim"]]
     return t.assign(_o=t["comparison"].map(comp) * 10 + t["metric"].map(order)).sort_values("_o").drop(columns="_o")
 
@@ -91,8 +107,33 @@ def _claims(h: Headline) -> pd.DataFrame:
 def verdict(h: Headline) -> list[str]:
     """The answer first, then one sentence per claim, then failed seeds and cautions."""
     claims = _claims(h)
-    return [answer(h, claims), *_missing_arms(h),
+    return [answer(h, claims), *_external_answers(h, claims), *_missing_arms(h),
             *(_claim_sentence(h, r) for r in claims.itertuples() if np.isfinite(r.mean_diff)), *_cautions(h)]
+
+
+def _n_external_claims(h: Headline) -> int:
+    t = h.tests
+    return int((t["family"].eq("external") & t["claim"] & t["tested"]).sum()) if "family" in t else 0
+
+
+def _external_answers(h: Headline, claims: pd.DataFrame) -> list[str]:
+    """One line per secondary external set: its verdict vs the best control, Holm among the external sets."""
+    out = []
+    for key in h.externals:
+        rows = claims[claims["a"] == key]
+        tested = rows[rows["tested"]]
+        lead = f"Secondary ({arm_text(h, key)} vs {arm_text(h, rows['b'].iloc[0]) if len(rows) else 'C'}"
+        if tested.empty:
+            why = str(rows["method"].iloc[0]) if len(rows) else "no comparison"
+            out.append(f"{lead}): not tested ({why}).")
+            continue
+        words = {v: _listing(h, tested[tested.verdict == v]) for v in ("helps", "worse", "trade-off")
+                 if (tested.verdict == v).any()}
+        said = "; ".join(f"{v} on {w}" for v, w in words.items()) or "no evidence of a difference"
+        n = _n_external_claims(h)
+        out.append(f"{lead}, an external generator; Holm-corrected among the {n} external claim(s), not part of "
+                   f"the primary answer): {said}.")
+    return out
 
 
 def _listing(h: Headline, rows: pd.DataFrame) -> str:
@@ -122,7 +163,11 @@ def _answer(h: Headline, claims: pd.DataFrame) -> str:
     if not h.confirm_only:
         return cannot + ("These results record no confirm phase (fresh seeds shared by every arm, every choice "
                          "fixed before them), so no claim is made; rerun the sweep to get one.")
-    if h.gan is None or not h.gan.seeds_ok:
+    if h.primary_external:
+        if h.stacked is None or not h.stacked.seeds_ok:
+            return cannot + (f"{generator(h).capitalize()} failed the quality gate, or every run with them failed, "
+                             "on every confirm seed.")
+    elif h.gan is None or not h.gan.seeds_ok:
         return cannot + ("The search's best GAN configuration (rank 1, fixed before the confirm phase) failed, "
                          "was stopped or was gated on every confirm seed; no other configuration is put in its "
                          "place." if h.gan is not None else "No GAN configuration reached the confirm phase.")
@@ -133,12 +178,16 @@ def _answer(h: Headline, claims: pd.DataFrame) -> str:
             why = why[len(lead):] if why.startswith(lead) else why
         return cannot + f"No claim is made: {why}."
     prim, sec = (claims[claims["comparison"] == f"{a} - {b}"] for a, b in COMPARISONS)
+    tested = tested[tested["family"] != "external"] if "family" in tested else tested
     fam = f"Holm-corrected over the {len(tested)} claim(s) tested, 5% level; intervals over " + (
         "seeds and test images" if h.covers_test_images else "seeds")
+    g = generator(h)
     if (prim["verdict"] == "worse").any():
-        return f"**Answer: the GAN hurts**: adding it to {c} makes {_listing(h, prim[prim.verdict == 'worse'])} worse ({fam})."
+        return f"**Answer: {g} hurt**: adding them to {c} makes {_listing(h, prim[prim.verdict == 'worse'])} worse ({fam})." \
+            if h.primary_external else \
+            f"**Answer: the GAN hurts**: adding it to {c} makes {_listing(h, prim[prim.verdict == 'worse'])} worse ({fam})."
     if (prim["verdict"] == "helps").any():
-        return f"**Answer: adding the GAN to {c} helps** on {_listing(h, prim[prim.verdict == 'helps'])} ({fam})."
+        return f"**Answer: adding {g} to {c} helps** on {_listing(h, prim[prim.verdict == 'helps'])} ({fam})."
     if (sec["verdict"] == "worse").any():
         return (f"**Answer: the GAN hurts**: the GAN as searched is worse than no fix on "
                 f"{_listing(h, sec[sec.verdict == 'worse'])}, and adding it to {c} shows no gain ({fam}).")
@@ -150,6 +199,8 @@ def _answer(h: Headline, claims: pd.DataFrame) -> str:
              "trade-off, not a gain." if len(trade) else "")
     what = (f"Neither adding the GAN to {c} nor the GAN over no fix shows" if prim["tested"].any() else
             f"Adding the GAN to {c} was not tested (no such arm in the confirm phase), and the GAN over no fix shows")
+    if h.primary_external:
+        what = f"Adding {g} to {c} does not show"
     return (f"**Answer: no evidence of a difference.** {what} a difference in F1 or sensitivity ({fam}). This is "
             f"not evidence that it does not help: see the smallest difference this sweep could detect." + extra)
 
@@ -185,22 +236,24 @@ def _claim_sentence(h: Headline, r) -> str:
                 f"{fmt_x(r.spec_lower_bound, signed=True)}, beyond the non-inferiority margin -{h.margin:g}): a "
                 f"trade-off, not a gain: {nums}.")
     if np.isfinite(r.ci_lo) and (r.ci_lo > 0 or r.ci_hi < 0):
-        return f"{what}: no evidence of a difference once the {FAMILY} claims are corrected for: {nums}."
+        fam = (f"{_n_external_claims(h)} external-set" if getattr(r, "family", "primary") == "external"
+               else f"{FAMILY}")
+        return f"{what}: no evidence of a difference once the {fam} claims are corrected for: {nums}."
     return f"{what}: no evidence of a difference: {nums}; the interval includes 0."
 
 
 def _cautions(h: Headline) -> list[str]:
     """Seeds that failed in the confirm phase (every arm), results without a preregistered GAN, missing scores."""
     out = []
-    for key in ("gan", "stacked", "baseline", "control"):
+    for key in ("gan", "stacked", "baseline", "control", *h.externals):
         pick = h.pick(key)
         if pick is not None and pick.seeds_failed:
-            how = ("counted as no help in the claims" if key in GAN_KEYS
+            how = ("counted as no help in the claims" if key in GAN_KEYS or key.startswith(EXTERNAL)
                    else "left out of the pairing (not the GAN's doing)")
             out.append(f"{arm_text(h, key)}: {len(pick.seeds_failed)} seed(s) failed, were stopped or gated in the "
                        f"confirm phase, {how} ({'; '.join(pick.failures[:3])}"
                        f"{' ...' if len(pick.failures) > 3 else ''}).")
-    if h.confirm_only and not h.gan_preregistered:
+    if h.confirm_only and not h.gan_preregistered and not h.primary_external:
         out.append("Caution: no GAN configuration was fixed before the confirm phase; the GAN was chosen among the "
                    "confirmed ones on the same runs' validation, which flatters its test numbers.")
     if h.confirm_only and h.scores_missing:
@@ -212,7 +265,7 @@ def _cautions(h: Headline) -> list[str]:
 def context(h: Headline, df: pd.DataFrame) -> list[str]:
     """What the intervals cover, failed seeds, how large a difference the sweep could detect, each arm's budget."""
     out = []
-    seeds = sorted({s for k in ("baseline", "control", "stacked", "gan") if (p := h.pick(k)) for s in p.seeds_ok})
+    seeds = sorted({s for k in arm_keys(h) if (p := h.pick(k)) for s in p.seeds_ok})
     span = (f"{len(seeds)} seeds ({seeds[0]}-{seeds[-1]}, none used by the search)" if seeds and h.confirm_only
             else f"{len(seeds)} seed(s)")
     folds = (f"; each seed the mean of its {h.folds} CV folds (n = seeds, never seeds x folds)" if h.folds else "")
@@ -233,6 +286,7 @@ def context(h: Headline, df: pd.DataFrame) -> list[str]:
         out.append(f"A sensitivity gain is claimed only when specificity is non-inferior: the one-sided 95% lower "
                    f"bound of its difference above -{h.margin:g}.")
     out += _gan_quality(h, df)
+    out += _external_quality(h, df)
     claims = h.tests[h.tests["claim"] & h.tests["tested"]]
     if len(claims):
         def size(x: float) -> str:
@@ -244,7 +298,7 @@ def context(h: Headline, df: pd.DataFrame) -> list[str]:
                    f"noncentral-t power at the combined standard error and its df, two-sided alpha {ALPHA:g}/"
                    f"{FAMILY}, Holm's strictest step): " + "; ".join(parts) + ".")
     budgets = [f"{arm_text(h, k)} {p.n_lrs} classifier LR(s) x {len(set(p.seeds_ok) | set(p.seeds_failed))} seed(s)"
-               for k in ("baseline", "control", "stacked", "gan") if (p := h.pick(k))]
+               for k in arm_keys(h) if (p := h.pick(k))]
     steps = pd.to_numeric(df.get("clf_steps", pd.Series(dtype=float)), errors="coerce").dropna()
     if budgets:
         out.append("Tuning budget per arm in the confirm phase (LR chosen on real validation within each arm): "
@@ -279,3 +333,29 @@ def _gan_quality(h: Headline, df: pd.DataFrame) -> list[str]:
     return [f"How good the GAN under test was ({len(gans)} confirm GAN(s), one per seed): " + ", ".join(parts)
             + " of the real training images' own value against the same real validation images (median over "
             "seeds; 1 = as good as real images)."]
+
+
+def _external_quality(h: Headline, df: pd.DataFrame) -> list[str]:
+    """How good each external set was (audited once, against the same real validation images as our GAN) and
+    the synthetic ratio chosen for it on validation."""
+    out = []
+    keys = [*h.externals] + ([f"{EXTERNAL}{h.primary_external}"] if h.primary_external else [])
+    for key in keys:
+        name = key[len(EXTERNAL):]
+        p = h.stacked if name == h.primary_external else h.pick(key)
+        rows = df[(df.get("arm") == "external") & (df.get("external") == name)] if "external" in df else df.iloc[:0]
+        if rows.empty:
+            continue
+        r = rows.iloc[0]
+        parts = [f"{label} {float(r[col]):.2f}x" for col, label in QUALITY_SHARES
+                 if col in rows and np.isfinite(pd.to_numeric(r[col], errors="coerce"))]
+        ratio = _num(p.summary, "synthetic_ratio") if p is not None else math.nan
+        leaks = [int(pd.to_numeric(r.get(c), errors="coerce")) for c in ("leak_val_copies", "leak_test_copies")
+                 if np.isfinite(pd.to_numeric(r.get(c), errors="coerce"))]
+        out.append(f"External set {name!r}: quality " + (", ".join(parts) + " of the real training images' own "
+                   "value against the same real validation images" if parts else "not measured")
+                   + (f"; leak audit {leaks[0]} validation / {leaks[1]} test near-copies"
+                      + (" (judged anyway: --allow-leaky; its test numbers may be inflated)" if sum(leaks) else "")
+                      if len(leaks) == 2 else "")
+                   + (f"; synthetic ratio chosen on validation: {ratio:g}" if np.isfinite(ratio) else "") + ".")
+    return out

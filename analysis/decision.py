@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.picks import ARM_KEYS, GAN_KEYS, Pick, by_seed, choose, num, records
+from analysis.picks import ARM_KEYS, EXTERNAL, GAN_KEYS, Pick, by_seed, choose, num, records
 from analysis.stats import mean_ci, num_folds
 from analysis.tables import confirm_rows
 from analysis.uncertainty import (BOOT_METRICS, BOOTSTRAP_DRAWS, Bootstrap, ScoresError, TestScores, combined_test,
@@ -59,6 +59,9 @@ class Decision:
     draws: int               # bootstrap resamples
     scores_missing: list     # runs whose test scores could not be read
     arm_tests: dict          # (arm key, metric) -> CombinedTest of the arm's mean (table intervals)
+    externals: list = field(default_factory=list)  # keys ("ext:<name>") of the external sets judged as secondary
+    primary_external: str = ""  # the external set in the GAN's place in the primary claim (no GAN in the sweep)
+    comparisons: list = field(default_factory=lambda: list(COMPARISONS))  # (a, b) of every comparison made
 
 
 @dataclass
@@ -79,11 +82,14 @@ class Headline:
     draws: int = 0
     scores_missing: list = field(default_factory=list)
     margin: float = DEFAULT_MARGIN
+    externals: dict = field(default_factory=dict)  # "ext:<name>" -> Pick of each secondary external set
+    primary_external: str = ""  # the external set standing in the primary claim (a sweep with no GAN), or ""
+    comparisons: list = field(default_factory=lambda: list(COMPARISONS))
     messages: list[str] = field(default_factory=list)
     context: list[str] = field(default_factory=list)  # what the intervals cover, detectable sizes, budgets
 
     def pick(self, key: str) -> Pick | None:
-        return getattr(self, key)
+        return self.externals.get(key) if key.startswith(EXTERNAL) else getattr(self, key)
 
 
 class _Values:
@@ -174,11 +180,12 @@ def decide(ok: pd.DataFrame, every: pd.DataFrame, metrics=HEADLINE_METRICS, scor
     every, phase_recorded = confirm_rows(every)
     folds = num_folds(every)
     cols = ["arm", "config_id", "seed", "status", "error", "trial_id", "confirm_rank", "clf_threshold",
-            "clf_run_dir", "n_test_positive"]
+            "clf_run_dir", "n_test_positive", "external"]
     every = records(every, cols)
     ok = records(confirm_rows(ok)[0] if phase_recorded else ok,
                   [*cols, "val_f1", "val_sensitivity", *(f"test_{m}" for m in (*metrics, *CLAIM_METRICS))])
     picks, preregistered = choose(ok, every, folds)
+    externals, primary_external, comparisons = _external_arms(picks, every)
     chosen = [r for r in ok if any(p is not None and r["config_id"] == p.config_id for p in picks.values())]
     boot = test_scores = None
     missing: list[str] = []
@@ -203,7 +210,7 @@ def decide(ok: pd.DataFrame, every: pd.DataFrame, metrics=HEADLINE_METRICS, scor
         why_not = ("no claim: the test scores of the chosen runs could not be read, so the interval cannot cover "
                    "the test images" + (f" ({len(missing)} run(s), e.g. {missing[0]})" if missing else ""))
     tests = []
-    for a, b in COMPARISONS:
+    for a, b in comparisons:
         for m in dict.fromkeys((*CLAIM_METRICS, *metrics)):
             if picks.get(a) is None or picks.get(b) is None:
                 absent = a if picks.get(a) is None else b
@@ -213,11 +220,26 @@ def decide(ok: pd.DataFrame, every: pd.DataFrame, metrics=HEADLINE_METRICS, scor
                 continue
             tests.append(_compare(values, a, b, m, n_pos, count_failures, m in CLAIM_METRICS, why_not))
     t = pd.DataFrame(tests)
+    t["family"] = ["external" if a.startswith(EXTERNAL) else "primary" for a in t["a"]]
     _holm_and_words(t, margin)
     arm_tests = {(k, m): combined_test(np.stack(list(v.values()), axis=1), n_pos, bounds=PROPORTION)
-                 for k in ARM_KEYS for m in metrics if (v := values.of(k, m))}
+                 for k in (*ARM_KEYS, *externals) for m in metrics if (v := values.of(k, m))}
     return Decision(picks, t, phase_recorded, preregistered, folds, boot is not None, n_pos, n_test,
-                    draws if boot is not None else 0, missing, arm_tests)
+                    draws if boot is not None else 0, missing, arm_tests, externals, primary_external, comparisons)
+
+
+def _external_arms(picks: dict, every: list[dict]) -> tuple[list[str], str, list[tuple[str, str]]]:
+    """(the secondary external sets' keys, the one in the GAN's place or "", every comparison). A sweep that trained
+    no GAN (--no-train-gan): the first external set takes the GAN's place in the primary claim (picks["stacked"]).
+    Each other external set is compared with C (the baseline when there is no C)."""
+    externals = [k for k in picks if k.startswith(EXTERNAL)]
+    primary = ""
+    if externals and not any(r["arm"] in ("gan", "control+gan") for r in every):
+        primary = externals.pop(0)
+        picks["stacked"] = picks.pop(primary)
+        primary = primary[len(EXTERNAL):]
+    ref = "control" if picks.get("control") is not None else "baseline"
+    return externals, primary, [*COMPARISONS, *((k, ref) for k in externals)]
 
 
 def detectable(tests: pd.DataFrame) -> pd.DataFrame:
@@ -233,13 +255,16 @@ def detectable(tests: pd.DataFrame) -> pd.DataFrame:
 
 
 def _holm_and_words(t: pd.DataFrame, margin: float) -> None:
-    """Holm-adjusted p over the tested claims, then each row's verdict word (a sensitivity gain needs specificity
-    non-inferior: its one-sided lower bound above -margin, else it is a trade-off)."""
+    """Holm-adjusted p over the tested claims of each family (the primary four; the external sets' among
+    themselves), then each row's verdict word (a sensitivity gain needs specificity non-inferior: its one-sided
+    lower bound above -margin, else it is a trade-off)."""
     from analysis.stats import holm
 
-    fam = t.index[t["claim"] & t["tested"]]
     t["p_holm"] = math.nan
-    t.loc[fam, "p_holm"] = holm(t.loc[fam, "p_value"].tolist())
+    family = t["family"] if "family" in t else pd.Series("primary", index=t.index)
+    for name in family.unique():
+        fam = t.index[t["claim"] & t["tested"] & (family == name)]
+        t.loc[fam, "p_holm"] = holm(t.loc[fam, "p_value"].tolist())
     spec = t[t["metric"] == "specificity"].set_index("comparison")["lower_bound"]
     t["spec_lower_bound"] = t["comparison"].map(spec)
     words = []
@@ -265,7 +290,7 @@ def table(d: Decision, ok: pd.DataFrame, metrics) -> pd.DataFrame:
     rows = []
     for m in metrics:
         row = {"metric": m}
-        for key in ARM_KEYS:
+        for key in (*ARM_KEYS, *d.externals):
             pick = d.picks.get(key)
             cid = pick.config_id if pick is not None else ""
             test = list(by_seed(recs, cid, f"test_{m}", d.folds).values()) if cid else []
@@ -278,7 +303,7 @@ def table(d: Decision, ok: pd.DataFrame, metrics) -> pd.DataFrame:
                 mean, lo, hi, n = ci.mean, ci.lo, ci.hi, ci.n
             row.update({f"{key}_mean": mean, f"{key}_lo": lo, f"{key}_hi": hi, f"{key}_n": n,
                         f"{key}_val_mean": float(np.mean(val)) if val else math.nan})
-        for a, b in COMPARISONS:
+        for a, b in d.comparisons:
             r = d.tests[(d.tests["metric"] == m) & (d.tests["comparison"] == f"{a} - {b}")].iloc[0]
             row.update({f"{a}_vs_{b}": r["mean_diff"], f"{a}_vs_{b}_lo": r["ci_lo"], f"{a}_vs_{b}_hi": r["ci_hi"]})
         rows.append(row)

@@ -24,9 +24,10 @@ STATUSES = ("ok", "failed", "stopped", "gated")
 # dtype families of the contract's columns; anything not listed (extra config values) is left as read
 TEXT_COLUMNS = [c for c in ID_COLUMNS if c != "seed"] + [
     "gan_loss", "gan_key", "imbalance_fix", "augment", "synthetic_mix", "sweep_phase", "setup_id",
-    "gan_kid_reference", "gan_arch", "gan_augment", "gan_gate", "gan_gate_note"] + PATH_COLUMNS
+    "gan_kid_reference", "gan_arch", "gan_augment", "gan_gate", "gan_gate_note", "external"] + PATH_COLUMNS
 INT_COLUMNS = ["seed", "n_critic", "image_size", "channels", "gan_epochs", "confirm_rank", "fold", "n_val_positive",
-               "n_test_positive", "clf_steps", "clf_epoch_size", "gan_checkpoint_epoch"]
+               "n_test_positive", "clf_steps", "clf_epoch_size", "gan_checkpoint_epoch", "leak_val_copies",
+               "leak_test_copies"]
 BOOL_COLUMNS = ["diffaugment", "conditional"]
 FLOAT_COLUMNS = (["gan_lr_g", "gan_lr_d", "synthetic_ratio", "clf_lr", "feature_matching", "perceptual",
                   "label_smoothing",

@@ -16,7 +16,23 @@ from trainables.arms import CLASSICAL_CONTROLS
 
 ARM_KEYS = ("baseline", "control", "stacked", "gan")  # Headline attributes, in table order
 ARMS_OF = {"baseline": ("baseline",), "control": ("control",), "stacked": ("control+gan",), "gan": ("gan",)}
-GAN_KEYS = ("stacked", "gan")  # arms whose failed / stopped / gated seeds count as no help
+GAN_KEYS = ("stacked", "gan")  # arms whose failed / stopped / gated seeds count as no help (external sets' too)
+EXTERNAL = "ext:"  # an external set's key among the picks: "ext:<name>" (rows: arm "external", external <name>)
+
+
+def external_key(name: str) -> str:
+    return f"{EXTERNAL}{name}"
+
+
+def external_names(every: list[dict]) -> list[str]:
+    """The external sets with confirm rows, in the order given to the sweep (their confirm_rank), then by name."""
+    seen: dict[str, tuple] = {}
+    for r in every:
+        name = r.get("external")
+        if r["arm"] == "external" and isinstance(name, str) and name:
+            rank = r.get("confirm_rank")
+            seen[name] = min(seen.get(name, (math.inf, name)), (rank if rank is not None else math.inf, name))
+    return sorted(seen, key=lambda n: seen[n])
 
 
 @dataclass
@@ -83,14 +99,17 @@ def _gated(rows: list[dict]) -> list[int]:
     return sorted({int(r["_seed"]) for r in rows if r["status"] == "gated"})
 
 
-def _pick(ok: list[dict], every: list[dict], arms, only_rank: int | None = None, folds: int = 0) -> Pick | None:
+def _pick(ok: list[dict], every: list[dict], arms, only_rank: int | None = None, folds: int = 0,
+          only_external: str | None = None) -> Pick | None:
     """Best setup among `arms` by validation: within each setup the classifier LR with the best mean val F1 over
-    its seeds, then the setup whose chosen LR is best. only_rank: GAN setups of that confirm_rank only. An arm with
-    rows but no successful one is a Pick without a config: every one of its seeds is lost."""
+    its seeds, then the setup whose chosen LR is best (an external set: its synthetic ratio too). only_rank: GAN
+    setups of that confirm_rank only; only_external: that external set's rows only. An arm with rows but no
+    successful one is a Pick without a config: every one of its seeds is lost."""
     arms = set(arms)
 
     def mine(r) -> bool:
-        return r["arm"] in arms and (only_rank is None or r.get("confirm_rank") == only_rank)
+        return (r["arm"] in arms and (only_rank is None or r.get("confirm_rank") == only_rank)
+                and (only_external is None or r.get("external") == only_external))
 
     groups: dict[tuple, list[dict]] = {}
     for r in ok:
@@ -130,13 +149,16 @@ def _pick(ok: list[dict], every: list[dict], arms, only_rank: int | None = None,
 
 
 def choose(ok: list[dict], every: list[dict], folds: int) -> tuple[dict, bool]:
-    """The four arms' picks (legacy results: the best old per-fix control as `control`, no stacked arm)."""
+    """The four arms' picks (legacy results: the best old per-fix control as `control`, no stacked arm), and one
+    per external set under external_key(name)."""
     ranks = sorted({r["confirm_rank"] for r in every if r["arm"] == "gan" and r["confirm_rank"] is not None})
     rank = ranks[0] if ranks else None  # rank 1 failing on every seed stays rank 1: never a silent rank 2
     picks = {k: _pick(ok, every, ARMS_OF[k], only_rank=rank if k in GAN_KEYS else None, folds=folds)
              for k in ARM_KEYS}
     if picks["control"] is None:
         picks["control"] = _pick(ok, every, CLASSICAL_CONTROLS, folds=folds)
+    for name in external_names(every):  # each external set: its ratio and LR chosen on validation
+        picks[external_key(name)] = _pick(ok, every, ("external",), folds=folds, only_external=name)
     return picks, bool(ranks)
 
 

@@ -32,6 +32,7 @@ from analysis.report_runs import runs_section
 from analysis.tables import (METRIC_LABELS, classifier_rows, not_ok, per_loss, per_variant, status_counts,
                              summarize_configs)
 from analysis.report_curation import curation_section
+from analysis.report_external import external_section, refused_warnings
 from analysis.report_headline import headline_section
 
 def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
@@ -52,7 +53,9 @@ def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
     doc.h(1, title)
     doc.p(f"Source: `{source}`. Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.")
     status_section(doc, out, df, clf, bad)
+    doc.bullets(refused_warnings(base))  # a leaky external set, said before any number
     hl = headline_section(doc, out, df, configs, base)
+    external_section(doc, out, base, df)
     runs_section(doc, out, clf, hl, base)
     pl = per_loss_section(doc, out, df, configs)
     per_variant_section(doc, out, configs)
@@ -165,7 +168,9 @@ def all_configs_section(doc: Doc, configs: pd.DataFrame) -> None:
               + ", ".join(f"`{c}`" for c in unranked["config_id"]) + ".")
     doc.table(pd.DataFrame({
         "Config": configs["config_id"], "Phase": configs["sweep_phase"].replace("", "n/a"),
-        "Arm": configs["arm"], "Loss": configs["gan_loss"],
+        "Arm": [f"{a} {e}" if a == "external" else a for a, e in
+                zip(configs["arm"], configs.get("external", pd.Series("", index=configs.index)).fillna(""))],
+        "Loss": configs["gan_loss"],
         "Ratio": configs["synthetic_ratio"].map(lambda x: fnum(x, 3)), "Seeds": configs["n_seeds"].astype(int),
         "Val F1": configs["val_f1"].map(fnum), "Val sens.": configs["val_sensitivity"].map(fnum),
         "Test F1": _test_ci(configs, "f1")}), "configs.csv")

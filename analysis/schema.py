@@ -33,6 +33,7 @@ CONFIG_COLUMNS = [
     "perceptual",       # float: weight of G's VGG16 perceptual term (0 = off)
     "label_smoothing",  # float: a bce GAN's real-image target (1 = off, 0.9 = one-sided smoothing); results before it: 1
     "synthetic_mix",    # "single" | "mix_losses" (equal parts of one GAN per loss; gan_loss "mix")
+    "external",         # str: the --external set an "external" arm's images came from ("" for every other arm)
     "synthetic_ratio",  # float: synthetic / real minority train images (0 = none)
     "clf_lr",           # float
     "imbalance_fix",    # "none" | "class_weight" | "oversample"
@@ -56,7 +57,9 @@ GAN_QUALITY_COLUMNS = ["gan_precision_matched", "gan_recall_matched", "gan_pixel
                        "gan_fid_real_ref", "gan_kid_real_ref", "gan_precision_real_ref", "gan_recall_real_ref",
                        "gan_diversity_ratio_real_ref", "gan_pixel_diversity_ratio_real_ref",
                        "gan_memorised_fraction_real_ref", "gan_recall_vs_real", "gan_diversity_vs_real",
-                       "gan_pixel_diversity_vs_real", "gan_checkpoint_epoch", "gan_ada_p"]
+                       "gan_pixel_diversity_vs_real", "gan_checkpoint_epoch", "gan_ada_p",
+                       # the leak audit (sweeps/quality.leak_audit): near-exact copies of real val / test images
+                       "leak_val_copies", "leak_test_copies"]
 GATE_COLUMNS = [
     "gan_gate",          # "pass" | "gated" (status gated, reason in error) | "off" (not judged: gan_gate_note says why)
     "gan_gate_note",     # str: what the gate could not judge, or why it was off
@@ -84,6 +87,6 @@ CONTROL_COLUMNS = [
 
 REQUIRED_COLUMNS = ID_COLUMNS
 # absent by design (no --folds) or written only since a later version: filled as empty without a note
-OPTIONAL_COLUMNS = ["fold", "gan_arch", "gan_augment", "label_smoothing", *CONTROL_COLUMNS] + GAN_QUALITY_COLUMNS + GATE_COLUMNS
+OPTIONAL_COLUMNS = ["fold", "gan_arch", "gan_augment", "label_smoothing", "external", *CONTROL_COLUMNS] + GAN_QUALITY_COLUMNS + GATE_COLUMNS
 ALL_COLUMNS = (ID_COLUMNS + CONFIG_COLUMNS + VAL_COLUMNS + TEST_COLUMNS + GAN_COLUMNS + GAN_QUALITY_COLUMNS
                + GATE_COLUMNS + TIMING_COLUMNS + PATH_COLUMNS + DESIGN_COLUMNS + CONTROL_COLUMNS)

@@ -19,7 +19,7 @@ from analysis.stats import mean_ci
 SELECT_BY = [("val_f1", "max"), ("val_sensitivity", "max")]
 DESCRIPTIVE = ["sweep_phase", "arm", "gan_loss", "gan_key", "synthetic_ratio", "gan_lr_g", "gan_lr_d", "diffaugment",
                "n_critic", "conditional", "feature_matching", "perceptual", "synthetic_mix", "clf_lr",
-               "imbalance_fix", "augment"]
+               "imbalance_fix", "augment", "external"]
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
                  "sensitivity": "Sensitivity", "specificity": "Specificity", "precision": "Precision",
                  "f1": "F1", "macro_f1": "Macro F1", "weighted_precision": "Weighted precision",

@@ -49,7 +49,8 @@ def headline(df: pd.DataFrame, metrics=HEADLINE_METRICS, configs: pd.DataFrame |
                  single_seed=bool(ns) and max(ns) < 2, confirm_only=d.phase_recorded,
                  gan_preregistered=d.preregistered, folds=d.folds, covers_test_images=d.covers_test_images,
                  n_test_positive=d.n_test_positive, n_test=d.n_test, draws=d.draws, scores_missing=d.scores_missing,
-                 margin=margin)
+                 margin=margin, externals={k: d.picks[k] for k in d.externals}, primary_external=d.primary_external,
+                 comparisons=d.comparisons)
     h.messages = verdict(h)
     h.context = context(h, df)
     return h

@@ -328,9 +328,18 @@ def write_synthetic_rows(rows: pd.DataFrame, out_dir: str | Path) -> Path:
     return path
 
 
-def read_synthetic_rows(out_dir: str | Path) -> pd.DataFrame:
-    """Read out_dir/manifest.parquet written by `write_synthetic_rows`; sources made absolute."""
+def read_synthetic_rows(out_dir: str | Path, classes: list[str] | None = None,
+                        positive_label: int | None = None) -> pd.DataFrame:
+    """Read out_dir/manifest.parquet written by `write_synthetic_rows`; sources made absolute. Without a manifest,
+    given the data set's classes and minority label: a folder made elsewhere (plain, or one sub-folder per class;
+    data_prep.external), read as it is."""
     path = Path(out_dir) / "manifest.parquet"
+    if not path.is_file() and classes is not None and positive_label is not None and Path(out_dir).is_dir():
+        from data_prep.external import external_rows
+
+        df = external_rows(out_dir, list(classes), int(positive_label))
+        df["source_key"], df["source_index"] = "", -1
+        return df
     if not path.is_file():
         raise DataError(f"no synthetic manifest at {path}; make one with "
                         f"python -m trainables.gan.sample --checkpoint CKPT --num-samples N --output-dir {out_dir}")

@@ -8,7 +8,7 @@ def summarize(df, base: Path | None = None) -> str:
     """The answer in a few lines: the headline's verdict and each arm's real-test numbers (confirm phase).
     base: the sweep's folder, where the classifier run folders (their test scores) are found."""
     import analysis
-    from analysis.claims import arm_text
+    from analysis.claims import arm_keys, arm_text
     from analysis.scores import RunScores
     from analysis.tables import METRIC_LABELS
 
@@ -19,21 +19,39 @@ def summarize(df, base: Path | None = None) -> str:
     t = h.table.set_index("metric")
     head = f"  {'arm':<44}{'seeds':>6}{'val F1':>9}{'test F1':>9}{'test sens':>11}{'test AUC':>10}"
     rows = []
-    for key in ("baseline", "control", "stacked", "gan"):
+    for key in arm_keys(h):
         pick = h.pick(key)
         if pick is None:
             continue
         label = arm_text(h, key)
-        if key in ("stacked", "gan") and pick.config_id:
+        if key in ("stacked", "gan") and pick.config_id and not h.primary_external:
             label += f" ({pick.summary.get('gan_loss', '')}, ratio {pick.summary.get('synthetic_ratio', 0):g})"
+        elif pick.arm == "external":  # the set's name first: the control's description would hide it
+            name = h.primary_external if key == "stacked" else key.split(":", 1)[1]
+            ratio = f" ratio {pick.summary.get('synthetic_ratio', 0):g}" if pick.config_id else ""
+            label = f"external {name!r}{ratio}" + (" + C" if h.control is not None else "")
         label = label if len(label) <= 42 else label[:39] + "..."
         rows.append(f"  {label:<44}{len(pick.seeds_ok):>6}{t.loc['f1', key + '_val_mean']:>9.3f}"
                     f"{t.loc['f1', key + '_mean']:>9.3f}{t.loc['sensitivity', key + '_mean']:>11.3f}"
                     f"{t.loc['roc_auc', key + '_mean']:>10.3f}")
-    verdict = [m.replace("**", "") for m in h.messages]
+    verdict = [m.replace("**", "") for m in h.messages] + refused_lines(base)
     return "\n".join(["real-test metrics of the confirm phase, mean over seeds (every choice made on val):", head]
                      + rows + [""] + verdict + [f"({METRIC_LABELS['f1']} and sensitivity carry the claims; "
                                                 "the report has the tests and what they cover.)"])
+
+
+def refused_lines(base: Path | None) -> list[str]:
+    """External sets refused as arms (a leak, too few images) and leaky sets judged anyway: said loudly."""
+    from analysis.report_external import external_records
+
+    out = []
+    for rec in external_records(base):
+        if rec.get("refused"):
+            out.append(f"EXTERNAL SET {rec['name']!r} REFUSED: {rec['refused']}")
+        elif rec.get("leaky"):
+            out.append(f"WARNING: external set {rec['name']!r} holds near-copies of real held-out images and was "
+                       f"judged anyway (--allow-leaky): its test numbers may be inflated")
+    return out
 
 
 def disk_use(path: Path) -> int:

@@ -32,13 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/a
 
 from data_prep.errors import ConfigError, DataError, LeakageError  # noqa: E402
 from sweeps import config as sweep_config  # noqa: E402
-from sweeps.answer import disk_use, summarize  # noqa: E402
+from sweeps.answer import disk_use, finish, summarize  # noqa: E402
+from sweeps.curation_scorers import build_curation_scorers  # noqa: E402  issue 24: before any trial
 from sweeps.claim import claim_sweep, release_claims, save_state  # noqa: E402  one driver per sweep (the store's claim)
 from sweeps.config import SweepConfig  # noqa: E402
 from sweeps.data import prepare_data, trial_data  # noqa: E402,F401  (trial_data: tests and bench use it here too)
 from sweeps.plan import DDP_TRIAL_CPU  # noqa: E402  what a DDP trial's own (coordinating) process reserves
 from sweeps.selection import confirmed_picks, pick_best  # noqa: E402,F401  (pick_best: tests use it here too)
-from sweeps.answer import finish  # noqa: E402
+from sweeps.external import arms  # noqa: E402  the external sets that are arms (sweep_state.json)
 from sweeps.storage import is_remote, sweep_store  # noqa: E402
 
 
@@ -189,13 +190,13 @@ def controls_phase(cfg: SweepConfig, data, table, max_conc: int, deadline: float
 
 
 def confirm_phase(cfg: SweepConfig, data, table, max_conc: int, best: list[dict], control: dict | None = None,
-                  deadline: float = 0.0):
+                  deadline: float = 0.0, externals: list[dict] = ()):
     from ray import tune
 
     from sweeps.controls import confirm_configs, confirm_line
 
-    configs = confirm_configs(cfg, best, control)
-    print(confirm_line(cfg, configs, len(best), bool(control), data.n_train_real), flush=True)
+    configs = confirm_configs(cfg, best, control, externals)
+    print(confirm_line(cfg, configs, len(best), bool(control), data.n_train_real, externals), flush=True)
     tc = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_conc, reuse_actors=REUSE_TRIAL_PROCESSES,
                          time_budget_s=time_left(deadline))
     return run_phase(cfg, "confirm", data, table, tc, {"trial": tune.grid_search(configs)}, deadline)
@@ -240,6 +241,10 @@ def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max
     """Search, controls, confirm, each resumable: sweep_state.json records the phase reached, the search's picks and
     the best control C, each saved before the next phase starts. deadline (time.time(), 0 = none): the sweep's
     time budget; a controls or confirm phase it cuts short is left to --resume (no C from a cut controls search)."""
+    if state["phase"] == "search" and not cfg.train_gan:
+        print("[search] no GAN search (train_gan false): the external set(s) are judged alone", flush=True)
+        state.update(phase="controls", best=[])
+        write_state(cfg, state, state_path)
     if state["phase"] == "search":
         search_phase(cfg, data, table, max_conc, deadline)
         best = confirmed_picks(cfg, data, table, max_conc)  # on val; each pick's GAN passed the gate on every seed
@@ -256,7 +261,8 @@ def run_phases(cfg: SweepConfig, data, table, state: dict, state_path: Path, max
                   "with --resume and a larger --time-budget-s to finish", flush=True)
             return
         out = (controls_phase(cfg, data, table, max_conc, deadline) if phase == "controls" else
-               confirm_phase(cfg, data, table, max_conc, state.get("best", []), state.get("control"), deadline))
+               confirm_phase(cfg, data, table, max_conc, state.get("best", []), state.get("control"), deadline,
+                             **({"externals": ext} if (ext := arms(state)) else {})))
         if deadline and time.time() >= deadline - 1:  # cut by the budget: --resume runs the trials left
             print(f"[{phase}] the sweep's time budget ({cfg.time_budget_s:g} s) ended the phase; trials it stopped "
                   "are rows marked stopped; --resume with a larger --time-budget-s runs the rest", flush=True)
@@ -296,10 +302,12 @@ def setup(cfg: SweepConfig, cap) -> tuple[SweepConfig, Path, object, dict, Path]
     if cfg.gan_eval_every:
         for i, d in enumerate((data, *data.folds)):  # each fold's reference: its own val part, not its GAN's
             build_quality_reference(cfg, d, f"fold {i - 1}'s trials" if i else "")
-    from sweeps.curation import build_curation_scorers
-    from sweeps.trial import classifier_config
+    if cfg.external:  # sets made elsewhere: imported, audited (quality, leaks) and judged once, before any trial
+        from sweeps.external import import_externals
 
-    build_curation_scorers(cfg, data, classifier_config, store, bool(stored))  # the off-class scorer, once per split/fold
+        state["external"] = import_externals(cfg, data, store)
+        write_state(cfg, state, state_path)
+    build_curation_scorers(cfg, data, store, bool(stored))  # the off-class scorer, once per split / fold
     if store.remote:  # trials on any node get the data, the reference and weights from the store, not this disk
         from sweeps.artifacts import publish_for_cluster, publish_weights
 
@@ -319,11 +327,13 @@ def build_quality_reference(cfg: SweepConfig, data, used_by: str = "") -> None:
     import torch
 
     from data_prep import read_manifest
-    from sweeps.quality import quality_evaluator
+    from sweeps.quality import leak_reference, quality_evaluator
 
     t = time.time()
     device = "cuda" if cfg.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-    ev = quality_evaluator(read_manifest(data.manifest), cfg, data, device)
+    manifest = read_manifest(data.manifest)
+    ev = quality_evaluator(manifest, cfg, data, device)
+    leak_reference(manifest, cfg, Path(data.work_dir) / "quality_cache")  # the leak audit's real images, once
     print(f"GAN quality reference: {len(ev.reference.pixels)} real minority {data.gan_reference_split} image(s), "
           f"{'cached' if ev.reference_was_cached else f'built in {time.time() - t:.0f} s'}, shared by "
           f"{used_by or 'every trial'}",

@@ -1,9 +1,10 @@
 """SweepConfig: every setting of a sweep. CLI flags and YAML files (`--config FILE.yaml`) set the same fields."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from data_prep.config import config_from_dict, read_mapping_file
 from data_prep.errors import ConfigError
@@ -16,6 +17,27 @@ GAN_AUGMENTS = {"none": {"diffaugment": "", "ada": False},
                 "ada": {"diffaugment": "", "ada": True}}
 # gan_arch -> Adam betas of its G and D: DCGAN's (Radford et al.) and SNGAN's (Miyato et al.: beta1 0, beta2 0.9)
 ARCH_BETAS = {"dcgan": (0.5, 0.999), "resnet": (0.0, 0.9)}
+
+
+EXTERNAL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$")
+
+
+def parse_external(entries) -> dict[str, str]:
+    """("NAME=DIR", ...) -> {name: dir}, in the order given. ConfigError naming a malformed or repeated entry."""
+    out: dict[str, str] = {}
+    for e in entries or ():
+        name, sep, d = str(e).partition("=")
+        name, d = name.strip(), d.strip()
+        if not sep or not d:
+            raise ConfigError(f"external {e!r}: expected NAME=DIR (e.g. --external medigan=/data/medigan_out)")
+        if not EXTERNAL_NAME.match(name):
+            raise ConfigError(f"external {e!r}: the name {name!r} must start with a letter and hold only letters, "
+                              f"digits, '_', '-' or '.' (at most 40): it names the arm in the results and report")
+        if name in out:
+            raise ConfigError(f"external set name {name!r} given twice ({out[name]!r} and {d!r}); names must differ")
+        out[name] = d
+    return out
+
 
 
 @dataclass(frozen=True)
@@ -99,22 +121,31 @@ class SweepConfig:
     workers_per_trial: int = 1  # > 1: the trial runs DDP through a TorchTrainer with this many workers
     max_concurrent: int = 0  # trials at once; 0 = as many as resources allow
     max_failures: int = 1  # retries of a trial that errors (worker/node loss); resumes from its checkpoints
+    # ---- external generators
+    external: tuple[str, ...] = ()  # NAME=DIR: a synthetic set made elsewhere (a folder of images or DIR/<class>/ folders), judged as an arm like our GAN; repeatable (YAML external: {name: dir})
+    allow_leaky: tuple[str, ...] = ()  # NAME of an external set to judge even though the leak audit found copies of real val/test images in it; repeatable
+    train_gan: bool = True  # False: no GAN search and no GAN arms; the external sets alone are judged (the first in the GAN's place)
     # ---- time
     time_budget_s: float = 0.0  # the whole sweep, seconds: trials running then are stopped, none start after (0 = none)
     trial_time_budget_s: float = 0.0  # one trial, seconds: stopped at its first report past this (0 = none)
     smoke_test: bool = False  # tiny, CPU, fast: checks the whole pipeline in a few minutes
 
+    REPEATABLE: ClassVar[tuple[str, ...]] = ("external", "allow_leaky")  # flags given once per value, not A,B
+
     def __post_init__(self) -> None:
+        if isinstance(self.external, Mapping):  # YAML / the Python API: {name: dir}
+            object.__setattr__(self, "external", tuple(f"{k}={v}" for k, v in self.external.items()))
+        for name in self.REPEATABLE:
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, (getattr(self, name),))
+        self._check_external()
         if not self.data and not self.manifest:
             raise ConfigError("no data: this configuration names no data set; pass --data PATH (class folders, a "
                               ".csv or an .npz) or --manifest FILE")
         if self.max_images_per_class < 0 or self.quality_domain_epochs < 1:
             raise ConfigError("max_images_per_class must be >= 0 and quality_domain_epochs >= 1")
         self._check_gan_settings()
-        from trainables.classifier.config import CURATIONS  # curation of synthetic images: sweeps/curation.py
-
-        if not self.curation_choices or any(c not in CURATIONS for c in self.curation_choices):
-            raise ConfigError(f"curation_choices {list(self.curation_choices)}: each must be one of {sorted(CURATIONS)}")
+        self._check_curation()
         from trainables.arms import MAX_SYNTHETIC_RATIO
 
         if any(not 0 < r <= MAX_SYNTHETIC_RATIO for r in self.synthetic_ratios):
@@ -160,6 +191,15 @@ class SweepConfig:
         if not 0 < lo <= hi:
             raise ConfigError(f"clf_lr_range must be (low, high) with 0 < low <= high, got {self.clf_lr_range}")
 
+    def _check_external(self) -> None:
+        names = parse_external(self.external)  # ConfigError naming a malformed or repeated entry
+        unknown = [n for n in self.allow_leaky if n not in names]
+        if unknown:
+            raise ConfigError(f"allow_leaky names {unknown}, which are not external sets (given: {sorted(names)}); "
+                              f"name each as in --external NAME=DIR")
+        if not self.train_gan and not names:
+            raise ConfigError("train_gan is false but no --external NAME=DIR set is given: there is nothing to judge")
+
     def _check_gan_settings(self) -> None:
         from trainables.gan.losses import GAN_LOSSES  # the loss table itself (imports torch: driver only)
         from trainables.gan.networks import GAN_ARCHS
@@ -188,6 +228,13 @@ class SweepConfig:
             raise ConfigError(f"guard_seeds must be >= 0 and gan_eval_samples >= 8 (k-NN radii need a few images), "
                               f"got {self.guard_seeds}, {self.gan_eval_samples}")
 
+    def _check_curation(self) -> None:
+        from trainables.classifier.config import CURATIONS  # curation of synthetic images: sweeps/curation.py
+
+        if not self.curation_choices or any(c not in CURATIONS for c in self.curation_choices):
+            raise ConfigError(f"curation_choices {list(self.curation_choices)}: each must be one of "
+                              f"{sorted(CURATIONS)}")
+
     def _check_resources(self) -> None:
         if self.gpus_per_trial < 0 or self.cpus_per_trial <= 0:
             raise ConfigError(f"cpus_per_trial must be > 0 and gpus_per_trial >= 0, got "
@@ -202,6 +249,9 @@ class SweepConfig:
         fix = {k: str(Path(v).expanduser().resolve()) for k in ("clf_weights", "vgg_weights", "inception_weights",
                                                                   "manifest")
                if (v := getattr(self, k)) and "://" not in v}
+        if self.external:  # each set's folder too
+            fix["external"] = tuple(f"{n}={Path(d).expanduser().resolve()}" for n, d in
+                                    parse_external(self.external).items())
         return replace(self, **fix) if fix else self
 
     @property

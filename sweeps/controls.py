@@ -28,7 +28,8 @@ from typing import Any, Mapping
 
 from sweeps.space import (KNOB_KEYS, OBJECTIVES, SEARCH_SEED, _canonical, confirm_seeds, fold_configs, knob_values,
                           repeat_configs, stackable)
-from trainables.arms import CONTROL_ARM, CONTROL_ARMS, CONTROL_KNOBS, KNOB_DEFAULTS, STACKED_ARM, knob_acts
+from trainables.arms import (CONTROL_ARM, CONTROL_ARMS, CONTROL_KNOBS, EXTERNAL_ARM, KNOB_DEFAULTS, STACKED_ARM,
+                             knob_acts)
 
 PHASE = "controls"  # the Tune phase and the rows' sweep_phase
 # the trial values of a run without a GAN (the same keys and values the per-fix controls had: their ids stand)
@@ -113,9 +114,10 @@ def _no_gan_configs(arm: str, settings: Mapping[str, Any], seeds, clf_lrs) -> li
             for lr in clf_lrs for seed in seeds]
 
 
-def confirm_configs(sweep, best: list[Mapping[str, Any]], control: Mapping[str, Any] | None = None
-                    ) -> list[dict[str, Any]]:
-    """Every confirm trial: baseline, control (C), the top-k GAN configs and control+gan (C + the rank-1 GAN),
+def confirm_configs(sweep, best: list[Mapping[str, Any]], control: Mapping[str, Any] | None = None,
+                    externals: list[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Every confirm trial: baseline, control (C), the top-k GAN configs, control+gan (C + the rank-1 GAN) and each
+    external set on C (`externals`: sweeps.external.arms(state), each x its usable ratios; confirm_rank = its place),
     each x sweep.clf_lr_grid x confirm_seeds(num_seeds) [x folds 0..K-1 with sweep.folds = K]."""
     seeds, lrs = confirm_seeds(sweep.num_seeds), sweep.clf_lr_grid
     configs = _no_gan_configs("baseline", CONTROL_ARMS["baseline"], seeds, lrs) if "baseline" in sweep.controls else []
@@ -124,18 +126,30 @@ def confirm_configs(sweep, best: list[Mapping[str, Any]], control: Mapping[str, 
     configs += repeat_configs(best, seeds, lrs)
     if control and best:  # the same seeds' GANs as rank 1's (same gan_key), C's classifier settings
         configs += [{**c, "arm": STACKED_ARM, **control_settings(control)} for c in repeat_configs(best[:1], seeds, lrs)]
+    if externals:  # stacked on C as the GAN is (else on the baseline's settings), x each ratio the set can serve
+        on = control_settings(control) if control else {k: v for k, v in CONTROL_ARMS["baseline"].items()
+                                                         if k != "synthetic_ratio"}
+        configs += [{"arm": EXTERNAL_ARM, "external": rec["name"], "confirm_rank": rank, "seed": seed, **NO_GAN,
+                     "clf_lr": float(lr), **on, "synthetic_ratio": float(ratio)}
+                    for rank, rec in enumerate(externals, start=1) for ratio in rec["ratios"] for lr in lrs
+                    for seed in seeds]
     return fold_configs(configs, getattr(sweep, "folds", 0))
 
 
-def confirm_arms(sweep, top_k: int, control: bool) -> list[str]:
-    """The confirm phase's arms, in order, as the console and the dry run name them."""
+def confirm_arms(sweep, top_k: int, control: bool, externals=None) -> list[str]:
+    """The confirm phase's arms, in order, as the console and the dry run name them. externals: the external sets
+    that are arms (None: every --external set, as planned before their audit)."""
+    from sweeps.config import parse_external
+
     arms = ["baseline"] if "baseline" in sweep.controls else []
     arms += ["control (C)"] if control else []
     arms += [f"gan (top {top_k})" if top_k > 1 else "gan"] if top_k else []
-    return arms + (["control+gan (C + rank-1 GAN)"] if control and top_k else [])
+    arms += ["control+gan (C + rank-1 GAN)"] if control and top_k else []
+    names = list(parse_external(sweep.external)) if externals is None else [e["name"] for e in externals]
+    return arms + [f"external {n}{' on C' if control else ''}" for n in names]
 
 
-def confirm_line(cfg, configs: list, top_k: int, control: bool, n_train_real: int) -> str:
+def confirm_line(cfg, configs: list, top_k: int, control: bool, n_train_real: int, externals=()) -> str:
     """What the confirm phase is about to run, in one console line: its trials, arms, LRs, seeds and step budget."""
     seeds = confirm_seeds(cfg.num_seeds)
     steps = cfg.clf_epochs * math.ceil(n_train_real / cfg.clf_batch_size)
@@ -144,11 +158,13 @@ def confirm_line(cfg, configs: list, top_k: int, control: bool, n_train_real: in
               f"{cfg.clf_epochs} epochs of {n_train_real} images (the real training set) = {steps} optimizer steps")
     none = ("[confirm] no search GAN configuration finished with validation metrics (all failed or stopped): the "
             "confirm phase runs the controls only, and the verdict will say the GAN cannot be assessed\n")
-    return (none if not top_k else "") + (
-        f"[confirm] {len(configs)} trials: arms {confirm_arms(cfg, top_k, control)} x classifier LRs "
+    ext = (f"; each external set also x its synthetic ratios (chosen on val with the LR)" if externals else "")
+    return (none if not top_k and cfg.train_gan else "") + (
+        f"[confirm] {len(configs)} trials: arms {confirm_arms(cfg, top_k, control, list(externals))}{ext} x classifier LRs "
         f"[{', '.join(f'{lr:g}' for lr in cfg.clf_lr_grid)}] x seeds {seeds[0]}-{seeds[-1]} (fresh: the search ran "
-        f"seed {SEARCH_SEED}){folds}; one GAN per seed{' and fold' if cfg.folds else ''}, shared by gan and "
-        f"control+gan; every classifier trains {budget}, whatever its synthetic images")
+        f"seed {SEARCH_SEED}){folds}; " + (f"one GAN per seed{' and fold' if cfg.folds else ''}, shared by gan and "
+                                           "control+gan; " if top_k else "")
+        + f"every classifier trains {budget}, whatever its synthetic images")
 
 
 def search_line(cfg) -> str:

@@ -9,7 +9,7 @@ each GAN samples CURATION_SAMPLE_HEADROOM x the largest ratio's images (and the 
 set sampled without it is not reused), so that the largest ratio still finds its count after the drops.
 
 The off-class scorer (a classifier trained on REAL train images only, threshold chosen on real val) is trained ONCE
-per sweep - per fold with --folds - by the driver before any trial (`build_curation_scorers`, beside the GAN quality
+per sweep - per fold with --folds - by the driver before any trial (sweeps.curation_scorers, beside the GAN quality
 reference), in <work>/quality_cache/curation_scorer_<manifest fingerprint>_<settings digest>/. quality_cache travels
 to every node with remote storage (sweeps.artifacts), so trials only read it; a trial that finds none (a test calling
 run_trial, a cache removed by hand) trains it under a node lock, so concurrent trials never train it twice.
@@ -75,31 +75,6 @@ def ensure_sweep_scorer(sweep, data, make_config, device: str = "cpu", log=None)
         trained = not (folder / SCORER_FILE).is_file()
         ensure_scorer(folder, data.manifest, cfg, run_classifier_local, log=log)
     return folder, trained
-
-
-def build_curation_scorers(sweep, data, make_config, store=None, stored: bool = False) -> None:
-    """Driver, before any trial: the off-class scorer of the split and of each fold, when a curation choice needs
-    it. Remote storage: quality_cache is published with the data (publish_for_cluster); a resumed sweep whose store
-    lacked a scorer publishes the one trained now."""
-    import time
-
-    import torch
-
-    if not needs_scorer(sweep):
-        return
-    device = "cuda" if sweep.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-    trained_any = False
-    for i, d in enumerate((data, *data.folds)):
-        t = time.time()
-        folder, trained = ensure_sweep_scorer(sweep, d, make_config, device)
-        trained_any |= trained
-        info = json.loads((folder / "scorer.json").read_text())
-        print(f"curation scorer{f' (fold {i - 1})' if i else ''}: real-only classifier, val F1 {info['val_f1']:.3f}, "
-              f"off-class threshold {info['threshold']:.3f} (minority log-odds; expected genuine drop "
-              f"{info['expected_genuine_drop']:.1%} from {info['n_val_minority']} val minority images), "
-              f"{f'trained in {time.time() - t:.0f} s' if trained else 'cached'}", flush=True)
-    if trained_any and stored and store is not None and store.remote:
-        store.publish("quality_cache")
 
 
 def trial_curation(config: Mapping[str, Any]) -> str:

@@ -93,7 +93,10 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip=()) -> None:
         shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else default
         text = f"{comments.get(f.name, '')} (default: {shown})".replace("%", "%%")
         hint = hints[f.name]
-        if hint is bool:
+        if f.name in getattr(cls, "REPEATABLE", ()):  # --external A=x --external B=y: one value per flag
+            group.add_argument(flag, action="append", metavar="VALUE", help=text + "; give the flag once per value",
+                               default=argparse.SUPPRESS)
+        elif hint is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, help=text, default=argparse.SUPPRESS)
         else:
             group.add_argument(flag, type=_parser_for(hint, f.name.replace("_", "-")), metavar=_metavar(hint),

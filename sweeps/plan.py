@@ -100,13 +100,19 @@ def plan(cfg: SweepConfig) -> Plan:
 
     mix = "mix_losses" in cfg.mix_choices and len(cfg.gan_losses) > 1
     per_trial = len(cfg.gan_losses) if mix else 1  # a mix trains one GAN per loss
-    names = confirm_arms(cfg, cfg.top_k, has_controls(cfg))
-    # top-k GAN configs count one setup each, C + the rank-1 GAN one more (it needs a GAN config)
-    arms = len(names) + (cfg.top_k - 1 if cfg.top_k > 1 else 0)
+    from sweeps.config import parse_external
+
+    top_k = cfg.top_k if cfg.train_gan else 0
+    names = confirm_arms(cfg, top_k, has_controls(cfg))
+    n_ext = len(parse_external(cfg.external))
+    # top-k GAN configs count one setup each, C + the rank-1 GAN one more (it needs a GAN config); an external set
+    # one arm, run at each synthetic ratio it is large enough for (at most all of them: known after its audit)
+    arms = len(names) + (top_k - 1 if top_k > 1 else 0)
     folds = max(1, cfg.folds)  # every confirm trial runs once per fold, and each fold trains its own GAN
-    confirm = arms * len(cfg.clf_lr_grid) * cfg.num_seeds * folds
-    return Plan(search_trials=cfg.num_samples, search_gan_trainings_max=cfg.num_samples * per_trial,
-                confirm_trials=confirm, confirm_gan_trainings=cfg.top_k * cfg.num_seeds * folds * per_trial,
+    confirm = (arms - n_ext + n_ext * len(cfg.synthetic_ratios)) * len(cfg.clf_lr_grid) * cfg.num_seeds * folds
+    searched = cfg.num_samples if cfg.train_gan else 0
+    return Plan(search_trials=searched, search_gan_trainings_max=searched * per_trial,
+                confirm_trials=confirm, confirm_gan_trainings=top_k * cfg.num_seeds * folds * per_trial,
                 arms=arms, lrs=len(cfg.clf_lr_grid), seeds=cfg.num_seeds, folds=cfg.folds,
                 control_trials=cfg.num_samples if has_controls(cfg) else 0, arm_names=tuple(names))
 

@@ -52,6 +52,8 @@ def describe_trial(row: Mapping[str, Any], phase: str = "") -> str:
     if arm in ("gan", "control+gan") and row.get("gan_loss"):
         ratio = row.get("synthetic_ratio")
         bits.append(f"{row['gan_loss']}" + (f" ratio {float(ratio):g}" if ratio is not None else ""))
+    if arm == "external":
+        bits.append(f"{row.get('external') or '?'} ratio {float(row.get('synthetic_ratio') or 0):g}")
     fix = [str(row.get(k)) for k in ("imbalance_fix", "augment") if str(row.get(k) or "none") != "none"]
     if fix and arm != "baseline":
         bits.append("+".join(fix))

@@ -137,3 +137,55 @@ def mix_quality(config: Mapping[str, Any], gans: list[dict], sweep: SweepConfig,
         store.publish(f"gans/{key}")
         store.write_text(f"gans/{key}/mix_quality.json", json.dumps(q, default=float))
         return q
+
+
+LEAK_FILE = "leak_reference.npz"  # in the quality cache: real train/val/test thumbnails for the leak audit
+
+
+def leak_reference(manifest, sweep: SweepConfig, cache_dir: Path) -> dict:
+    """Real train, val and test images (every class) at the leak audit's thumbnail size, built once per sweep and
+    kept in the quality cache (which travels to every node with the data)."""
+    import os
+
+    import numpy as np
+
+    from data_prep.arrays import decode_rows
+    from trainables.metrics.memorisation import thumbnails
+
+    import hashlib
+
+    real = manifest.df[~manifest.df["is_synthetic"].astype(bool)]
+    # one file per split (a CV fold's val part differs): named by the split's image ids and size
+    digest = hashlib.sha256(("|".join(real["image_id"].astype(str) + ":" + real["split"].astype(str))
+                             + f"|{sweep.image_size}|{sweep.channels}").encode()).hexdigest()[:12]
+    path = Path(cache_dir) / LEAK_FILE.replace(".npz", f"_{digest}.npz")
+    if path.is_file():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    out = {}
+    for split in ("train", "val", "test"):
+        rows = real[real["split"] == split]
+        parts = [thumbnails(decode_rows(rows.iloc[i:i + 512], sweep.image_size, sweep.channels))
+                 for i in range(0, len(rows), 512)]
+        out[split] = np.concatenate(parts) if parts else np.zeros((0, 1, 1, sweep.channels), np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # concurrent builders: the last rename wins
+    np.savez(tmp, **out)
+    tmp.replace(path)
+    return out
+
+
+def leak_audit(fake, manifest, sweep: SweepConfig, cache_dir: Path) -> dict[str, Any]:
+    """Near-exact copies of real validation and test images in a synthetic set (uint8 N, H, W, C at the sweep's
+    size): leak_val_copies, leak_test_copies (trainables.metrics.memorisation.held_out_copies), leak_rms."""
+    from trainables.metrics.memorisation import held_out_copies, thumbnails
+
+    ref = leak_reference(manifest, sweep, cache_dir)
+    small = thumbnails(fake)
+    out: dict[str, Any] = {}
+    for split in ("val", "test"):
+        s, _ = held_out_copies(small, ref[split], ref["train"])
+        out[f"leak_{split}_copies"] = s["leak_copies"]
+        out["leak_rms"] = s["leak_rms"]
+        out[f"leak_{split}_with_train_twin"] = s["held_out_with_train_twin"]
+    return out

@@ -29,7 +29,7 @@ from trainables.arms import IMBALANCE_FIXES, KNOB_DEFAULTS
 GAN_KEYS = ("gan_loss", "gan_lr_g", "gan_lr_d", "gan_arch", "gan_augment", "n_critic", "conditional",
             "feature_matching", "perceptual", "label_smoothing", "seed")
 TRIAL_KEYS = GAN_KEYS + ("arm", "synthetic_mix", "synthetic_ratio", "clf_lr", "imbalance_fix", "augment",
-                         "curation")  # curation: a classifier setting (sweeps/curation.py), not part of gan_key
+                         "external", "curation")  # curation: a classifier setting (sweeps/curation.py), not part of gan_key
 OBJECTIVES = ("val_f1", "val_sensitivity")  # both maximised, on REAL validation images only
 SEARCH_SEED = 0  # every search trial trains with this seed
 CONFIRM_SEED_BASE = 1000  # confirm seeds are 1000, 1001, ...: never a search seed, so no search run is reused
@@ -50,6 +50,8 @@ def _identity(config: Mapping[str, Any], keys) -> str:
     values = {k: config.get(k) for k in keys}
     if _canonical(values.get("label_smoothing", 1)) in (None, 1):  # added later: off, a config keeps its old id
         values.pop("label_smoothing", None)
+    if not _canonical(values.get("external")):  # only external arms name a set: every other config keeps its id
+        values.pop("external", None)
     if _canonical(values.get("curation")) in (None, "none"):  # added later too: no curation keeps the old id
         values.pop("curation", None)
     # knobs came after the first sweeps: absent or at the default they stay out, so such a config keeps its old id

@@ -42,7 +42,7 @@ from sweeps.curation import trial_curation
 from sweeps.gans import gan_augment_of, gan_config  # noqa: F401  (gan_config: its old home)
 from sweeps.quality import audit_gan, mix_quality, quality_evaluator, quality_gate
 from sweeps.space import MIX, ROW_KEYS, TRIAL_KEYS, config_id, gan_key, knob_values, mix_members, setup_id
-from trainables.arms import GAN_ARMS
+from trainables.arms import EXTERNAL_ARM, GAN_ARMS
 
 METRICS = METRIC_NAMES
 # Fewest real minority validation images a quality reference may have: KID from fewer is mostly noise, and
@@ -224,8 +224,20 @@ def _train_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
     info.update(status="ok", reason="", gan_checkpoint_epoch=int(load_checkpoint(ckpt)["epoch"]))
     if evaluator is not None:
         info.update(audit_gan(evaluator, [synthetic_dir], run_dir / "quality"))
+        info.update(gan_leak_audit(synthetic_dir, manifest, sweep, data))
     info["time_gan_s"] = round(time.perf_counter() - t0, 2)
     return info
+
+
+def gan_leak_audit(synthetic_dir: Path, manifest, sweep: SweepConfig, data: TrialData) -> dict[str, Any]:
+    """Our GAN's set audited for near-copies of real val/test images, as every external set is (it never saw them:
+    a copy here means the split itself leaks, e.g. near-duplicate images across splits)."""
+    from data_prep.arrays import decode_rows
+    from data_prep.manifest import read_synthetic_rows
+    from sweeps.quality import leak_audit
+
+    fake = decode_rows(read_synthetic_rows(synthetic_dir), sweep.image_size, sweep.channels)
+    return leak_audit(fake, manifest, sweep, Path(data.work_dir) / "quality_cache")
 
 
 def mix_progress(row: Mapping[str, Any], member: int, epochs_per_member: int) -> dict[str, Any]:
@@ -264,6 +276,14 @@ def run_trial(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, tr
     synthetic_dir = None
     row.update(knob_values(config))  # every row says the knobs it trained with (defaults where unset)
     row["curation"] = trial_curation(config)
+    if config["arm"] == EXTERNAL_ARM:  # a set made elsewhere (sweeps/external.py): audited once by the driver
+        from sweeps.external import trial_set
+
+        synthetic_dir = trial_set(config, sweep, data, row)
+        if row["status"] != "ok":
+            row.update(time_total_s=round(time.perf_counter() - t0, 2), phase="final")
+            report(row)
+            return row
     if config["arm"] in GAN_ARMS:
         with warnings.catch_warnings(record=True) as caught:  # said once per GAN key on the console (progress.py)
             warnings.simplefilter("always")

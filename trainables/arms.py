@@ -12,7 +12,8 @@ this table without torch (tests/test_house.py checks). Keep this module free of 
 Arms the confirm phase runs: "baseline" (no synthetic images, no fix: ratio 0), "control" (the best control C:
 the imbalance fix, augmentation and knobs the controls search picked on validation, ratio 0), "gan" (the GAN
 config and ratio as searched) and "control+gan" (C's fix, augmentation and knobs + the rank-1 GAN config and
-ratio: the incremental arm). GAN_ARMS are the arms that train a GAN. The fixed per-fix arms "class_weight",
+ratio: the incremental arm); "external" (C's settings + a synthetic set made elsewhere, --external NAME=DIR,
+sweeps/external.py; rows name it in `external`). GAN_ARMS are the arms that train a GAN. The fixed per-fix arms "class_weight",
 "oversample", "augment" are what sweeps ran before the controls were tuned; the confirm phase no longer runs
 them, but their rows still load and read. CONTROL_ARMS holds the arms with fixed classifier settings and no
 GAN, the baseline included (cfg.controls names the fixes the controls search may use); CLASSICAL_CONTROLS
@@ -105,18 +106,20 @@ GAN_ARM = "gan"
 CONTROL_ARM = "control"  # the best control C, tuned on validation by the controls search
 STACKED_ARM = "control+gan"  # C + the rank-1 GAN config and ratio
 GAN_ARMS = (GAN_ARM, STACKED_ARM)  # the arms whose trials train (or reuse) a GAN
+EXTERNAL_ARM = "external"  # a synthetic set made elsewhere (--external NAME=DIR; rows' `external` names it), on C
 # the arms "the best control" is chosen from: the tuned control, or in older results the fixed per-fix arms
 CLASSICAL_CONTROLS = (*(a for a in CONTROL_ARMS if a != "baseline"), CONTROL_ARM)
-ARMS = (*CONTROL_ARMS, GAN_ARM, CONTROL_ARM, STACKED_ARM)
+ARMS = (*CONTROL_ARMS, GAN_ARM, CONTROL_ARM, STACKED_ARM, EXTERNAL_ARM)
 # short display label (legends, table cells) and a phrase for prose (report summaries), per arm
 ARM_LABELS = {"baseline": "baseline (no aug)", "class_weight": "class weight", "oversample": "oversample",
               "augment": "standard aug", "gan": "GAN", "control": "best control",
-              "control+gan": "best control + GAN"}
+              "control+gan": "best control + GAN", "external": "external set"}
 ARM_DESCRIPTIONS = {"baseline": "no augmentation", "class_weight": "class-weighted loss",
                     "oversample": "random oversampling", "augment": "standard augmentation",
                     "gan": "GAN-made minority images",
                     "control": "the best classical control tuned on validation (its fix, augmentation and knobs)",
-                    "control+gan": "the best classical control plus GAN-made minority images"}
+                    "control+gan": "the best classical control plus GAN-made minority images",
+                    "external": "the best classical control plus minority images made by an external generator"}
 
 assert set(ARM_LABELS) == set(ARM_DESCRIPTIONS) == set(ARMS)
 assert all(s["imbalance_fix"] in IMBALANCE_FIXES and s["augment"] in AUGMENT_NAMES for s in CONTROL_ARMS.values())

@@ -133,8 +133,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML/JSON file of ClassifierConfig keys (+ manifest, out, synthetic); "
                                     "written by python -m analysis.export; flags override it")
     p.add_argument("--synthetic", action="append", metavar="DIR[:P]",
-                   help="folder of synthetic PNGs + manifest.parquet (python -m trainables.gan.sample); repeat as "
-                        "DIR:P to mix several generators in proportions P that sum to 1")
+                   help="folder of synthetic images: our GAN's (PNGs + manifest.parquet, python -m trainables.gan.sample) "
+                        "or one made elsewhere, no manifest needed (a plain folder of minority-class images, or "
+                        "DIR/<class>/ folders; any size or mode, resized like real images); repeat as DIR:P to mix "
+                        "several generators in proportions P that sum to 1")
     p.add_argument("--synthetic-ratio", type=float, help="synthetic / real minority train images, 0..10")
     p.add_argument("--imbalance-fix", choices=tuple(IMBALANCE_FIXES))
     p.add_argument("--augment", choices=tuple(AUGMENT_NAMES))

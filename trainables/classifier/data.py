@@ -218,7 +218,7 @@ def build_classifier_data(manifest: Manifest, cfg, synthetic_dir=None, scorer=No
         parts = []
         for i, ((d, p), k) in enumerate(zip(sources, mix_counts(n, [p for _, p in sources]))):
             # one source keeps the historical draw (seed = cfg.seed); each further source its own stream
-            pool = read_synthetic_rows(d)
+            pool = read_synthetic_rows(d, classes, pos)
             if curation != "none":  # drop first, then draw the ratio's count from what is left
                 from trainables.classifier.curation import curate_rows, too_few_error
 
