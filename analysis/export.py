@@ -291,7 +291,7 @@ def _export_info(run: ChosenRun, data, index: pd.DataFrame, gens: list[dict], sy
                          "clf_run_dir": str(run.clf_dir)},
         "settings": {c: (row[c].item() if hasattr(row[c], "item") else row[c]) for c in
                      ("gan_loss", "gan_lr_g", "gan_lr_d", "diffaugment", "n_critic", "conditional", "feature_matching",
-                      "perceptual", "synthetic_mix", "synthetic_ratio", "clf_lr", "imbalance_fix", "augment")
+                      "perceptual", "synthetic_mix", "synthetic_ratio", "clf_lr", "imbalance_fix", "augment", "curation")
                      if c in row.index and not pd.isna(row[c]) and row[c] != ""},
         "classes": data.classes, "positive_class": data.classes[data.positive_label],
         "images": {f"{s}_{k}": int(counts.get((s, k), 0)) for s in SPLIT_ORDER for k in ("real", "synthetic")},

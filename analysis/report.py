@@ -6,7 +6,8 @@
 Sections: trial status counts; headline (baseline vs best GAN vs best classical control on real
 test, chosen on real validation, mean +- 95% t-CI over seeds, paired tests, a plain verdict); the
 headline's runs (confusion matrices, ROC / PR curves, classifier training curves, per-class metrics, from
-the classifier run folders the rows name: analysis.report_runs); per GAN loss; per GAN variant; figures
+the classifier run folders the rows name: analysis.report_runs); per GAN loss; per GAN variant; curation of the
+synthetic images (when a run was curated: analysis.report_curation); figures
 (ratio curves, validation Pareto front, image quality vs usefulness, GAN loss curves, real vs synthetic
 samples, closest synthetic-real pairs); the exchange rate (--exchange-rate sweeps: what the synthetic set is worth
 in real minority images, analysis.report_exchange); all configurations; failed and stopped trials; notes. Missing
@@ -32,6 +33,7 @@ from analysis.report_runs import runs_section
 from analysis.tables import (METRIC_LABELS, classifier_rows, not_ok, per_loss, per_variant, status_counts,
                              summarize_configs)
 from analysis.report_exchange import exchange_section, without_exchange
+from analysis.report_curation import curation_section
 from analysis.report_external import external_section, refused_warnings
 from analysis.report_headline import headline_section
 from analysis.scores import RunScores
@@ -62,6 +64,7 @@ def build_report(results: str | Path | pd.DataFrame, out: str | Path) -> Path:
     runs_section(doc, out, clf, hl, base)
     pl = per_loss_section(doc, out, df, configs)
     per_variant_section(doc, out, configs)
+    curation_section(doc, out, df, hl, base)  # only when a run was curated (analysis.report_curation)
     doc.h(2, "Figures")
     figures(doc, out, clf, configs, hl, pl, base)
     all_configs_section(doc, configs)

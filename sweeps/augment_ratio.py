@@ -33,15 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python sweeps/a
 
 from data_prep.errors import ConfigError, DataError, LeakageError  # noqa: E402
 from sweeps import config as sweep_config  # noqa: E402
-from sweeps.answer import disk_use, summarize  # noqa: E402
+from sweeps.answer import disk_use, finish, summarize  # noqa: E402
+from sweeps.curation_scorers import build_curation_scorers  # noqa: E402  issue 24: before any trial
 from sweeps.claim import claim_sweep, release_claims, save_state  # noqa: E402  one driver per sweep (the store's claim)
 from sweeps.config import SweepConfig  # noqa: E402
 from sweeps.exchange import prepare as prepare_exchange, resume_phase  # noqa: E402  the --exchange-rate phase
 from sweeps.data import prepare_data, trial_data  # noqa: E402,F401  (trial_data: tests and bench use it here too)
 from sweeps.plan import DDP_TRIAL_CPU  # noqa: E402  what a DDP trial's own (coordinating) process reserves
 from sweeps.selection import confirmed_picks, pick_best  # noqa: E402,F401  (pick_best: tests use it here too)
-from sweeps.answer import finish  # noqa: E402
 from sweeps.external import arms  # noqa: E402  the external sets that are arms (sweep_state.json)
+from sweeps.quality import build_quality_reference  # noqa: E402  the real reference, before any trial
 from sweeps.storage import is_remote, sweep_store, tune_storage  # noqa: E402,F401  (tune_storage: its old home)
 
 
@@ -308,6 +309,7 @@ def setup(cfg: SweepConfig, cap) -> tuple[SweepConfig, Path, object, dict, Path]
 
         state["external"] = import_externals(cfg, data, store)
         write_state(cfg, state, state_path)
+    build_curation_scorers(cfg, data, store, bool(stored))  # the off-class scorer, once per split / fold
     if store.remote:  # trials on any node get the data, the reference and weights from the store, not this disk
         from sweeps.artifacts import publish_for_cluster, publish_weights
 
@@ -319,25 +321,6 @@ def setup(cfg: SweepConfig, cap) -> tuple[SweepConfig, Path, object, dict, Path]
 def write_state(cfg: SweepConfig, state: dict, state_path: Path) -> None:
     """sweep_state.json (phase reached, the search's picks) on the driver's disk (atomically) and in remote storage."""
     save_state(sweep_store(cfg, state_path.parent), state, state_path)
-
-
-def build_quality_reference(cfg: SweepConfig, data, used_by: str = "") -> None:
-    """Train the domain feature network and build the real reference once, before any trial: concurrent trials
-    would otherwise each build the same ones side by side (minutes at 224 px) before their first GAN epoch."""
-    import torch
-
-    from data_prep import read_manifest
-    from sweeps.quality import leak_reference, quality_evaluator
-
-    t = time.time()
-    device = "cuda" if cfg.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-    manifest = read_manifest(data.manifest)
-    ev = quality_evaluator(manifest, cfg, data, device)
-    leak_reference(manifest, cfg, Path(data.work_dir) / "quality_cache")  # the leak audit's real images, once
-    print(f"GAN quality reference: {len(ev.reference.pixels)} real minority {data.gan_reference_split} image(s), "
-          f"{'cached' if ev.reference_was_cached else f'built in {time.time() - t:.0f} s'}, shared by "
-          f"{used_by or 'every trial'}",
-          flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

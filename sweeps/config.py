@@ -85,6 +85,8 @@ class SweepConfig:
     perceptual_choices: tuple[float, ...] = (0.0, 1.0)  # VGG16 perceptual term weights; searched only with vgg_weights
     vgg_weights: str | None = None  # local VGG16 state_dict: enables the perceptual term (never downloaded)
     mix_choices: tuple[str, ...] = ("single",)  # single | mix_losses (equal parts of one GAN per loss)
+    # ---- curation of synthetic images (issue 24; sweeps/curation.py): a classifier setting, one GAN serves every choice
+    curation_choices: tuple[str, ...] = ("none",)  # searched: none | copies | copies+off_class (a dimension if > 1)
     # ---- controls and spread
     controls: tuple[str, ...] = ("baseline", "class_weight", "oversample", "augment")  # baseline arm + fixes to tune
     augment_policy: str = "standard"  # the controls' augmentation: standard | xray | dermoscopy | industrial
@@ -146,6 +148,7 @@ class SweepConfig:
         if self.max_images_per_class < 0 or self.quality_domain_epochs < 1:
             raise ConfigError("max_images_per_class must be >= 0 and quality_domain_epochs >= 1")
         self._check_gan_settings()
+        self._check_curation()
         from trainables.arms import MAX_SYNTHETIC_RATIO
 
         if any(not 0 < r <= MAX_SYNTHETIC_RATIO for r in self.synthetic_ratios):
@@ -240,6 +243,13 @@ class SweepConfig:
         if self.exchange_rate and self.folds:
             raise ConfigError(f"exchange_rate with folds = {self.folds}: the exchange phase subsamples the fixed "
                               "split's training images; run it without --folds")
+
+    def _check_curation(self) -> None:
+        from trainables.classifier.config import CURATIONS  # curation of synthetic images: sweeps/curation.py
+
+        if not self.curation_choices or any(c not in CURATIONS for c in self.curation_choices):
+            raise ConfigError(f"curation_choices {list(self.curation_choices)}: each must be one of "
+                              f"{sorted(CURATIONS)}")
 
     def _check_resources(self) -> None:
         if self.gpus_per_trial < 0 or self.cpus_per_trial <= 0:

@@ -114,6 +114,10 @@ def gan_digest(gan_values: Mapping[str, Any], sweep, fold=None, minority_fractio
     values = {k: v for k, v in gan_values.items() if k not in NOT_IN_KEY}
     values["quality"] = [sweep.inception_weights or "domain", sweep.quality_domain_epochs, sweep.gan_eval_samples]
     values["synthetic_ratio_max"] = max(sweep.synthetic_ratios)  # the sampled set's size
+    from sweeps.curation import sample_headroom
+
+    if sample_headroom(sweep) != 1.0:  # curation searched: a larger set (absent otherwise: old keys stand)
+        values["sample_headroom"] = sample_headroom(sweep)
     if _canonical(fold) is not None:  # a fold's GAN trained on that fold's train part only
         values["fold"] = fold
     f = _canonical(minority_fraction)

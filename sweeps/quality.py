@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -189,3 +190,32 @@ def leak_audit(fake, manifest, sweep: SweepConfig, cache_dir: Path) -> dict[str,
         out["leak_rms"] = s["leak_rms"]
         out[f"leak_{split}_with_train_twin"] = s["held_out_with_train_twin"]
     return out
+
+
+def build_quality_reference(cfg: SweepConfig, data, used_by: str = "") -> None:
+    """Train the domain feature network and build the real reference once, before any trial: concurrent trials
+    would otherwise each build the same ones side by side (minutes at 224 px) before their first GAN epoch."""
+    import torch
+
+    from data_prep import read_manifest
+
+    t = time.time()
+    device = "cuda" if cfg.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+    manifest = read_manifest(data.manifest)
+    ev = quality_evaluator(manifest, cfg, data, device)
+    leak_reference(manifest, cfg, Path(data.work_dir) / "quality_cache")  # the leak audit's real images, once
+    print(f"GAN quality reference: {len(ev.reference.pixels)} real minority {data.gan_reference_split} image(s), "
+          f"{'cached' if ev.reference_was_cached else f'built in {time.time() - t:.0f} s'}, shared by "
+          f"{used_by or 'every trial'}",
+          flush=True)
+
+
+def gan_leak_audit(synthetic_dir: Path, manifest, sweep: SweepConfig, data) -> dict[str, Any]:
+    """Our GAN's set audited for near-copies of real val/test images, as every external set is (it never saw them:
+    a copy here means the split itself leaks, e.g. near-duplicate images across splits)."""
+    from data_prep.arrays import decode_rows
+    from data_prep.manifest import read_synthetic_rows
+    from sweeps.quality import leak_audit
+
+    fake = decode_rows(read_synthetic_rows(synthetic_dir), sweep.image_size, sweep.channels)
+    return leak_audit(fake, manifest, sweep, Path(data.work_dir) / "quality_cache")

@@ -3,7 +3,8 @@
 Search phase: OptunaSearch (multi-objective: real-val F1 and sensitivity of the minority class) over
 GAN loss, G and D learning rates, GAN architecture (dcgan | resnet), augmentation of D's inputs (none |
 diffaugment | ada), n_critic (wgan-gp only), synthetic ratio, the classical fix and classifier augmentation the GAN
-is stacked on (`stackable`; knobs at their defaults) and the classifier learning rate. GAN learning rates are
+is stacked on (`stackable`; knobs at their defaults), the curation of the synthetic images (sweep.curation_choices,
+a dimension only with more than one) and the classifier learning rate. GAN learning rates are
 categorical on purpose: a GAN config then recurs across trials, and the GAN cache (trial.py) trains it once and
 serves every ratio that asks for it. Which GAN a trial trains and its key: sweeps/gans.py.
 
@@ -27,7 +28,8 @@ from trainables.arms import IMBALANCE_FIXES, KNOB_DEFAULTS
 
 GAN_KEYS = ("gan_loss", "gan_lr_g", "gan_lr_d", "gan_arch", "gan_augment", "n_critic", "conditional",
             "feature_matching", "perceptual", "label_smoothing", "seed")
-TRIAL_KEYS = GAN_KEYS + ("arm", "synthetic_mix", "synthetic_ratio", "clf_lr", "imbalance_fix", "augment", "external")
+TRIAL_KEYS = GAN_KEYS + ("arm", "synthetic_mix", "synthetic_ratio", "clf_lr", "imbalance_fix", "augment",
+                         "external", "curation")  # curation: a classifier setting (sweeps/curation.py), not part of gan_key
 OBJECTIVES = ("val_f1", "val_sensitivity")  # both maximised, on REAL validation images only
 SEARCH_SEED = 0  # every search trial trains with this seed
 CONFIRM_SEED_BASE = 1000  # confirm seeds are 1000, 1001, ...: never a search seed, so no search run is reused
@@ -52,6 +54,8 @@ def _identity(config: Mapping[str, Any], keys) -> str:
         values.pop("label_smoothing", None)
     if not _canonical(values.get("external")):  # only external arms name a set: every other config keeps its id
         values.pop("external", None)
+    if _canonical(values.get("curation")) in (None, "none"):  # added later too: no curation keeps the old id
+        values.pop("curation", None)
     # knobs came after the first sweeps: absent or at the default they stay out, so such a config keeps its old id
     values.update({k: v for k, v in knob_values(config).items() if v != KNOB_DEFAULTS[k]})
     return _hash(values)
@@ -90,6 +94,7 @@ class SearchSpace:
         self.feature_matching = [float(w) for w in sweep.feature_matching_choices]
         self.perceptual = [float(w) for w in sweep.perceptual_choices] if sweep.vgg_weights else [0.0]
         self.smoothing = [float(x) for x in getattr(sweep, "label_smoothing_choices", (1.0,))]
+        self.curations = list(getattr(sweep, "curation_choices", ("none",)))  # a dimension only with > 1 choice
         fixes, augments = stackable(sweep)  # the incremental arm: a GAN on top of a classical fix / augmentation
         self.fixes, self.clf_augments = ["none", *fixes], ["none", *augments]
 
@@ -119,7 +124,7 @@ class SearchSpace:
         for name, choices in (("gan_arch", self.archs), ("gan_augment", self.gan_augments),
                               ("conditional", self.conditional), ("feature_matching", self.feature_matching),
                               ("perceptual", self.perceptual), ("imbalance_fix", self.fixes),
-                              ("augment", self.clf_augments)):
+                              ("augment", self.clf_augments), ("curation", getattr(self, "curations", ["none"]))):
             value = self._choose(trial, name, choices)
             if len(choices) == 1:
                 consts[name] = value

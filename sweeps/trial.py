@@ -38,8 +38,9 @@ from typing import Any, Callable, Mapping
 from trainables.metric_names import METRIC_NAMES
 from data_prep.shards import decode_on_this_node
 from sweeps.config import SweepConfig
+from sweeps.curation import trial_curation
 from sweeps.gans import gan_augment_of, gan_config  # noqa: F401  (gan_config: its old home)
-from sweeps.quality import audit_gan, mix_quality, quality_evaluator, quality_gate
+from sweeps.quality import audit_gan, gan_leak_audit, mix_quality, quality_evaluator, quality_gate
 from sweeps.space import MIX, ROW_KEYS, TRIAL_KEYS, config_id, gan_key, knob_values, mix_members, setup_id
 from trainables.arms import EXTERNAL_ARM, GAN_ARMS
 
@@ -93,6 +94,7 @@ def classifier_config(config: Mapping[str, Any], sweep: SweepConfig, device: str
     return make({"model": sweep.clf_model, "image_size": sweep.image_size, "channels": sweep.channels,
                  "batch_size": sweep.clf_batch_size, "num_epochs": sweep.clf_epochs, "lr": float(config["clf_lr"]),
                  "synthetic_ratio": float(config["synthetic_ratio"]), "imbalance_fix": config["imbalance_fix"],
+                 "curation": trial_curation(config),  # sweeps/curation.py: "none" for arms without synthetic images
                  # an arm that augments uses the sweep's policy for its modality (an X-ray is never flipped)
                  "augment": "none" if config["augment"] == "none" else sweep.augment_policy,
                  "seed": int(config["seed"]), "device": device,
@@ -212,7 +214,9 @@ def _train_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
         return {**info, "status": "failed", "reason": f"GAN {result.get('status')}: {result.get('reason')}"}
     n_minority = int(((manifest.df["split"] == "train") & (manifest.df["label"] == manifest.positive_label)
                       & ~manifest.df["is_synthetic"]).sum())
-    n_samples = max(1, math.ceil(max(sweep.synthetic_ratios) * n_minority))
+    from sweeps.curation import sample_headroom  # more while curation may drop some (also in gan_key)
+
+    n_samples = max(1, math.ceil(max(sweep.synthetic_ratios) * n_minority * sample_headroom(sweep)))
     synthetic_dir = run_dir / "synthetic"
     ckpt = RunFiles(run_dir).sampling_checkpoint()  # the best validation KID's checkpoint (else the last)
     ensure_free(run_dir, n_samples * sweep.image_size ** 2 * sweep.channels, f"{n_samples} synthetic images")
@@ -224,17 +228,6 @@ def _train_gan(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, d
         info.update(gan_leak_audit(synthetic_dir, manifest, sweep, data))
     info["time_gan_s"] = round(time.perf_counter() - t0, 2)
     return info
-
-
-def gan_leak_audit(synthetic_dir: Path, manifest, sweep: SweepConfig, data: TrialData) -> dict[str, Any]:
-    """Our GAN's set audited for near-copies of real val/test images, as every external set is (it never saw them:
-    a copy here means the split itself leaks, e.g. near-duplicate images across splits)."""
-    from data_prep.arrays import decode_rows
-    from data_prep.manifest import read_synthetic_rows
-    from sweeps.quality import leak_audit
-
-    fake = decode_rows(read_synthetic_rows(synthetic_dir), sweep.image_size, sweep.channels)
-    return leak_audit(fake, manifest, sweep, Path(data.work_dir) / "quality_cache")
 
 
 def mix_progress(row: Mapping[str, Any], member: int, epochs_per_member: int) -> dict[str, Any]:
@@ -276,6 +269,7 @@ def run_trial(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, tr
                n_train_positive=data.n_train_positive)
     synthetic_dir = None
     row.update(knob_values(config))  # every row says the knobs it trained with (defaults where unset)
+    row["curation"] = trial_curation(config)
     if config["arm"] == EXTERNAL_ARM:  # a set made elsewhere (sweeps/external.py): audited once by the driver
         from sweeps.external import trial_set
 
@@ -293,8 +287,16 @@ def run_trial(config: Mapping[str, Any], sweep: SweepConfig, data: TrialData, tr
             row.update(time_total_s=round(time.perf_counter() - t0, 2), phase="final")
             report(row)
             return row
-    row.update(trial_classifier(config, sweep, data, device, report, trial_id, synthetic_dir),
-               time_total_s=round(time.perf_counter() - t0, 2), phase="final")
+    from trainables.classifier.curation import CurationError
+
+    try:
+        row.update(trial_classifier(config, sweep, data, device, report, trial_id, synthetic_dir))
+    except CurationError as exc:  # the GAN's set, curated, cannot supply the ratio: this config's outcome, said
+        from sweeps.curation import row_values
+
+        row.update(row_values({"curation": exc.counts}, row["curation"], str), status="failed",
+                   error=f"curation: {exc}"[:1000])
+    row.update(time_total_s=round(time.perf_counter() - t0, 2), phase="final")
     report(row)
     return row
 
@@ -341,6 +343,11 @@ def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialD
     store, key = store_of(data), f"classifiers/{trial_id}"
     clf_dir = store.fetch(key)  # remote: a retry on another node resumes from the checkpoints published below
     ccfg = classifier_config(config, sweep, device, data.n_train_real)
+    scorer = None  # the sweep's off-class scorer (sweeps/curation.py), trained by the driver before any trial
+    if "off_class" in ccfg.curation and synthetic_dir:
+        from sweeps.curation import ensure_sweep_scorer
+
+        scorer = ensure_sweep_scorer(sweep, data, classifier_config, device)[0]
     if sweep.workers_per_trial > 1:
         from trainables.classifier.ray_train import run_classifier_ray
 
@@ -350,7 +357,7 @@ def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialD
                                         use_gpu=sweep.gpus_per_trial > 0, name=f"clf-{trial_id}",
                                         resources_per_worker=ddp_worker_resources(sweep),
                                         storage_path=store.uri(f"{key}/ray") if store.remote else None,
-                                        callbacks=tune_forwarder(classifier_progress))
+                                        callbacks=tune_forwarder(classifier_progress), curation_scorer=scorer)
     else:
         sync = CheckpointSync(store, key)
 
@@ -361,7 +368,7 @@ def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialD
             sync()
 
         result = run_classifier_local(data.manifest, clf_dir, ccfg, synthetic_dir=synthetic_dir, report=on_epoch,
-                                      resume=True)
+                                      resume=True, curation_scorer=scorer)
     out = {f"{split}_{k}": float(result[split][k]) if result[split].get(k) is not None else float("nan")
            for split in ("val", "test") for k in METRICS}
     publish_run(store, key)  # and its scratch copy removed; a store error is logged, the finished trial stays ok
@@ -371,6 +378,9 @@ def trial_classifier(config: Mapping[str, Any], sweep: SweepConfig, data: TrialD
                clf_best_epoch=int(result.get("best_epoch", -1)), n_synthetic=int(result.get("n_synthetic", 0)),
                clf_steps=int(result.get("steps", 0)), clf_epoch_size=int(result.get("epoch_size", 0)),
                time_classifier_s=round(time.perf_counter() - t1, 2))
+    from sweeps.curation import row_values
+
+    out.update(row_values(result, ccfg.curation, lambda p: artifact_uri(data, p)))
     return out
 
 

@@ -68,6 +68,8 @@ ALLOWLIST: dict[str, str] = {
     "python -m trainables.classifier --manifest M --out runs/clf_ctl": TRAINS + " (tests/test_controls.py); M is a "
                                                                        "placeholder for a manifest",
     "python -m trainables.classifier --manifest M --out runs/clf_mix": TRAINS + "; needs three sampled synthetic sets",
+    "python -m trainables.classifier --manifest M --out runs/clf_cur": TRAINS + "; needs a sampled synthetic set "
+                                                                       "(tests/test_curation.py runs curation)",
     "python sweeps/augment_ratio.py [--smoke-test]": USAGE + "; `python sweeps/augment_ratio.py --smoke-test` is run",
     "python -m analysis.report results/augment_ratio/results.parquet": "needs a finished sweep's results; its "
                                                                         "--smoke-test form is run",

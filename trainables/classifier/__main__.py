@@ -2,6 +2,7 @@
        [--synthetic DIR_A:0.5 --synthetic DIR_B:0.25 --synthetic DIR_C:0.25]   (generator mix; sums to 1)
        [--imbalance-fix none|class_weight|oversample] [--augment none|standard|xray|dermoscopy|industrial]
        [--class-weight-power P] [--oversample-share S] [--augment-strength A] [--epoch-size N]
+       [--curation none|copies|copies+off_class [--curation-scorer DIR]]
        [--model resnet18|resnet50|small_cnn]
        [--weights PATH [--freeze-epochs N] [--input-norm auto|imagenet|none]] [--epochs E] [--seed N] [--folds K]
        [--config FILE.yaml] [--smoke-test] [--ray --workers N [--gpu]]
@@ -16,6 +17,15 @@ Control knobs: --class-weight-power P in [0.5, 1] (with class_weight: weights (n
 class 1/C), --augment-strength A in [0.5, 1.5] (scales the policy's rotation, brightness and contrast).
 --epoch-size N: images per epoch, so ceil(N / batch size) optimizer steps an epoch (default: the training set's
 size); metrics.json "steps" counts the steps taken.
+
+Curation (with --synthetic): --curation copies drops synthetic images that are near-copies of real train images
+(pixel RMS to the nearest real train minority image <= the 5th percentile of the real images' own nearest-neighbour
+distances: the memorisation audit's pixel rule); copies+off_class also drops images that a classifier trained on
+the real train images only scores as the other class (minority score below the 5th percentile of the real val
+minority images' scores). The ratio's count is drawn from what is left. The scorer is trained in RUN/curation_scorer
+unless --curation-scorer DIR holds one (trained there when DIR is empty, so several runs share it). Writes
+RUN/curation_dropped.png (dropped images beside their nearest real train image), RUN/curation_dropped.csv and
+metrics.json "curation" (how many each step dropped).
 
 Transfer learning: --weights PATH loads a local torchvision-layout state dict (nothing is downloaded; a
 grayscale manifest gets the RGB stem summed over its channels), inputs are then normalised with ImageNet's
@@ -138,6 +148,11 @@ def _parser() -> argparse.ArgumentParser:
                    "contrast, in [0.5, 1.5] (default 1)")
     p.add_argument("--epoch-size", type=int, help="images drawn per epoch: ceil(N / batch size) optimizer steps "
                    "(default: the training set's size)")
+    p.add_argument("--curation", choices=("none", "copies", "copies+off_class"),
+                   help="with --synthetic: drop near-copies of real train images (copies) and images a real-only "
+                        "classifier scores as the other class (off_class) before the ratio's draw (default none)")
+    p.add_argument("--curation-scorer", metavar="DIR", help="with --curation copies+off_class: the off-class "
+                   "scorer's folder (read if it holds one, else trained there); default RUN/curation_scorer")
     p.add_argument("--model", help="resnet18 | resnet50 | small_cnn")
     p.add_argument("--weights", help="local state-dict file to start from, e.g. torchvision ImageNet weights saved "
                                      "on another machine (nothing is downloaded)")
@@ -169,21 +184,22 @@ _FLAG_KEYS = (("synthetic_ratio", "synthetic_ratio"), ("imbalance_fix", "imbalan
               ("seed", "seed"), ("device", "device"), ("folds", "num_folds"),
               ("freeze_epochs", "freeze_epochs"), ("input_norm", "input_norm"),
               ("class_weight_power", "class_weight_power"), ("oversample_share", "oversample_share"),
-              ("augment_strength", "augment_strength"), ("epoch_size", "epoch_size"))
+              ("augment_strength", "augment_strength"), ("epoch_size", "epoch_size"), ("curation", "curation"))
 
 
 def _run(args: argparse.Namespace, cfg, synthetic) -> dict:
     if args.ray:
         from trainables.classifier.ray_train import run_classifier_ray
         result = run_classifier_ray(args.manifest, args.out, cfg, synthetic_dir=synthetic,
-                                    num_workers=args.workers, use_gpu=args.gpu)
+                                    num_workers=args.workers, use_gpu=args.gpu,
+                                    curation_scorer=args.curation_scorer)
         for row in result["history"]:
             print(f"epoch {row['epoch']}  loss {row['train_loss']:.4f}  val f1 {row['val_f1']:.3f}  "
                   f"{row['images_per_s']:.0f} img/s")
         return result
     from trainables.classifier.run import run_classifier_local
     return run_classifier_local(args.manifest, args.out, cfg, synthetic_dir=synthetic,
-                                log=lambda s: print(s, flush=True))
+                                log=lambda s: print(s, flush=True), curation_scorer=args.curation_scorer)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print()
     print(results_table(result))
+    cur = result.get("curation") or {}
+    if cur.get("curation", "none") != "none":
+        print(f"curation {cur['curation']}: of {cur['candidates']} candidate synthetic images, {cur['dropped_copies']} "
+              f"dropped as near-copies, {cur['dropped_off_class']} as off-class; grid {cur.get('grid')}")
     print(f"\nwrote {args.out}/metrics.json and {args.out}/confusion_matrix.png")
     return 0
 

@@ -11,6 +11,8 @@ from trainables.arms import (AUGMENT_NAMES, CONTROL_KNOBS, IMBALANCE_FIXES, MAX_
 from trainables.metrics.classification import METRIC_KEYS, THRESHOLD_RULES
 
 INPUT_NORMS = ("auto", "imagenet", "none")  # see models.input_normalisation
+# curation name -> its steps, in order (trainables.classifier.curation does them)
+CURATIONS = {"none": (), "copies": ("copies",), "copies+off_class": ("copies", "off_class")}
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ClassifierConfig:
     seed: int = 0  # model init, sampling, augmentation and synthetic-row draw
     device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
     num_folds: int = 0  # k-fold CV over train+val (test untouched); 0 = the manifest's split, no CV
+    curation: str = "none"  # synthetic images dropped before the ratio's draw: "none" | "copies" | "copies+off_class"
 
     def __post_init__(self) -> None:
         from trainables.classifier.models import MODELS
@@ -45,7 +48,8 @@ class ClassifierConfig:
         for name, value, table in (("model", self.model, MODELS), ("imbalance_fix", self.imbalance_fix,
                                    IMBALANCE_FIXES), ("augment", self.augment, AUGMENT_NAMES),
                                    ("threshold_rule", self.threshold_rule, THRESHOLD_RULES),
-                                   ("select_metric", self.select_metric, METRIC_KEYS)):
+                                   ("select_metric", self.select_metric, METRIC_KEYS),
+                                   ("curation", self.curation, CURATIONS)):
             if value not in table:
                 raise ConfigError(f"unknown {name} {value!r}; valid: {sorted(table)}")
         if not 0.0 <= self.synthetic_ratio <= MAX_SYNTHETIC_RATIO:
@@ -71,6 +75,9 @@ class ClassifierConfig:
                               f"backbone trains the head on random features; pass --weights PATH (a local state dict)")
         if self.num_folds == 1 or self.num_folds < 0:
             raise ConfigError(f"num_folds must be 0 (no CV) or >= 2, got {self.num_folds}")
+        if self.curation != "none" and not self.synthetic_ratio:
+            raise ConfigError(f"curation {self.curation!r} has no effect with synthetic_ratio 0 (it drops synthetic "
+                              f"images before they are drawn); leave it at 'none' or add synthetic images")
         self._check_knobs()
 
     def _check_knobs(self) -> None:

@@ -15,6 +15,10 @@ ties to the earlier folder), so the counts sum to n exactly; each row keeps its 
 `data.summary()["synthetic_sources"]` lists the folder, proportion and count of every source. A folder
 from a class-conditional generator may hold several classes: only its minority-class rows are drawn.
 
+Curation (cfg.curation, trainables.classifier.curation): none | copies | copies+off_class. Each folder's minority
+rows are curated BEFORE the draw (near-copies of real train images, then images a real-only scorer calls the
+other class), so the ratio's count comes from what is left; ClassifierData.curated holds what each step dropped.
+
 Controls (tables in trainables.arms, same code path as the synthetic runs, freely combined with them), each
 with its knob (trainables.arms.CONTROL_KNOBS; at the knob's default the behaviour is the one before knobs existed):
 IMBALANCE_FIXES  none | class_weight (loss weights (n / (C * n_c)) ** class_weight_power) | oversample (each
@@ -154,6 +158,8 @@ class ClassifierData:
     channels: int
     n_synthetic: int
     synthetic_sources: list[dict] = dataclasses.field(default_factory=list)  # [{dir, proportion, n, generators}]
+    curated: list = dataclasses.field(default_factory=list)  # curation.CurationResult per synthetic folder
+    curation: str = "none"
 
     @property
     def positive_label(self) -> int:
@@ -172,13 +178,21 @@ class ClassifierData:
             return {self.classes[int(k)]: int(v) for k, v in df["label"].value_counts().sort_index().items()}
         return {"train": counts(self.train_rows), "val": counts(self.val_rows), "test": counts(self.test_rows),
                 "n_synthetic": self.n_synthetic, "positive_class": self.classes[self.positive_label],
-                "synthetic_sources": self.synthetic_sources}
+                "synthetic_sources": self.synthetic_sources, "curation": self.curation_counts()}
+
+    def curation_counts(self) -> dict:
+        """How many candidate synthetic images curation saw and dropped, by step (all folders together)."""
+        from trainables.classifier.curation import curation_summary
+
+        return curation_summary(self.curated, self.curation)
 
 
-def build_classifier_data(manifest: Manifest, cfg, synthetic_dir=None) -> ClassifierData:
+def build_classifier_data(manifest: Manifest, cfg, synthetic_dir=None, scorer=None) -> ClassifierData:
     """Real manifest (+ synthetic rows drawn for cfg.synthetic_ratio) -> guarded ClassifierData.
 
-    synthetic_dir: None, one folder, or a mix [(folder, proportion), ...] / {folder: proportion} summing to 1."""
+    synthetic_dir: None, one folder, or a mix [(folder, proportion), ...] / {folder: proportion} summing to 1.
+    cfg.curation: each folder's minority rows are curated first (trainables.classifier.curation: near-copies,
+    then off-class images by `scorer`), the ratio's count is then drawn from what is left (too few: CurationError)."""
     sources = synthetic_sources(synthetic_dir)
     pos, classes = manifest.positive_label, manifest.classes
     where = str(manifest.path or "manifest")
@@ -193,6 +207,10 @@ def build_classifier_data(manifest: Manifest, cfg, synthetic_dir=None) -> Classi
     m = Manifest(df=manifest.df[~manifest.df["is_synthetic"].astype(bool)].reset_index(drop=True),
                  meta=dict(manifest.meta), path=manifest.path)
     used: list[dict] = []
+    curated: list = []
+    size = int(cfg.image_size or manifest.meta.get("image_size", 64))
+    channels = int(cfg.channels or manifest.meta.get("channels", 3))
+    curation = getattr(cfg, "curation", "none")
     if n > 0:
         if not sources:
             raise DataError(f"synthetic_ratio {cfg.synthetic_ratio} needs synthetic images: pass --synthetic DIR "
@@ -200,7 +218,16 @@ def build_classifier_data(manifest: Manifest, cfg, synthetic_dir=None) -> Classi
         parts = []
         for i, ((d, p), k) in enumerate(zip(sources, mix_counts(n, [p for _, p in sources]))):
             # one source keeps the historical draw (seed = cfg.seed); each further source its own stream
-            rows = draw_synthetic_rows(read_synthetic_rows(d, classes, pos), k, pos, classes, cfg.seed + 1_000_003 * i, where=d)
+            pool = read_synthetic_rows(d, classes, pos)
+            if curation != "none":  # drop first, then draw the ratio's count from what is left
+                from trainables.classifier.curation import curate_rows, too_few_error
+
+                mine = pool[pool["label"].astype(int) == pos]
+                curated.append(curate_rows(mine if len(mine) else pool, m, curation, size, channels, scorer))
+                pool = curated[-1].kept
+                if k > len(pool):
+                    raise too_few_error(d, k, curated, cfg.synthetic_ratio)
+            rows = draw_synthetic_rows(pool, k, pos, classes, cfg.seed + 1_000_003 * i, where=d)
             parts.append(rows)
             used.append({"dir": d, "proportion": p, "n": int(len(rows)),
                          "generators": sorted(set(rows["generator"].astype(str)))})
@@ -208,9 +235,8 @@ def build_classifier_data(manifest: Manifest, cfg, synthetic_dir=None) -> Classi
     check_no_leakage(m.df, where=f"classifier dataset from {where}")
     return ClassifierData(manifest=m, train_rows=m.split("train"), val_rows=m.split("val"),
                           test_rows=m.split("test"),
-                          image_size=int(cfg.image_size or manifest.meta.get("image_size", 64)),
-                          channels=int(cfg.channels or manifest.meta.get("channels", 3)), n_synthetic=n,
-                          synthetic_sources=used)
+                          image_size=size, channels=channels, n_synthetic=n, synthetic_sources=used,
+                          curated=curated, curation=curation)
 
 
 def kfold_manifests(manifest: Manifest, num_folds: int, seed: int) -> list[Manifest]:

@@ -31,10 +31,10 @@ from data_prep.errors import ConfigError
 from data_prep.manifest import read_manifest
 from data_prep.shards import decode_in_parallel, decode_remote_args, split_dataset
 from trainables.classifier.config import ClassifierConfig, classifier_config
-from trainables.classifier.data import build_classifier_data, epoch_indices, sample_weights_for
+from trainables.classifier.data import epoch_indices, sample_weights_for
 from trainables.classifier.loop import evaluate_best, merge_predictions, strip_models, train_classifier
-from trainables.classifier.run import (as_config, best_checkpoint, name_per_class, run_sources, scores_csv,
-                                       write_run_files)
+from trainables.classifier.run import (as_config, best_checkpoint, curated_data, name_per_class, run_sources,
+                                       scores_csv, write_run_files)
 from trainables.ray_worker import CheckpointReporter, fit, load_from_ray_checkpoint, trainer_kwargs
 
 _SHUFFLE_BUFFER = 1024  # rows per worker mixed between batches
@@ -170,7 +170,7 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
                        synthetic_dir=None, num_workers: int = 2, use_gpu: bool = False, storage_path=None,
                        name: str | None = None, callbacks: list | None = None,
                        max_failures: int = MAX_FAILURES, resources_per_worker: Mapping[str, float] | None = None,
-                       before_report: Callable[[int], Any] | None = None) -> dict:
+                       before_report: Callable[[int], Any] | None = None, curation_scorer=None) -> dict:
     """TorchTrainer run of the classifier (DDP when num_workers > 1); writes the same RUN files as the local path.
 
     `name` names the Train run (use the Tune trial id, no timestamps) so a restarted run resumes from its
@@ -189,7 +189,7 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(manifest_path)
-    data = build_classifier_data(manifest, cfg, synthetic_dir)
+    data, curation = curated_data(manifest, manifest_path, cfg, synthetic_dir, out_dir, curation_scorer)
     size, ch = data.image_size, data.channels
     train_rows = data.train_rows
     weights = sample_weights_for(cfg.imbalance_fix, train_rows["label"].to_numpy(), data.num_classes,
@@ -220,7 +220,7 @@ def run_classifier_ray(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[s
            "steps": int(final.get("steps", 0)), "epoch_size": int(cfg.epoch_size) or len(data.train_rows),
            "data": data.summary(), "classes": data.classes, "positive_label": data.positive_label,
            "num_workers": num_workers, "run_dir": str(out_dir), "config": config_to_dict(cfg),
-           "history": final["history"], **run_sources(manifest, synthetic_dir)}
+           "history": final["history"], "curation": curation, **run_sources(manifest, synthetic_dir)}
     name_per_class(out, data.classes)
     write_run_files(out_dir, cfg, out, data.classes)
     return out

@@ -8,7 +8,10 @@ Writes RUN/config.json, RUN/history.jsonl and RUN/history.csv (one row per epoch
 every val metric, steps so far; for loss curves), RUN/metrics.json ({"val", "test", "threshold", "best_epoch",
 "steps" (optimizer steps taken), "epoch_size" (images per epoch), "data", "manifest", "synthetic", ...}; val/test "per_class" keyed by class name), RUN/test_scores.csv (row, label,
 score: each real test image's label and positive-class probability at the best epoch; the report's ROC/PR
-curves), RUN/confusion_matrix.png and RUN/checkpoints/{best,last}.pt. With cfg.num_folds = k the folds go to
+curves), RUN/confusion_matrix.png and RUN/checkpoints/{best,last}.pt; with cfg.curation (trainables.classifier.curation)
+metrics.json "curation" (candidates, dropped_copies, dropped_off_class, kept, thresholds, grid),
+RUN/curation_dropped.png (the dropped images beside their nearest real train image), RUN/curation_dropped.csv and,
+for off_class without a given scorer, RUN/curation_scorer/ (the real-only scorer run). With cfg.num_folds = k the folds go to
 RUN/fold_<i>/ and RUN/metrics.json holds the fold means (plus "val_std"/"test_std"); k-fold CV with synthetic
 images is refused (the GAN trained on images that become a fold's validation set).
 TorchTrainer costs ~40 s fixed per fit, so single-device trials use this path; `run_classifier_ray`
@@ -149,9 +152,12 @@ def best_checkpoint(best: dict, cfg: ClassifierConfig | Mapping[str, Any], class
 
 
 def _fit_local(manifest: Manifest, out_dir: Path, cfg: ClassifierConfig, synthetic_dir, report, log,
-               resume: bool) -> dict:
+               resume: bool, scorer=None) -> dict:
+    from trainables.classifier.curation import write_curation_files
+
     t_start = time.perf_counter()
-    data = build_classifier_data(manifest, cfg, synthetic_dir)
+    data = build_classifier_data(manifest, cfg, synthetic_dir, scorer=scorer)
+    curation = write_curation_files(out_dir, data.curated, cfg.curation)  # before training: a failed run shows it too
     size, ch = data.image_size, data.channels
     x_tr, y_tr = load_tensors(data.train_rows, size, ch)
     x_va, y_va = load_tensors(data.val_rows, size, ch)
@@ -195,11 +201,22 @@ def _fit_local(manifest: Manifest, out_dir: Path, cfg: ClassifierConfig, synthet
               "epoch_size": int(cfg.epoch_size) or len(y_tr), "n_synthetic": data.n_synthetic, "data": data.summary(), "classes": data.classes,
               "positive_label": data.positive_label, "train_seconds": time.perf_counter() - t_start,
               "run_dir": str(out_dir), "config": config_to_dict(cfg), "history": slim["history"],
-              **run_sources(manifest, synthetic_dir)}
+              "curation": curation, **run_sources(manifest, synthetic_dir)}
     name_per_class(result, data.classes)
     write_run_files(out_dir, cfg, result, data.classes)
     write_scores(out_dir / "test_scores.csv", kept[-1], data.positive_label)
     return result
+
+
+def curated_data(manifest, manifest_path, cfg, synthetic_dir, out_dir, curation_scorer=None, log=None):
+    """build_classifier_data with cfg.curation's scorer resolved and the curation files written -> (data, summary)
+    (the DDP path's; the local path resolves the scorer once for all folds)."""
+    from trainables.classifier.curation import resolve_scorer, write_curation_files
+
+    scorer = (resolve_scorer(cfg, manifest_path, out_dir, curation_scorer, run_classifier_local, log)
+              if synthetic_dir else None)
+    data = build_classifier_data(manifest, cfg, synthetic_dir, scorer=scorer)
+    return data, write_curation_files(out_dir, data.curated, cfg.curation)
 
 
 def aggregate_folds(folds: list[dict]) -> dict:
@@ -229,17 +246,23 @@ def check_folds_without_synthetic(cfg: ClassifierConfig, synthetic_dir) -> None:
 
 def run_classifier_local(manifest_path, out_dir, cfg: ClassifierConfig | Mapping[str, Any] | None = None,
                          synthetic_dir=None, report: Callable[[dict], Any] | None = None,
-                         log: Callable[[str], None] | None = None, resume: bool = False) -> dict:
+                         log: Callable[[str], None] | None = None, resume: bool = False,
+                         curation_scorer=None) -> dict:
     """Train and evaluate in this process (one device). Returns {"val", "test", "threshold", "best_epoch", ...}.
     synthetic_dir: None, one folder, or a generator mix [(folder, proportion), ...] summing to 1
-    (see trainables.classifier.data.build_classifier_data)."""
+    (see trainables.classifier.data.build_classifier_data). curation_scorer (cfg.curation copies+off_class only):
+    a curation.Scorer, or its folder (read; trained there when empty); None = trained in RUN/curation_scorer."""
+    from trainables.classifier.curation import resolve_scorer
+
     cfg = as_config(cfg)
     check_folds_without_synthetic(cfg, synthetic_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(manifest_path)
     if not cfg.num_folds:
-        return _fit_local(manifest, out_dir, cfg, synthetic_dir, report, log, resume)
+        scorer = (resolve_scorer(cfg, manifest_path, out_dir, curation_scorer, run_classifier_local, log)
+                  if synthetic_dir else None)
+        return _fit_local(manifest, out_dir, cfg, synthetic_dir, report, log, resume, scorer)
     folds = []
     for i, fold_manifest in enumerate(kfold_manifests(manifest, cfg.num_folds, cfg.seed)):
         if log is not None:

@@ -21,6 +21,20 @@ def chance_rate(ref, percentile: float = MEMORISATION_PERCENTILE) -> tuple[float
     return thr_px, thr_ft, float(((ref.audit_nn_pixel <= thr_px) | (ref.audit_nn_feature <= thr_ft)).mean())
 
 
+def pixel_near_copies(fake: np.ndarray, real_train: np.ndarray, percentile: float = MEMORISATION_PERCENTILE
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The audit's pixel rule on its own (no feature network): fake is flagged when its RMS distance to the nearest
+    real train image is <= the `percentile`-th percentile of the train images' distances to their own nearest
+    other train image. -> (flags, nn distances, nn indices into real_train, threshold). Curation uses it
+    (trainables.classifier.curation) to drop near-copies before a classifier trains on them."""
+    train = pixel_vectors(real_train)
+    if len(train) < 2:
+        raise ValueError(f"the near-copy rule needs at least 2 real training images, got {len(train)}")
+    thr = float(np.percentile(nearest_neighbours(train, train, exclude_self=True)[0][:, 0], percentile))
+    d, i = nearest_neighbours(pixel_vectors(fake), train)
+    return d[:, 0] <= thr, d[:, 0], i[:, 0], thr
+
+
 def memorisation_audit(fake: np.ndarray, fake_features: np.ndarray, ref,
                        percentile: float = MEMORISATION_PERCENTILE) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Nearest real TRAIN image of each synthetic image, in pixel (RMS, 0..1) and feature space.
