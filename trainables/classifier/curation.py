@@ -271,9 +271,7 @@ def too_few_error(where: str, needed: int, results: list[CurationResult], ratio:
 def save_dropped_grid(results: list[CurationResult], path, max_per_step: int = GRID_MAX_PER_STEP) -> Path | None:
     """PNG of dropped images (left) each beside its nearest real train minority image (right): copies closest
     first, then off-class lowest score first. None when nothing was dropped."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from trainables.metrics.memorisation import save_pairs_png
 
     items = []  # (synthetic image, nearest train image, title left, title right)
     for step in ("copies", "off_class"):
@@ -290,29 +288,10 @@ def save_dropped_grid(results: list[CurationResult], path, max_per_step: int = G
                           f"train d={float(r.dropped['nn_distance'].iloc[j]):.3f}"))
     if not items:
         return None
-    cols = 4
-    rows = math.ceil(len(items) / cols)
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * 1.3, rows * 1.55 + 0.4), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for n, (syn, real, t_left, t_right) in enumerate(items):
-        r, c = divmod(n, cols)
-        for side, (img, title) in enumerate(((syn, t_left), (real, t_right))):
-            ax = axes[r, 2 * c + side]
-            gray = img.shape[-1] == 1
-            ax.imshow(img[:, :, 0] if gray else img, cmap="gray" if gray else None, vmin=0, vmax=255,
-                      interpolation="nearest")
-            ax.set_title(title, fontsize=6, color="firebrick" if side == 0 else "black")
     total = {s: sum(getattr(r, f"n_dropped_{s}") for r in results) for s in ("copies", "off_class")}
-    fig.suptitle(f"dropped synthetic (left) / nearest real train minority (right): {total['copies']} copies, "
-                 f"{total['off_class']} off-class of {sum(r.n_candidates for r in results)} candidates",
-                 fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_pairs_png(items, f"dropped synthetic (left) / nearest real train minority (right): "
+                                 f"{total['copies']} copies, {total['off_class']} off-class of "
+                                 f"{sum(r.n_candidates for r in results)} candidates", path, left_color="firebrick")
 
 
 def curation_summary(results: list[CurationResult], curation: str) -> dict[str, Any]:

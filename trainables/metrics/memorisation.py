@@ -76,28 +76,32 @@ def memorisation_audit(fake: np.ndarray, fake_features: np.ndarray, ref,
 def save_closest_pairs_png(fake: np.ndarray, real: np.ndarray, per_image: dict[str, np.ndarray],
                            path: str | Path, num_pairs: int = 16) -> Path:
     """Grid of the synthetic images closest (pixel RMS) to a training image, each beside that image."""
+    order = np.argsort(per_image["nn_pixel_distance"])[:num_pairs]
+    items = [(fake[j], real[per_image["nn_pixel_index"][j]], f"syn {j}{'!' if per_image['flagged'][j] else ''}",
+              f"train d={per_image['nn_pixel_distance'][j]:.3f}") for j in order]
+    return save_pairs_png(items, "closest synthetic (left) / real train (right) pairs; ! = flagged", path)
+
+
+def save_pairs_png(items: list, title: str, path: str | Path, left_color: str = "black", cols: int = 4) -> Path:
+    """A grid of (synthetic image, real image, left title, right title) pairs, synthetic on the left: the
+    memorisation audit's closest pairs and curation's dropped images (trainables.classifier.curation)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = np.argsort(per_image["nn_pixel_distance"])[:num_pairs]
-    cols = 4
-    rows = max(1, math.ceil(len(order) / cols))
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * 1.3, rows * 1.5), squeeze=False)
+    rows = max(1, math.ceil(len(items) / cols))
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * 1.3, rows * 1.55 + 0.4), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    gray = fake.shape[-1] == 1
-    for n, j in enumerate(order):
+    for n, (syn, real, t_left, t_right) in enumerate(items):
         r, c = divmod(n, cols)
-        pair = (fake[j], real[per_image["nn_pixel_index"][j]])
-        for side, img in enumerate(pair):
+        for side, (img, t) in enumerate(((syn, t_left), (real, t_right))):
             ax = axes[r, 2 * c + side]
+            gray = img.shape[-1] == 1
             ax.imshow(img[:, :, 0] if gray else img, cmap="gray" if gray else None, vmin=0, vmax=255,
                       interpolation="nearest")
-        flag = "!" if per_image["flagged"][j] else ""
-        axes[r, 2 * c].set_title(f"syn {j}{flag}", fontsize=6)
-        axes[r, 2 * c + 1].set_title(f"train d={per_image['nn_pixel_distance'][j]:.3f}", fontsize=6)
-    fig.suptitle("closest synthetic (left) / real train (right) pairs; ! = flagged", fontsize=8)
+            ax.set_title(t, fontsize=6, color=left_color if side == 0 else "black")
+    fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
