@@ -16,29 +16,27 @@ from analysis.document import Doc, fnum
 
 
 def external_records(base: Path | None) -> list[dict]:
-    """The audit records of the sweep's external sets (none when base is None or holds no external/ folder),
-    in the order the sweep imported them (their folders' modification order is not that: sorted by name)."""
+    """The audit records of the sweep's external sets, each with the judgement sweep_state.json keeps for it (gate,
+    ratios, refused, leaky), in the order given to the sweep (the state's), else by name; [] when base is None or
+    holds no external/ folder."""
     if base is None or not (Path(base) / "external").is_dir():
         return []
+    try:
+        judged = json.loads((Path(base) / "sweep_state.json").read_text()).get("external") or {}
+    except (OSError, ValueError):
+        judged = {}
     out = []
     for f in sorted((Path(base) / "external").glob("*/audit.json")):
         try:
             rec = json.loads(f.read_text())
         except (OSError, ValueError):
             continue
-        from_state = _state_record(base, rec.get("name", ""))
-        out.append({**rec, **from_state, "folder": str(f.parent)})
-    return out
-
-
-def _state_record(base: Path, name: str) -> dict:
-    """The judged record (gate, ratios, refused) sweep_state.json keeps for `name` ({} when absent)."""
-    try:
-        state = json.loads((Path(base) / "sweep_state.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    rec = (state.get("external") or {}).get(name) or {}
-    return {k: rec[k] for k in ("gate", "gate_note", "ratios", "refused", "leaky") if k in rec}
+        state = judged.get(rec.get("name", "")) or {}
+        out.append({**rec, **{k: state[k] for k in ("gate", "gate_note", "ratios", "refused", "leaky") if k in state},
+                    "folder": str(f.parent)})
+    order = list(judged)
+    return sorted(out, key=lambda r: (order.index(r["name"]) if r.get("name") in order else len(order),
+                                      str(r.get("name"))))
 
 
 def refused_warnings(base: Path | None) -> list[str]:
