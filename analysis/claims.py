@@ -183,9 +183,9 @@ def _answer(h: Headline, claims: pd.DataFrame) -> str:
         "seeds and test images" if h.covers_test_images else "seeds")
     g = generator(h)
     if (prim["verdict"] == "worse").any():
-        return f"**Answer: {g} hurt**: adding them to {c} makes {_listing(h, prim[prim.verdict == 'worse'])} worse ({fam})." \
-            if h.primary_external else \
-            f"**Answer: the GAN hurts**: adding it to {c} makes {_listing(h, prim[prim.verdict == 'worse'])} worse ({fam})."
+        hurt, it = ("hurt", "them") if h.primary_external else ("hurts", "it")
+        return (f"**Answer: {g} {hurt}**: adding {it} to {c} makes {_listing(h, prim[prim.verdict == 'worse'])} "
+                f"worse ({fam}).")
     if (prim["verdict"] == "helps").any():
         return f"**Answer: adding {g} to {c} helps** on {_listing(h, prim[prim.verdict == 'helps'])} ({fam})."
     if (sec["verdict"] == "worse").any():
